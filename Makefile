@@ -1,0 +1,34 @@
+# The interception proxy. `make help` lists the targets.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: help install run run-proxy run-local certs test bench clean
+
+help:
+	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
+	@echo "make run-local PID=N [ARGS=...] app server + mitmproxy capturing process N (Linux: root)"
+	@echo "make run [ARGS=...]            the app server alone (mitmproxy started on startInterception)"
+	@echo "make test                      the whole test suite (installs what it needs)"
+	@echo "make bench                     the benchmark"
+	@echo "make certs                     create mitmproxy's CA and print its path"
+
+$(STAMP): pyproject.toml scripts/find-python
+	@python=$$(scripts/find-python) || exit 1; \
+	  echo "using $$python"; \
+	  [ -x $(PY) ] || $$python -m venv $(VENV) || exit 1
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m appserver $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

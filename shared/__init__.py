@@ -1,0 +1,1 @@
+"""What the app server, the redirector addon and the test-suite client share."""
