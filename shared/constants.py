@@ -21,3 +21,7 @@ METHOD_MITMPROXY_READY: Final = "mitmproxyReady"
 METHOD_CLOSE_CONNECTION: Final = "closeConnection"
 EVENT_CONNECTION_OPENED: Final = "interceptedConnectionOpened"
 EVENT_CONNECTION_CLOSED: Final = "interceptedConnectionClosed"
+
+# Local-capture canary: plain-HTTP requests to this host are answered by the
+# redirector itself (204) and prove that capture is active (.invalid: RFC 6761).
+DEFAULT_CANARY_HOST: Final = "interception-proxy-canary.invalid"
