@@ -1,0 +1,1 @@
+"""The app server: control API, proxy endpoint, connection lifetimes."""

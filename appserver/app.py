@@ -1,0 +1,106 @@
+"""The app server: the control API and the proxy endpoint, started and stopped as one.
+
+Nothing listens at construction: :meth:`AppServer.start` binds,
+:meth:`AppServer.stop` shuts down in numbered steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from appserver.config import Config
+from appserver.control import ControlSession
+from appserver.lifecycle import Side
+from appserver.proxy import ProxyEndpoint
+from appserver.registry import Registry
+from appserver.rpc import Launcher, make_dispatch, make_methods
+from appserver.suite import Interception
+
+log = logging.getLogger(__name__)
+
+GOING_AWAY = 1001
+
+
+class AppServer:
+    def __init__(self, config: Config, launcher: Launcher | None = None) -> None:
+        self.config = config
+        self.launcher = launcher
+        self.registry = Registry(Interception(config.transform_timeout))
+        self._dispatch = make_dispatch(make_methods(self.registry, launcher))
+        self._runners: list[web.AppRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.control_port = 0
+        self.proxy_port = 0
+
+    async def start(self) -> None:
+        for warning in self.config.non_loopback_binds():
+            log.warning("binding the %s to a non-loopback address: anyone who can reach it can use it", warning)
+        self._session = aiohttp.ClientSession(
+            # Forward the client's headers, not aiohttp's defaults.
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout),
+        )
+        endpoint = ProxyEndpoint(
+            self.registry,
+            self._session,
+            self.config.upstream_ssl(),
+            self.config.default_upstream,
+            self.config.close_timeout,
+            self.config.connect_timeout,
+        )
+        control = web.Application()
+        control.router.add_get("/", self._control_handler)
+        proxy = web.Application()
+        proxy.router.add_route("*", "/{tail:.*}", endpoint.handle)
+        self.control_port = await self._serve(control, self.config.control_host, self.config.control_port)
+        self.proxy_port = await self._serve(proxy, self.config.proxy_host, self.config.proxy_port)
+        log.info(
+            "control API on ws://%s:%d/, proxy endpoint on http://%s:%d/",
+            self.config.control_host, self.control_port, self.config.proxy_host, self.proxy_port,
+        )  # fmt: skip
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.close_timeout + 1)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        return int(runner.addresses[0][1])
+
+    async def _control_handler(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        session = ControlSession(ws, self._dispatch)
+        self.registry.sessions.add(session)
+        log.info("control session %d opened from %s", session.id, request.remote)
+        try:
+            await session.serve()
+        finally:
+            self.registry.sessions.discard(session)
+            self.registry.interception.release(session)
+            log.info("control session %d closed", session.id)
+        return ws
+
+    async def stop(self) -> None:
+        """1. stop mitmproxy; 2. close proxied connections and control sessions with 1001;
+        3. stop listening and wait for handlers; 4. close the upstream client session."""
+        stop_launcher = getattr(self.launcher, "stop", None)
+        if stop_launcher is not None:
+            await stop_launcher()
+        closing: list[Any] = [
+            c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "app server shutting down", abrupt=False)
+            for c in list(self.registry.connections.values())
+        ]
+        closing += [s.shutdown() for s in list(self.registry.sessions)]
+        await asyncio.gather(*closing, return_exceptions=True)
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,139 @@
+"""The app server's configuration: one frozen object, built and checked once."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import ssl
+from dataclasses import dataclass
+
+from yarl import URL
+
+from shared.constants import DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, DEFAULT_PROXY_PORT
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    control_host: str = DEFAULT_HOST
+    control_port: int = DEFAULT_CONTROL_PORT
+    proxy_host: str = DEFAULT_HOST
+    proxy_port: int = DEFAULT_PROXY_PORT
+    mitmproxy_host: str = DEFAULT_HOST
+    mitmproxy_port: int = DEFAULT_MITMPROXY_PORT
+    launch_mitmproxy: bool = True
+    default_upstream: URL | None = None
+    upstream_ca: str | None = None
+    upstream_insecure: bool = False
+    transform_timeout: float = 30.0
+    close_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    mitmproxy_ready_timeout: float = 30.0
+    log_level: str = "INFO"
+
+    def upstream_ssl(self) -> ssl.SSLContext | bool:
+        """How upstream wss:// certificates are checked: system CAs, plus --upstream-ca, or not at all."""
+        if self.upstream_insecure:
+            return False
+        context = ssl.create_default_context()
+        if self.upstream_ca:
+            context.load_verify_locations(self.upstream_ca)
+        return context
+
+    def non_loopback_binds(self) -> list[str]:
+        return [
+            f"{name} {host}"
+            for name, host in (("control API", self.control_host), ("proxy endpoint", self.proxy_host),
+                               ("mitmproxy", self.mitmproxy_host))
+            if not _is_loopback(host)
+        ]  # fmt: skip
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+    return value
+
+
+def _upstream(text: str) -> URL:
+    url = URL(text)
+    if url.scheme not in ("ws", "wss", "http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"must be a ws://, wss://, http:// or https:// URL with a host, got {text!r}")
+    return url
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m appserver",
+        description="The interception proxy's app server: control API, proxy endpoint, mitmproxy launcher.",
+    )
+    d = Config()
+    p.add_argument("--control-host", default=d.control_host, help="control API bind address (default %(default)s)")
+    p.add_argument("--control-port", type=_port, default=d.control_port, help="control API port (default %(default)s)")
+    p.add_argument("--proxy-host", default=d.proxy_host, help="proxy endpoint bind address (default %(default)s)")
+    p.add_argument("--proxy-port", type=_port, default=d.proxy_port, help="proxy endpoint port (default %(default)s)")
+    p.add_argument("--mitmproxy-host", default=d.mitmproxy_host, help="mitmproxy listen address (default %(default)s)")
+    p.add_argument("--mitmproxy-port", type=_port, default=d.mitmproxy_port, help="mitmproxy port (default %(default)s)")
+    p.add_argument("--no-mitmproxy", action="store_true",
+                   help="never start mitmproxy: startInterception only marks the active suite "
+                        "(for direct mode, or when mitmproxy is run by other means)")  # fmt: skip
+    p.add_argument("--default-upstream", type=_upstream, metavar="URL",
+                   help="direct mode: upgrades without Ably-Test-* headers, and plain HTTP, go to this upstream")
+    p.add_argument("--upstream-ca", metavar="FILE", help="also trust this CA file for wss:// upstreams")
+    p.add_argument("--upstream-insecure", action="store_true", help="do not verify wss:// upstream certificates")
+    p.add_argument("--transform-timeout", type=_positive, default=d.transform_timeout, metavar="SECONDS",
+                   help="how long a message waits for the suite's answer before passing on unchanged "
+                        "(default %(default)s)")  # fmt: skip
+    p.add_argument("--close-timeout", type=_positive, default=d.close_timeout, metavar="SECONDS",
+                   help="how long a peer has to answer a close frame (default %(default)s)")
+    p.add_argument("--connect-timeout", type=_positive, default=d.connect_timeout, metavar="SECONDS",
+                   help="upstream connect and handshake timeout (default %(default)s)")
+    p.add_argument("--mitmproxy-ready-timeout", type=_positive, default=d.mitmproxy_ready_timeout, metavar="SECONDS",
+                   help="how long startInterception waits for mitmproxy (default %(default)s)")
+    p.add_argument("--log-level", default=d.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> Config:
+    args = parser().parse_args(argv)
+    if args.upstream_ca:
+        try:
+            ssl.create_default_context().load_verify_locations(args.upstream_ca)
+        except (OSError, ssl.SSLError) as exc:
+            parser().error(f"--upstream-ca {args.upstream_ca}: {exc}")
+    return Config(
+        control_host=args.control_host,
+        control_port=args.control_port,
+        proxy_host=args.proxy_host,
+        proxy_port=args.proxy_port,
+        mitmproxy_host=args.mitmproxy_host,
+        mitmproxy_port=args.mitmproxy_port,
+        launch_mitmproxy=not args.no_mitmproxy,
+        default_upstream=args.default_upstream,
+        upstream_ca=args.upstream_ca,
+        upstream_insecure=args.upstream_insecure,
+        transform_timeout=args.transform_timeout,
+        close_timeout=args.close_timeout,
+        connect_timeout=args.connect_timeout,
+        mitmproxy_ready_timeout=args.mitmproxy_ready_timeout,
+        log_level=args.log_level,
+    )

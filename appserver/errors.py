@@ -1,0 +1,35 @@
+"""The app server's errors, and their JSON-RPC codes (mapped in rpc.py only)."""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """An error a control-API caller is told about. ``code`` is its JSON-RPC code."""
+
+    code = -32000
+
+
+class InvalidParams(ProxyError):
+    code = -32602
+
+
+class SuiteAlreadyActive(ProxyError):
+    code = -32001
+
+
+class UnknownConnection(ProxyError):
+    code = -32002
+
+
+class LegClosed(ProxyError):
+    code = -32003
+
+
+class InterceptionFailed(ProxyError):
+    """mitmproxy could not be started, or is not ready (the message says why)."""
+
+    code = -32004
+
+
+class SuiteGone(Exception):
+    """The test suite's control connection closed while we waited on it."""

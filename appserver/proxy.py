@@ -1,0 +1,211 @@
+"""The proxy endpoint: where redirected WebSocket upgrades arrive.
+
+The upstream handshake comes first; the client's handshake is completed only
+once the upstream has accepted, and a refusal is passed back as the same
+HTTP status (502 when the upstream could not be reached), so a client is
+never accepted and then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from appserver.connection import Connection, ConnectionInfo
+from appserver.lifecycle import Side
+from appserver.registry import Registry
+from appserver.relay import Leg
+from shared.constants import (
+    EVENT_CONNECTION_CLOSED,
+    EVENT_CONNECTION_OPENED,
+    HEADER_TEST_HOST,
+    HEADER_TEST_PROTO,
+    TEST_HEADER_PREFIX,
+)
+
+log = logging.getLogger(__name__)
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and the ones each WebSocket hop makes itself.
+NOT_FORWARDED = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+        "sec-websocket-key", "sec-websocket-version", "sec-websocket-accept",
+        "sec-websocket-extensions", "sec-websocket-protocol",
+    }
+)  # fmt: skip
+
+
+class BadTarget(ValueError):
+    """The upgrade does not say where it should go."""
+
+
+@dataclass(frozen=True)
+class Target:
+    url: URL
+    host: str
+    proto: str
+
+
+def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
+    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    return headers.get("Upgrade", "").strip().lower() == "websocket" and "upgrade" in tokens
+
+
+def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
+    """The upstream URL: from the Ably-Test-* headers, else the default upstream (direct mode)."""
+    host = request.headers.get(HEADER_TEST_HOST)
+    proto = request.headers.get(HEADER_TEST_PROTO)
+    if host is None and proto is None:
+        if default_upstream is None:
+            raise BadTarget(
+                f"missing {HEADER_TEST_HOST} and {HEADER_TEST_PROTO} headers "
+                "(and no --default-upstream is configured for direct mode)"
+            )
+        proto = "wss" if default_upstream.scheme in ("wss", "https") else "ws"
+        host = default_upstream.raw_authority
+    if not host or not host.strip():
+        raise BadTarget(f"missing or empty {HEADER_TEST_HOST} header")
+    if proto not in ("ws", "wss"):
+        raise BadTarget(f"{HEADER_TEST_PROTO} header must be 'ws' or 'wss', got {proto!r}")
+    try:
+        url = URL(f"{proto}://{host.strip()}{request.raw_path}", encoded=True)
+    except ValueError as exc:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: {exc}") from exc
+    if not url.host:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}")
+    return Target(url, host.strip(), proto)
+
+
+def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """End-to-end request headers: minus hop-by-hop, per-hop WebSocket and Ably-Test-* ones."""
+    named_by_connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in NOT_FORWARDED or lower in named_by_connection or lower.startswith(TEST_HEADER_PREFIX):
+            continue
+        out.add(name, value)
+    return out
+
+
+def offered_protocols(headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
+    values = headers.getall("Sec-WebSocket-Protocol", [])
+    return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
+
+
+def offers_deflate(headers: CIMultiDictProxy[str]) -> bool:
+    return "permessage-deflate" in headers.get("Sec-WebSocket-Extensions", "").lower()
+
+
+class ProxyEndpoint:
+    def __init__(
+        self,
+        registry: Registry,
+        session: aiohttp.ClientSession,
+        ssl_context: ssl.SSLContext | bool,
+        default_upstream: URL | None,
+        close_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self._registry = registry
+        self._session = session
+        self._ssl = ssl_context
+        self._default_upstream = default_upstream
+        self._close_timeout = close_timeout
+        self._connect_timeout = connect_timeout
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not is_websocket_upgrade(request.headers):
+            return web.Response(status=400, text="the proxy endpoint takes WebSocket upgrades only\n")
+        try:
+            target = target_of(request, self._default_upstream)
+        except BadTarget as exc:
+            log.warning("refused an upgrade for %s: %s", request.raw_path, exc)
+            return web.Response(status=400, text=f"{exc}\n")
+        try:
+            upstream = await self._connect_upstream(request, target)
+        except aiohttp.WSServerHandshakeError as exc:
+            status = exc.status if 300 <= exc.status < 600 else 502
+            log.info("upstream %s refused the handshake: %s %s", target.url, exc.status, exc.message)
+            return web.Response(status=status, text=f"upstream refused the WebSocket handshake: {exc.message}\n")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("upstream %s could not be reached: %r", target.url, exc)
+            return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
+        return await self._relay(request, target, upstream)
+
+    async def _connect_upstream(self, request: web.Request, target: Target) -> aiohttp.ClientWebSocketResponse:
+        async with asyncio.timeout(self._connect_timeout):
+            return await self._session.ws_connect(
+                target.url,
+                headers=forwarded_headers(request.headers),
+                protocols=offered_protocols(request.headers),
+                compress=15 if offers_deflate(request.headers) else 0,
+                autoclose=False,
+                autoping=False,
+                max_msg_size=0,
+                ssl=self._ssl,
+            )
+
+    async def _relay(
+        self, request: web.Request, target: Target, upstream: aiohttp.ClientWebSocketResponse
+    ) -> web.StreamResponse:
+        # Offer the client exactly what the upstream agreed to: its subprotocol and deflate or not.
+        ws = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            compress=bool(upstream.compress),
+            autoclose=False,
+            autoping=False,
+            max_msg_size=0,
+        )
+        try:
+            await ws.prepare(request)
+        except Exception:
+            _transport_of(upstream).abort()
+            raise
+        assert request.transport is not None
+        info = _info(request, target)
+        connection = Connection(
+            info,
+            Leg(Side.CLIENT, ws, request.transport),
+            Leg(Side.SERVER, upstream, _transport_of(upstream)),
+            self._registry.interception.transform,
+            self._close_timeout,
+        )
+        with self._registry.track(connection):
+            log.info("connection %s opened: %s (from %s)", connection.id, target.url, request.remote)
+            await self._registry.interception.notify(EVENT_CONNECTION_OPENED, info.to_json())
+            await connection.run()
+            closed = connection.closed_event()
+            log.info(
+                "connection %s closed by %s: code=%s reason=%r clean=%s",
+                connection.id, closed["closedBy"], closed["code"], closed["reason"], closed["clean"],
+            )  # fmt: skip
+            await self._registry.interception.notify(EVENT_CONNECTION_CLOSED, closed)
+        return ws
+
+
+def _transport_of(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport:
+    # aiohttp exposes no public handle on a client WebSocket's transport, and we
+    # need one to drop it abruptly and to close it without aiohttp's close().
+    transport: Any = ws._writer.transport  # noqa: SLF001
+    return transport  # type: ignore[no-any-return]
+
+
+def _info(request: web.Request, target: Target) -> ConnectionInfo:
+    return ConnectionInfo(
+        url=str(target.url),
+        host=target.host,
+        proto=target.proto,
+        path=target.url.raw_path,
+        query=dict(target.url.query),
+        headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
+    )

@@ -1,0 +1,171 @@
+"""Moving frames between the two legs of a proxied WebSocket connection.
+
+One reader task per leg puts what arrives into that direction's queue; one
+pump task per direction takes the next item, asks the test suite about it,
+and delivers it. Ordering comes from this structure alone. What a leg's state
+allows is asked of lifecycle.py; this module only moves frames and awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Awaitable, Callable, Protocol
+
+from aiohttp import WSMsgType
+
+from appserver.lifecycle import (
+    CloseAction,
+    Delivery,
+    DELIVERY,
+    End,
+    LegEvent,
+    LegState,
+    Side,
+    close_action,
+    close_payload,
+    code_from_wire,
+    transition,
+)
+from shared.wire import Frame, MessageType
+
+log = logging.getLogger(__name__)
+
+_message_ids = itertools.count(1)
+
+
+def next_message_id() -> str:
+    """Ids unique per message for this app server's lifetime (transforms and injects)."""
+    return str(next(_message_ids))
+
+
+class WebSocketLike(Protocol):
+    """What aiohttp's server and client WebSocket objects have in common."""
+
+    async def receive(self, timeout: float | None = None) -> object: ...
+    async def send_frame(self, message: bytes, opcode: WSMsgType, compress: int | None = None) -> None: ...
+
+
+class Leg:
+    """One side's WebSocket: its state machine and the frames we write to it."""
+
+    def __init__(self, side: Side, ws: WebSocketLike, transport: asyncio.BaseTransport) -> None:
+        self.side = side
+        self.ws = ws
+        self.transport = transport
+        self.state = LegState.OPEN
+        self.end: End | None = None  # how the peer ended this leg, once known
+        self.closed = asyncio.Event()
+
+    def apply(self, event: LegEvent) -> None:
+        self.state = transition(self.state, event)
+        if self.state is LegState.CLOSED:
+            self.transport.close()
+            self.closed.set()
+
+    @property
+    def can_send(self) -> bool:
+        return DELIVERY[self.state] is Delivery.NOW
+
+    async def send(self, frame: Frame) -> None:
+        if isinstance(frame.data, str):
+            await self.ws.send_frame(frame.data.encode("utf-8"), WSMsgType.TEXT)
+        else:
+            await self.ws.send_frame(frame.data, WSMsgType.BINARY)
+
+    async def send_control(self, opcode: WSMsgType, payload: bytes) -> None:
+        if self.can_send:
+            await self.ws.send_frame(payload, opcode)
+
+    async def send_close(self, code: int | None, reason: str) -> None:
+        """Write a close frame ourselves: aiohttp's close() cannot send one without a code."""
+        try:
+            await self.ws.send_frame(close_payload(code, reason), WSMsgType.CLOSE)
+        except (ConnectionError, RuntimeError):
+            self.abort()
+            return
+        self.apply(LegEvent.SENT_CLOSE)
+
+    def abort(self) -> None:
+        """Drop TCP without a close frame, so the peer sees an abnormal closure."""
+        self.transport.abort()
+        self.apply(LegEvent.TRANSPORT_LOST)
+
+
+async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> None:
+    """Queue the leg's data frames; relay pings and pongs at once; queue its End last."""
+    while True:
+        msg = await leg.ws.receive()
+        kind = msg.type  # type: ignore[attr-defined]
+        if kind is WSMsgType.TEXT:
+            queue.put_nowait(Frame(MessageType.TEXT, msg.data))  # type: ignore[attr-defined]
+        elif kind is WSMsgType.BINARY:
+            queue.put_nowait(Frame(MessageType.BINARY, msg.data))  # type: ignore[attr-defined]
+        elif kind in (WSMsgType.PING, WSMsgType.PONG):
+            # Pings are the peers' business: relayed end to end, never answered here.
+            await _relay_control(other, kind, msg.data)  # type: ignore[attr-defined]
+        elif kind is WSMsgType.CLOSE:
+            leg.end = End.close(code_from_wire(msg.data), msg.extra or "")  # type: ignore[attr-defined]
+            leg.apply(LegEvent.RECEIVED_CLOSE)
+            queue.put_nowait(leg.end)
+            return
+        else:  # CLOSED, CLOSING or ERROR: the transport is gone without a close frame
+            leg.end = End.drop()
+            leg.apply(LegEvent.TRANSPORT_LOST)
+            queue.put_nowait(leg.end)
+            return
+
+
+async def _relay_control(other: Leg, kind: WSMsgType, payload: bytes) -> None:
+    try:
+        await other.send_control(kind, payload)
+    except ConnectionError:
+        log.debug("could not relay %s to the %s: transport gone", kind.name, other.side)
+
+
+async def pump(
+    queue: asyncio.Queue[Frame | End],
+    source: Leg,
+    dest: Leg,
+    decide: Callable[[Frame], Awaitable[Frame | None]],
+    close_timeout: float,
+    on_end: Callable[[Side, End], None],
+) -> None:
+    """Deliver the source leg's messages in order, then pass its End on."""
+    while True:
+        item = await queue.get()
+        if isinstance(item, End):
+            on_end(source.side, item)
+            await pass_on_end(item, dest, close_timeout)
+            return
+        if not dest.can_send:
+            log.debug("discarding a %s message: the %s leg is %s", source.side, dest.side, dest.state.value)
+            continue
+        frame = await decide(item)
+        if frame is None or not dest.can_send:
+            continue
+        try:
+            await dest.send(frame)
+        except ConnectionError:
+            log.debug("could not deliver to the %s: transport gone", dest.side)
+
+
+async def pass_on_end(end: End, dest: Leg, close_timeout: float) -> None:
+    action = close_action(end, dest.state)
+    if action is CloseAction.ABORT:
+        dest.abort()
+    elif action is CloseAction.ANSWER_CLOSE:
+        await dest.send_close(end.code, end.reason)
+    elif action is CloseAction.SEND_CLOSE:
+        await dest.send_close(end.code, end.reason)
+        await _await_closed(dest, close_timeout)
+
+
+async def _await_closed(leg: Leg, timeout: float) -> None:
+    """The peer has ``timeout`` seconds to answer our close before we drop it."""
+    try:
+        await asyncio.wait_for(leg.closed.wait(), timeout)
+    except TimeoutError:
+        log.info("the %s did not answer our close within %.1fs: dropping it", leg.side, timeout)
+        leg.abort()

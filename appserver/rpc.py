@@ -1,0 +1,123 @@
+"""The control API's methods, behind jsonrpcserver (the only module that imports it).
+
+Errors are mapped to JSON-RPC codes here and nowhere else: a ProxyError
+carries its code; a WireError is -32602 naming the field.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+from typing import Any, Awaitable, Callable, Protocol
+
+from jsonrpcserver import Error, Result, Success, async_dispatch
+
+from appserver.control import ControlSession
+from appserver.errors import InterceptionFailed, InvalidParams, ProxyError
+from appserver.lifecycle import Side
+from appserver.registry import Registry
+from appserver.relay import next_message_id
+from shared.constants import (
+    METHOD_CLOSE_CONNECTION,
+    METHOD_INJECT,
+    METHOD_MITMPROXY_READY,
+    METHOD_START_INTERCEPTION,
+)
+from shared.wire import InjectRequest, WireError, require
+
+log = logging.getLogger(__name__)
+
+
+class ProxyMode(enum.StrEnum):
+    PROXY = "proxy"
+    LOCAL = "local"
+
+
+class Launcher(Protocol):
+    """Starts mitmproxy with the redirector (launcher.py); the seam startInterception uses."""
+
+    async def ensure(self, mode: Any, pid: int | None = None) -> None: ...
+    def notify_ready(self) -> None: ...
+
+
+Method = Callable[..., Awaitable[Result]]
+
+
+def _guarded(method: Callable[..., Awaitable[Any]]) -> Method:
+    @functools.wraps(method)
+    async def wrapper(session: ControlSession, **params: Any) -> Result:
+        try:
+            return Success(await method(session, **params))
+        except WireError as exc:
+            return Error(InvalidParams.code, f"Invalid params: {exc}", {"field": exc.field})
+        except ProxyError as exc:
+            return Error(exc.code, str(exc))
+
+    return wrapper
+
+
+def make_methods(registry: Registry, launcher: Launcher | None) -> dict[str, Method]:
+    """The methods dict, bound to this app server's registry and launcher."""
+
+    async def start_interception(session: ControlSession, **params: Any) -> dict[str, Any]:
+        mode = require(params, "mode", str)
+        if mode not in (ProxyMode.PROXY, ProxyMode.LOCAL):
+            raise WireError("mode", "must be 'proxy' or 'local'")
+        pid = require(params, "pid", int) if mode == ProxyMode.LOCAL else None
+        if pid is not None and pid <= 0:
+            raise WireError("pid", "must be a positive process id")
+        was_active = registry.interception.active is session
+        registry.interception.claim(session)
+        if launcher is not None:
+            try:
+                await launcher.ensure(ProxyMode(mode), pid)
+            except Exception as exc:
+                if not was_active:
+                    registry.interception.release(session)
+                raise InterceptionFailed(f"could not start mitmproxy in {mode} mode: {exc}") from exc
+        return {}
+
+    async def inject_message(session: ControlSession, **params: Any) -> dict[str, Any]:
+        request = InjectRequest.from_json(params)
+        await registry.connection(request.connection_id).inject(request.frame, request.from_client)
+        return {"id": next_message_id()}
+
+    async def close_connection(session: ControlSession, **params: Any) -> dict[str, Any]:
+        connection = registry.connection(require(params, "connectionID", str))
+        side = params.get("side", "both")
+        sides = {"client": (Side.CLIENT,), "server": (Side.SERVER,), "both": (Side.CLIENT, Side.SERVER)}
+        if side not in sides:
+            raise WireError("side", "must be 'client', 'server' or 'both'")
+        code = require(params, "code", int) if params.get("code") is not None else None
+        reason = require(params, "reason", str) if params.get("reason") is not None else ""
+        abrupt = require(params, "abrupt", bool) if params.get("abrupt") is not None else False
+        try:
+            await connection.close(sides[side], code, reason, abrupt)
+        except ValueError as exc:
+            raise WireError("code" if code is not None else "reason", f"is not sendable: {exc}") from exc
+        return {}
+
+    async def mitmproxy_ready(session: ControlSession, **params: Any) -> dict[str, Any]:
+        log.info("mitmproxy reports it is ready")
+        if launcher is not None:
+            launcher.notify_ready()
+        return {}
+
+    return {
+        METHOD_START_INTERCEPTION: _guarded(start_interception),
+        METHOD_INJECT: _guarded(inject_message),
+        METHOD_CLOSE_CONNECTION: _guarded(close_connection),
+        METHOD_MITMPROXY_READY: _guarded(mitmproxy_ready),
+    }
+
+
+def make_dispatch(methods: dict[str, Method]) -> Callable[[ControlSession, str, Any], Awaitable[str]]:
+    """A dispatcher for ControlSession: text in (already parsed when it parses), reply text out."""
+
+    async def dispatch(session: ControlSession, text: str, parsed: Any) -> str:
+        if parsed is None:
+            return await async_dispatch(text, methods=methods, context=session)
+        return await async_dispatch(text, methods=methods, context=session, deserializer=lambda _: parsed)
+
+    return dispatch

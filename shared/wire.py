@@ -1,0 +1,174 @@
+"""The JSON-RPC payloads of the contract (SPEC.md), as frozen dataclasses.
+
+Both the app server and the test-suite client build and parse these, so the
+shape of every params and result object is written down exactly once.
+Parsing raises :class:`WireError` naming the offending field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+
+class WireError(ValueError):
+    """A params or result object is not of the contract's shape."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"'{field}' {problem}")
+        self.field = field
+
+
+class MessageType(enum.StrEnum):
+    TEXT = "text"
+    BINARY = "binary"
+
+
+class Action(enum.StrEnum):
+    DROP = "drop"
+    REPLACE = "replace"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One WebSocket data message: text carries str, binary carries bytes."""
+
+    type: MessageType
+    data: str | bytes
+
+    @classmethod
+    def text(cls, data: str) -> Frame:
+        return cls(MessageType.TEXT, data)
+
+    @classmethod
+    def binary(cls, data: bytes) -> Frame:
+        return cls(MessageType.BINARY, data)
+
+    def wire_data(self) -> str:
+        """The `data` field: the text itself, or Base64 of the bytes."""
+        if isinstance(self.data, str):
+            return self.data
+        return base64.b64encode(self.data).decode("ascii")
+
+    @classmethod
+    def from_wire(cls, params: Mapping[str, Any]) -> Frame:
+        """Parse the `type` and `data` fields of a params or result object."""
+        kind = params.get("type")
+        data = params.get("data")
+        if kind not in (MessageType.TEXT, MessageType.BINARY):
+            raise WireError("type", "must be 'text' or 'binary'")
+        if not isinstance(data, str):
+            raise WireError("data", "must be a string")
+        if kind == MessageType.TEXT:
+            return cls.text(data)
+        try:
+            return cls.binary(base64.b64decode(data, validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise WireError("data", "must be Base64 when 'type' is 'binary'") from exc
+
+
+def require(params: Mapping[str, Any], field: str, kind: type | tuple[type, ...]) -> Any:
+    """The value of a required field of the given JSON type, or WireError."""
+    if field not in params:
+        raise WireError(field, "is required")
+    value = params[field]
+    # bool is an int in Python but not in JSON.
+    if isinstance(value, bool) and kind is not bool:
+        raise WireError(field, f"must be {_kind_name(kind)}")
+    if not isinstance(value, kind):
+        raise WireError(field, f"must be {_kind_name(kind)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {bool: "a boolean", int: "an integer", str: "a string", dict: "an object"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptedMessage:
+    """Params of `transformInterceptedMessage` (proxy → suite)."""
+
+    id: str
+    connection_id: str
+    frame: Frame
+    from_client: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "connectionID": self.connection_id,
+            "type": self.frame.type.value,
+            "data": self.frame.wire_data(),
+            "fromClient": self.from_client,
+        }
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> InterceptedMessage:
+        return cls(
+            id=str(require(params, "id", (str, int))),
+            connection_id=require(params, "connectionID", str),
+            frame=Frame.from_wire(params),
+            from_client=require(params, "fromClient", bool),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TransformResult:
+    """Result of `transformInterceptedMessage`: drop, or replace with `frame`."""
+
+    action: Action
+    frame: Frame | None = None
+
+    @classmethod
+    def drop(cls) -> TransformResult:
+        return cls(Action.DROP)
+
+    @classmethod
+    def replace(cls, frame: Frame) -> TransformResult:
+        return cls(Action.REPLACE, frame)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.frame is None:
+            return {"action": self.action.value}
+        return {"action": self.action.value, "type": self.frame.type.value, "data": self.frame.wire_data()}
+
+    @classmethod
+    def from_json(cls, result: Any) -> TransformResult:
+        if not isinstance(result, dict):
+            raise WireError("result", "must be an object")
+        action = result.get("action")
+        if action == Action.DROP:
+            return cls.drop()
+        if action == Action.REPLACE:
+            return cls.replace(Frame.from_wire(result))
+        raise WireError("action", "must be 'drop' or 'replace'")
+
+
+@dataclass(frozen=True, slots=True)
+class InjectRequest:
+    """Params of `injectMessage` (suite → proxy)."""
+
+    connection_id: str
+    from_client: bool
+    frame: Frame
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> InjectRequest:
+        return cls(
+            connection_id=require(params, "connectionID", str),
+            from_client=require(params, "fromClient", bool),
+            frame=Frame.from_wire(params),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connectionID": self.connection_id,
+            "fromClient": self.from_client,
+            "type": self.frame.type.value,
+            "data": self.frame.wire_data(),
+        }
