@@ -1,0 +1,384 @@
+"""Launch and supervise mitmdump with the redirector addon.
+
+Independent of the rest of appserver/: the app server's ``startInterception``
+handler calls ``MitmproxyLauncher.ensure()``, and forwards the
+``mitmproxyReady`` notification of its control API to ``notify_ready()``.
+
+Local mode on Linux, as measured with mitmproxy 12.3.1 / mitmproxy_rs 0.12.15
+on kernel 6.18 (running as root, no sudo installed, cgroup2 at
+/sys/fs/cgroup/unified):
+
+* mitmproxy_rs starts its eBPF redirector through ``sudo`` (``sudo echo -n``,
+  then ``sudo --non-interactive --preserve-env mitmproxy-linux-redirector``).
+  With no sudo binary mitmdump logs "Failed to run sudo." and exits. As root
+  we put a pass-through ``sudo`` shim first on mitmdump's PATH.
+* The redirector attaches its BPF program to /sys/fs/cgroup. When that is not
+  the cgroup2 root it logs "eBPF initialization failed" and mitmdump keeps
+  running, capturing nothing. We run mitmdump in a private mount namespace
+  with the cgroup2 mount (found in /proc/self/mountinfo) bound over
+  /sys/fs/cgroup.
+* With both, capture works, and loopback is captured too: a captured process's
+  connection to 127.0.0.1:PORT reaches mitmproxy (peer 169.254.0.1). Only
+  sockets created after the BPF program is attached are captured, and the
+  ``running`` hook fires before that, hence the canary (see canary.py): a
+  process in the capture spec that probes 127.0.0.1 on a port we listen on,
+  with the canary host name, until the addon answers it (ready_on=canary).
+* "object BTF couldn't be loaded" from aya is harmless on this kernel.
+"""
+
+import asyncio
+import collections
+import enum
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.constants import DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, \
+    DEFAULT_PROXY_PORT
+
+logger = logging.getLogger(__name__)
+output_logger = logging.getLogger("appserver.mitmdump")
+
+ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
+CANARY_PATH = Path(__file__).resolve().parent / "canary.py"
+KEEP_LINES = 50
+TAIL_LINES = 20
+STOP_GRACE = 5.0
+OUTPUT_LINE_LIMIT = 1 << 20
+# Output that means local capture cannot work although mitmdump may keep running.
+LOCAL_FATAL_MARKERS = ("eBPF initialization failed", "Failed to run sudo", "Failed to elevate privileges",
+                       "[linux-redirector] exited", "failed to establish connection to Linux redirector")
+SUDO_SHIM = '#!/bin/sh\n# We are root already: drop sudo\'s options and run the command.\n' \
+            'while [ $# -gt 0 ]; do case "$1" in --) shift; break;; -*) shift;; *) break;; esac; done\n' \
+            'exec "$@"\n'
+
+
+class ProxyMode(enum.Enum):
+    PROXY = "proxy"
+    LOCAL = "local"
+
+
+def default_mitmdump() -> str:
+    """The mitmdump beside our interpreter (same venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mitmdump"
+    return str(beside) if beside.exists() else shutil.which("mitmdump") or "mitmdump"
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    mitmdump: str = field(default_factory=default_mitmdump)
+    listen_host: str = DEFAULT_HOST
+    listen_port: int = DEFAULT_MITMPROXY_PORT
+    appserver_proxy: str = f"{DEFAULT_HOST}:{DEFAULT_PROXY_PORT}"
+    appserver_control: str = f"ws://{DEFAULT_HOST}:{DEFAULT_CONTROL_PORT}/"
+    ready_timeout: float = 20.0
+    extra_args: tuple[str, ...] = ()
+
+
+class LaunchError(Exception):
+    """mitmdump could not be started in the requested mode, or was not ready in time."""
+
+
+def cgroup2_mount() -> str | None:
+    """Where the cgroup2 hierarchy is mounted, from /proc/self/mountinfo."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        before, _, after = line.partition(" - ")
+        if after.split(" ", 1)[0] == "cgroup2":
+            return before.split(" ")[4]
+    return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Bind-test the way mitmproxy binds (SO_REUSEADDR, so TIME_WAIT is no obstacle)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def process_group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class _Run:
+    """One mitmdump process and everything started for it."""
+    mode: ProxyMode
+    pid: int | None
+    proc: asyncio.subprocess.Process | None = None
+    # Result None: ready; a string: why it failed before it was ready.
+    outcome: "asyncio.Future[str | None]" = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+    tasks: set["asyncio.Task[None]"] = field(default_factory=set)
+    canary: asyncio.subprocess.Process | None = None
+    listener: asyncio.Server | None = None
+    tmpdir: str | None = None
+    stopping: bool = False
+
+
+class MitmproxyLauncher:
+    def __init__(self, settings: LauncherSettings) -> None:
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._run: _Run | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
+
+    @property
+    def running_mode(self) -> tuple[ProxyMode, int | None] | None:
+        run = self._run
+        if run is None or run.proc is None or run.proc.returncode is not None or not run.outcome.done():
+            return None
+        return run.mode, run.pid
+
+    async def ensure(self, mode: ProxyMode, pid: int | None = None) -> None:
+        async with self._lock:
+            if self.running_mode == (mode, pid if mode is ProxyMode.LOCAL else None):
+                return
+            await self._stop_locked()
+            try:
+                await self._start(mode, pid)
+            except BaseException:
+                await self._stop_locked()  # nothing may be left running after a failure
+                raise
+
+    def notify_ready(self) -> None:
+        run = self._run
+        if run is None or run.outcome.done():
+            logger.debug("mitmproxyReady with no mitmdump starting: ignored")
+            return
+        run.outcome.set_result(None)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await self._stop_locked()
+
+    # -- starting ---------------------------------------------------------
+
+    async def _start(self, mode: ProxyMode, pid: int | None) -> None:
+        self._tail.clear()
+        binary = shutil.which(self.settings.mitmdump)
+        if binary is None:
+            raise LaunchError(f"mitmdump binary not found: {self.settings.mitmdump!r}")
+        if mode is ProxyMode.PROXY:
+            await self._start_proxy(binary)
+        else:
+            await self._start_local(binary, pid)
+        assert self._run is not None and self._run.proc is not None
+        await self._await_ready(self._run)
+        logger.info("mitmdump ready in %s mode (pid %s)", mode.value, self._run.proc.pid)
+
+    async def _start_proxy(self, binary: str) -> None:
+        s = self.settings
+        if port_in_use(s.listen_host, s.listen_port):
+            raise LaunchError(f"cannot start mitmdump: port {s.listen_host}:{s.listen_port} is already in use")
+        args = [binary, *self._common_args("running"),
+                "--listen-host", s.listen_host, "--listen-port", str(s.listen_port)]
+        await self._spawn(_Run(ProxyMode.PROXY, None), args, os.environ.copy())
+
+    async def _start_local(self, binary: str, pid: int | None) -> None:
+        if pid is None:
+            raise LaunchError("local mode needs the pid of the process to capture")
+        if not pid_exists(pid):
+            raise LaunchError(f"local mode: no process with pid {pid}")
+        env = os.environ.copy()
+        tmpdir = tempfile.mkdtemp(prefix="mitmdump-local-")
+        # Until _spawn has recorded them in a _Run, these are ours to clean up.
+        run = _Run(ProxyMode.LOCAL, pid, tmpdir=tmpdir)
+        try:
+            wrapper = linux_local_wrapper(env, tmpdir) if sys.platform == "linux" else []
+            run.listener, port = await start_canary_listener()
+            run.canary = await asyncio.create_subprocess_exec(
+                sys.executable, str(CANARY_PATH), str(port), DEFAULT_CANARY_HOST,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            args = [*wrapper, binary, *self._common_args("canary"), "--mode", f"local:{pid},{run.canary.pid}"]
+            await self._spawn(run, args, env)
+        except BaseException:
+            if self._run is not run:
+                await cleanup(run)
+            raise
+
+    def _common_args(self, ready_on: str) -> list[str]:
+        s = self.settings
+        return ["-s", str(ADDON_PATH),
+                "--set", "connection_strategy=lazy", "--set", "websocket=false",
+                "--set", f"appserver_proxy={s.appserver_proxy}",
+                "--set", f"appserver_control={s.appserver_control}",
+                "--set", f"ready_on={ready_on}", "--set", f"canary_host={DEFAULT_CANARY_HOST}",
+                *s.extra_args]
+
+    async def _spawn(self, run: _Run, args: list[str], env: dict[str, str]) -> None:
+        logger.info("starting %s", " ".join(args))
+        try:
+            # Its own session, so that stop() can kill the whole tree (the
+            # local redirector runs as root in the same process group).
+            run.proc = await asyncio.create_subprocess_exec(
+                *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True, limit=OUTPUT_LINE_LIMIT)
+        except OSError as exc:
+            raise LaunchError(f"cannot start {args[0]}: {exc}") from exc
+        self._run = run
+        for coro in (self._pump_output(run), self._watch(run)):
+            task = asyncio.create_task(coro)
+            run.tasks.add(task)
+            task.add_done_callback(run.tasks.discard)
+
+    async def _await_ready(self, run: _Run) -> None:
+        try:
+            failure = await asyncio.wait_for(asyncio.shield(run.outcome), self.settings.ready_timeout)
+        except TimeoutError:
+            failure = f"not ready within {self.settings.ready_timeout:g}s"
+        if failure is not None:
+            raise LaunchError(f"mitmdump ({run.mode.value} mode): {failure}\n{self.tail()}")
+
+    # -- supervision ------------------------------------------------------
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        kept = list(self._tail)[-lines:]
+        return "--- last lines of mitmdump's output ---\n" + "\n".join(kept) if kept else "(no output)"
+
+    async def _pump_output(self, run: _Run) -> None:
+        assert run.proc is not None and run.proc.stdout is not None
+        async for raw in run.proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self._tail.append(line)
+            output_logger.info("mitmdump: %s", line)
+            if run.mode is ProxyMode.LOCAL and not run.outcome.done():
+                if any(marker in line for marker in LOCAL_FATAL_MARKERS):
+                    run.outcome.set_result(f"local capture is impossible on this host: {line.strip()}")
+
+    async def _watch(self, run: _Run) -> None:
+        assert run.proc is not None
+        code = await run.proc.wait()
+        if not run.outcome.done():
+            run.outcome.set_result(self._early_exit_reason(run, code))
+        elif not run.stopping:
+            logger.error("mitmdump (%s mode) exited unexpectedly with code %s\n%s",
+                         run.mode.value, code, self.tail())
+
+    def _early_exit_reason(self, run: _Run, code: int) -> str:
+        """Why mitmdump exited before it was ready, in words where its output tells."""
+        reason = f"exited with code {code} before it was ready"
+        if any("already in use" in line for line in self._tail):
+            s = self.settings
+            return f"{reason}: port {s.listen_host}:{s.listen_port} is already in use"
+        if run.mode is ProxyMode.LOCAL:
+            return f"{reason}: local capture is impossible on this host"
+        return reason
+
+    # -- stopping ---------------------------------------------------------
+
+    async def _stop_locked(self) -> None:
+        run, self._run = self._run, None
+        if run is not None:
+            await cleanup(run)
+            logger.info("mitmdump stopped (%s mode)", run.mode.value)
+
+
+async def cleanup(run: _Run) -> None:
+    """Stop everything a run started: mitmdump's process group, canary, listener, files."""
+    run.stopping = True
+    for proc in (run.proc, run.canary):
+        if proc is not None:
+            await terminate_group(proc)
+    if run.listener is not None:
+        run.listener.close()
+        await run.listener.wait_closed()
+    for task in list(run.tasks):
+        task.cancel()
+    await asyncio.gather(*run.tasks, return_exceptions=True)
+    if run.tmpdir is not None:
+        shutil.rmtree(run.tmpdir, ignore_errors=True)
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def terminate_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL whatever is left after a grace period."""
+    pgid = proc.pid  # start_new_session: the process leads its own group
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = asyncio.get_running_loop().time() + STOP_GRACE
+        while process_group_alive(pgid) and asyncio.get_running_loop().time() < deadline:
+            if proc.returncode is None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0.05)
+        if not process_group_alive(pgid):
+            break
+    await proc.wait()
+
+
+def linux_local_wrapper(env: dict[str, str], tmpdir: str) -> list[str]:
+    """Command prefix (and PATH change) so mitmproxy's eBPF redirector can work here."""
+    if os.geteuid() != 0:
+        raise LaunchError("local capture on Linux needs root (mitmproxy's eBPF redirector); "
+                          "run the app server as root")
+    mount = cgroup2_mount()
+    if mount is None:
+        raise LaunchError("local capture is impossible on this host: no cgroup2 hierarchy is mounted")
+    if shutil.which("sudo", path=env.get("PATH")) is None:
+        shim = Path(tmpdir) / "sudo"
+        shim.write_text(SUDO_SHIM)
+        shim.chmod(stat.S_IRWXU)
+        env["PATH"] = f"{tmpdir}{os.pathsep}{env.get('PATH', os.defpath)}"
+    if mount == "/sys/fs/cgroup":
+        return []
+    unshare = shutil.which("unshare", path=env.get("PATH"))
+    if unshare is None:
+        raise LaunchError(f"local capture needs cgroup2 at /sys/fs/cgroup (it is at {mount}) "
+                          "and unshare(1) to bind-mount it there; unshare not found")
+    # A private mount namespace: the bind mount is seen by mitmdump and its
+    # redirector only, the host's /sys/fs/cgroup stays as it is.
+    return [unshare, "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$0" /sys/fs/cgroup && exec "$@"', mount]
+
+
+async def start_canary_listener() -> tuple[asyncio.Server, int]:
+    """A loopback listener for canary probes that are NOT captured: never 204."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 503 Not Captured\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
