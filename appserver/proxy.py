@@ -78,10 +78,11 @@ def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
         raise BadTarget(f"{HEADER_TEST_PROTO} header must be 'ws' or 'wss', got {proto!r}")
     try:
         url = URL(f"{proto}://{host.strip()}{request.raw_path}", encoded=True)
+        valid = bool(url.host) and url.port is not None and " " not in host.strip()
     except ValueError as exc:
         raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: {exc}") from exc
-    if not url.host:
-        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}")
+    if not valid:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
     return Target(url, host.strip(), proto)
 
 

@@ -1,0 +1,199 @@
+"""Real peers on loopback for the tests: a scriptable upstream WebSocket server,
+a client that goes through the app server, and a minimal test suite.
+
+Every peer here uses aiohttp with autoping and autoclose off, so the tests
+see exactly the frames that arrive, pings and close frames included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from shared.constants import HEADER_TEST_HOST, HEADER_TEST_PROTO
+
+
+class UpstreamServer:
+    """A WebSocket server whose accepted sockets the test drives itself.
+
+    ``refuse_with`` answers upgrades with that HTTP status instead.
+    """
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Queue[tuple[web.Request, web.WebSocketResponse]] = asyncio.Queue()
+        self.refuse_with: int | None = None
+        self.protocols: tuple[str, ...] = ()
+        self.compress = True
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._done: asyncio.Event = asyncio.Event()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_with is not None:
+            return web.Response(status=self.refuse_with, text="refused by test upstream")
+        ws = web.WebSocketResponse(
+            autoclose=False, autoping=False, protocols=self.protocols, compress=self.compress, max_msg_size=0
+        )
+        await ws.prepare(request)
+        await self.accepted.put((request, ws))
+        await self._done.wait()  # the test owns the socket until the server stops
+        return ws
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        self._done.set()
+        while not self.accepted.empty():
+            _, ws = self.accepted.get_nowait()
+            ws._writer.transport.abort()  # type: ignore[union-attr]
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def next(self, timeout: float = 5) -> tuple[web.Request, web.WebSocketResponse]:
+        async with asyncio.timeout(timeout):
+            return await self.accepted.get()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def test_headers(host: str, proto: str = "ws") -> dict[str, str]:
+    """The headers the redirector would stamp."""
+    return {HEADER_TEST_HOST: host, HEADER_TEST_PROTO: proto}
+
+
+async def connect_client(
+    session: aiohttp.ClientSession,
+    proxy_port: int,
+    upstream_host: str,
+    path: str = "/",
+    **kwargs: Any,
+) -> aiohttp.ClientWebSocketResponse:
+    """A client WebSocket to the app server's proxy endpoint, as mitmproxy would send it."""
+    headers = {**test_headers(upstream_host), **kwargs.pop("headers", {})}
+    return await session.ws_connect(
+        f"http://127.0.0.1:{proxy_port}{path}",
+        headers=headers,
+        autoclose=False,
+        autoping=False,
+        max_msg_size=0,
+        **kwargs,
+    )
+
+
+async def receive(ws: Any, timeout: float = 5) -> aiohttp.WSMessage:
+    async with asyncio.timeout(timeout):
+        return await ws.receive()  # type: ignore[no-any-return]
+
+
+async def receive_data(ws: Any, count: int, timeout: float = 10) -> list[str | bytes]:
+    out: list[str | bytes] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < count:
+            msg = await ws.receive()
+            assert msg.type in (WSMsgType.TEXT, WSMsgType.BINARY), f"expected data, got {msg}"
+            out.append(msg.data)
+    return out
+
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class Suite:
+    """A minimal test suite on the control API: calls methods, answers our requests."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.on_transform: Handler | None = None
+        self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.transform_requests: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._reader = asyncio.ensure_future(self._read())
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _read(self) -> None:
+        async for msg in self.ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            payload = json.loads(msg.data)
+            if isinstance(payload, dict) and "method" in payload and "id" in payload:
+                task = asyncio.ensure_future(self._answer(payload))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            elif isinstance(payload, dict) and "method" in payload:
+                self.notifications.put_nowait(payload)
+            elif isinstance(payload, dict) and payload.get("id") in self._pending:
+                self._pending.pop(payload["id"]).set_result(payload)
+            else:
+                self._pending.pop(None, asyncio.get_running_loop().create_future()).set_result(payload)
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        self.transform_requests.append(request["params"])
+        if self.on_transform is None:
+            result: Any = {"action": "replace", "type": request["params"]["type"], "data": request["params"]["data"]}
+        else:
+            result = await self.on_transform(request["params"])
+        if result is NO_ANSWER:
+            return
+        await self.ws.send_str(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}))
+
+    async def request(self, method: str, params: Any = None, timeout: float = 10) -> dict[str, Any]:
+        """Send a request; return the whole response object."""
+        request_id = next(self._ids)
+        payload: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            payload["params"] = params
+        return await self.send_raw(json.dumps(payload), request_id, timeout)
+
+    async def send_raw(self, text: str, expect_id: Any = None, timeout: float = 10) -> dict[str, Any]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[expect_id] = future
+        await self.ws.send_str(text)
+        async with asyncio.timeout(timeout):
+            return await future
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(self._reader, *self._tasks, return_exceptions=True)
+
+
+NO_ANSWER = object()
+
+
+@contextlib.asynccontextmanager
+async def suite_connection(session: aiohttp.ClientSession, control_port: int) -> AsyncIterator[Suite]:
+    ws = await session.ws_connect(f"ws://127.0.0.1:{control_port}/")
+    suite = Suite(ws)
+    try:
+        yield suite
+    finally:
+        await suite.close()
+
+
+async def close_cleanly(client: Any, server: Any, timeout: float = 5) -> None:
+    """The client closes with 1000 and the upstream answers, as well-behaved peers do."""
+    await client.send_frame(b"\x03\xe8", WSMsgType.CLOSE)
+    async with asyncio.timeout(timeout):
+        while (await server.receive()).type is not WSMsgType.CLOSE:
+            pass
+        await server.send_frame(b"\x03\xe8", WSMsgType.CLOSE)
+        while (await client.receive()).type is not WSMsgType.CLOSE:
+            pass
