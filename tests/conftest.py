@@ -43,7 +43,7 @@ async def no_leaks() -> AsyncIterator[None]:
     assert not sockets, f"sockets left behind: {len(sockets)}"
 
 
-def test_config(**overrides: object) -> Config:
+def make_config(**overrides: object) -> Config:
     defaults: dict[str, object] = dict(
         control_port=0, proxy_port=0, launch_mitmproxy=False, transform_timeout=5.0, close_timeout=2.0
     )
@@ -52,7 +52,7 @@ def test_config(**overrides: object) -> Config:
 
 @pytest.fixture
 def config() -> Config:
-    return test_config()
+    return make_config()
 
 
 @pytest.fixture

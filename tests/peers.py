@@ -71,7 +71,7 @@ class UpstreamServer:
         return f"127.0.0.1:{self.port}"
 
 
-def test_headers(host: str, proto: str = "ws") -> dict[str, str]:
+def redirect_headers(host: str, proto: str = "ws") -> dict[str, str]:
     """The headers the redirector would stamp."""
     return {HEADER_TEST_HOST: host, HEADER_TEST_PROTO: proto}
 
@@ -84,7 +84,7 @@ async def connect_client(
     **kwargs: Any,
 ) -> aiohttp.ClientWebSocketResponse:
     """A client WebSocket to the app server's proxy endpoint, as mitmproxy would send it."""
-    headers = {**test_headers(upstream_host), **kwargs.pop("headers", {})}
+    headers = {**redirect_headers(upstream_host), **kwargs.pop("headers", {})}
     return await session.ws_connect(
         f"http://127.0.0.1:{proxy_port}{path}",
         headers=headers,

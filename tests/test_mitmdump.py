@@ -14,13 +14,14 @@ import websockets
 import websockets.asyncio.server
 
 from appserver import launcher as launcher_module
-from appserver.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
+from appserver.launcher import CANARY_PATH, LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
 from tests.mitm_helpers import (LOOPBACK, STAND_IN_PREFIX, StandInAppServer, ca_cert_path, free_port, http_target,
                           launched, listening_socket, pids_with_arg, run_app, stand_in_app_server,
                           wait_until, ws_connect_via_proxy)
 from shared.constants import HEADER_TEST_HOST, HEADER_TEST_PROTO
 
-pytestmark = pytest.mark.timeout(90)
+# no_leaks (conftest): every task and socket a test opened is gone once its fixtures are.
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_leaks")]
 
 
 @pytest.fixture
@@ -262,18 +263,21 @@ async def test_local_mode_captures_only_that_pid(settings: LauncherSettings, sta
     assert upgrade.headers[HEADER_TEST_PROTO] == "ws"
     assert upgrade.path_qs == "/local?v=6"
     assert pids_with_arg(marker(settings)) == []
+    assert pids_with_arg(str(CANARY_PATH)) == []
 
 
-async def test_mode_switch(settings: LauncherSettings, stand_in: StandInAppServer) -> None:
+async def test_mode_switch(settings: LauncherSettings, stand_in: StandInAppServer,
+                           two_clients: tuple[str, asyncio.subprocess.Process, asyncio.subprocess.Process]) -> None:
     """ensure() in another mode stops the running mitmdump and starts one in the new mode."""
+    pid = two_clients[1].pid
     async with launched(settings, stand_in) as launcher:
         await launcher.ensure(ProxyMode.PROXY)
         [proxy_pid] = pids_with_arg(marker(settings))
         try:
-            await launcher.ensure(ProxyMode.LOCAL, os.getpid())
+            await launcher.ensure(ProxyMode.LOCAL, pid)
         except LaunchError as exc:
             pytest.skip(f"local capture unavailable on this host: {exc}")
-        assert launcher.running_mode == (ProxyMode.LOCAL, os.getpid())
+        assert launcher.running_mode == (ProxyMode.LOCAL, pid)
         assert proxy_pid not in pids_with_arg(marker(settings))
         await launcher.ensure(ProxyMode.PROXY)
         assert launcher.running_mode == (ProxyMode.PROXY, None)
@@ -300,3 +304,14 @@ async def test_local_mode_impossible_reported(settings: LauncherSettings, stand_
             await launcher.ensure(ProxyMode.LOCAL, os.getpid())
         assert launcher.running_mode is None
     assert pids_with_arg(marker(settings)) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux local capture needs root")
+async def test_local_mode_needs_root(settings: LauncherSettings, stand_in: StandInAppServer,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local mode on Linux without root is a LaunchError that says root is needed, with nothing started."""
+    monkeypatch.setattr(launcher_module.os, "geteuid", lambda: 1000)
+    async with launched(settings, stand_in) as launcher:
+        with pytest.raises(LaunchError, match="needs root"):
+            await launcher.ensure(ProxyMode.LOCAL, os.getpid())
+    assert pids_with_arg(marker(settings)) == [] and pids_with_arg(str(CANARY_PATH)) == []

@@ -1,0 +1,234 @@
+"""The control API's answers to good and bad input, on the connection that sent it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+
+from appserver.app import AppServer
+from appserver.config import Config
+from tests.conftest import make_config
+from tests.peers import NO_ANSWER, Suite, UpstreamServer, close_cleanly, connect_client, receive_data, suite_connection
+
+
+async def still_works(suite: Suite) -> None:
+    response = await suite.request("startInterception", {"mode": "proxy"})
+    assert response["result"] == {}, response
+
+
+async def raw_reply(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5) -> Any:
+    async with asyncio.timeout(timeout):
+        msg = await ws.receive()
+    assert msg.type is WSMsgType.TEXT, msg
+    return json.loads(msg.data)
+
+
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ("this is not json", -32700),
+        ("{\"jsonrpc\": \"2.0\", \"method\": ", -32700),
+        ("42", -32600),
+        ("{\"hello\": \"world\"}", -32600),
+        ("[]", -32600),
+        ("{\"jsonrpc\": \"1.0\", \"method\": \"startInterception\", \"id\": 1}", -32600),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"noSuchMethod\", \"id\": 1}", -32601),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"id\": 1}", -32602),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": 7}, \"id\": 1}", -32602),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": \"bogus\"}, \"id\": 1}", -32602),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": \"local\"}, \"id\": 1}", -32602),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": \"local\", \"pid\": \"1\"}, \"id\": 1}", -32602),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": [\"proxy\"], \"id\": 1}", -32602),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"injectMessage\", \"params\": {\"connectionID\": 5}, \"id\": 1}", -32602),
+    ],
+)  # fmt: skip
+async def test_bad_input_gets_the_specified_error(
+    http: aiohttp.ClientSession, app_server: AppServer, frame: str, code: int
+) -> None:
+    """Each kind of bad input gets its JSON-RPC error code, and the server still works afterwards."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        # An invalid request's error has id null (JSON-RPC 2.0 §5).
+        response = await suite.send_raw(frame, expect_id=1 if code not in (-32700, -32600) else None)
+        assert response["jsonrpc"] == "2.0"
+        assert response["error"]["code"] == code, response
+        await still_works(suite)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [({}, "mode"), ({"mode": 7}, "mode"), ({"mode": "local"}, "pid"), ({"mode": "local", "pid": True}, "pid"),
+     ({"mode": "local", "pid": -3}, "pid")],
+)  # fmt: skip
+async def test_invalid_params_name_the_field(
+    http: aiohttp.ClientSession, app_server: AppServer, params: dict[str, Any], field: str
+) -> None:
+    """-32602 says which field was wrong."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        response = await suite.request("startInterception", params)
+        assert response["error"]["code"] == -32602
+        assert f"'{field}'" in response["error"]["message"]
+
+
+async def test_binary_frame_is_invalid_request(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """A binary frame on the control API gets -32600 and the connection keeps working."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        future = asyncio.get_running_loop().create_future()
+        suite._pending[None] = future
+        await suite.ws.send_bytes(b'{"jsonrpc": "2.0", "method": "startInterception", "id": 1}')
+        response = await asyncio.wait_for(future, 5)
+        assert response["error"]["code"] == -32600
+        assert "text frames" in response["error"]["message"]
+        await still_works(suite)
+
+
+async def test_batch_gets_batch_answer(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """A batch gets one array with an answer per request (none for notifications)."""
+    async with http.ws_connect(f"ws://127.0.0.1:{app_server.control_port}/") as ws:
+        await ws.send_str(json.dumps([
+            {"jsonrpc": "2.0", "method": "startInterception", "params": {"mode": "proxy"}, "id": "a"},
+            {"jsonrpc": "2.0", "method": "nope", "id": "b"},
+            {"jsonrpc": "2.0", "method": "mitmproxyReady"},
+        ]))  # fmt: skip
+        answers = await raw_reply(ws)
+        assert isinstance(answers, list)
+        by_id = {a["id"]: a for a in answers}
+        assert by_id["a"]["result"] == {}
+        assert by_id["b"]["error"]["code"] == -32601
+        assert len(answers) == 2
+
+
+async def test_notification_gets_no_answer(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """mitmproxyReady, a notification, is accepted without any answer."""
+    async with http.ws_connect(f"ws://127.0.0.1:{app_server.control_port}/") as ws:
+        await ws.send_str(json.dumps({"jsonrpc": "2.0", "method": "mitmproxyReady"}))
+        await ws.send_str(json.dumps({"jsonrpc": "2.0", "method": "nope", "id": 9}))
+        answer = await raw_reply(ws)
+        assert answer["id"] == 9  # the first answer is the second request's: the notification got none
+
+
+async def test_second_suite_is_refused_until_first_leaves(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """startInterception from a second connection is an error while the first is active; then it succeeds."""
+    async with suite_connection(http, app_server.control_port) as first:
+        await still_works(first)
+        async with suite_connection(http, app_server.control_port) as second:
+            response = await second.request("startInterception", {"mode": "proxy"})
+            assert response["error"]["code"] == -32001
+            assert "already the active test suite" in response["error"]["message"]
+            await still_works(first)  # calling it again from the active suite is fine
+            await first.close()
+            await asyncio.sleep(0.05)
+            await still_works(second)
+
+
+async def test_errors_answer_only_the_sender(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """An error goes to the connection that caused it, never to another."""
+    async with suite_connection(http, app_server.control_port) as good, suite_connection(
+        http, app_server.control_port
+    ) as bad:
+        await still_works(good)
+        response = await bad.send_raw("garbage")
+        assert response["error"]["code"] == -32700
+        await asyncio.sleep(0.1)
+        assert good._pending == {}  # nothing unexpected arrived on the good connection
+        assert good.notifications.empty()
+
+
+async def test_inject_to_unknown_connection(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """injectMessage naming an unknown connection is an error that names it."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        response = await suite.request(
+            "injectMessage", {"connectionID": "nope", "fromClient": True, "type": "text", "data": "x"}
+        )
+        assert response["error"]["code"] == -32002
+        assert "nope" in response["error"]["message"]
+
+
+async def test_inject_to_closed_leg(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
+) -> None:
+    """injectMessage towards a leg that is already closing is an error."""
+    client = await connect_client(http, app_server.proxy_port, upstream.host)
+    _, server = await upstream.next()
+    connection_id = (await suite.notifications.get())["params"]["connectionID"]
+
+    async def hold(params: dict[str, Any]) -> Any:
+        return NO_ANSWER
+
+    # The upstream closes; while the proxy waits for the client's answer, the client leg has had our close.
+    await server.send_frame(b"\x03\xe8", WSMsgType.CLOSE)
+    async with asyncio.timeout(5):
+        while (await client.receive()).type is not WSMsgType.CLOSE:
+            pass
+    response = await suite.request(
+        "injectMessage", {"connectionID": connection_id, "fromClient": False, "type": "text", "data": "late"}
+    )
+    assert response["error"]["code"] == -32003
+    assert "client leg" in response["error"]["message"]
+    await client.send_frame(b"\x03\xe8", WSMsgType.CLOSE)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [({"fromClient": True, "type": "text", "data": "x"}, "connectionID"),
+     ({"connectionID": "c", "type": "text", "data": "x"}, "fromClient"),
+     ({"connectionID": "c", "fromClient": True, "type": "xml", "data": "x"}, "type"),
+     ({"connectionID": "c", "fromClient": True, "type": "binary", "data": "%%%"}, "data")],
+)  # fmt: skip
+async def test_inject_invalid_params(
+    http: aiohttp.ClientSession, app_server: AppServer, params: dict[str, Any], field: str
+) -> None:
+    """injectMessage with a missing or ill-typed field is -32602 naming it."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        response = await suite.request("injectMessage", params)
+        assert response["error"]["code"] == -32602
+        assert f"'{field}'" in response["error"]["message"]
+
+
+@pytest.fixture
+def config() -> Config:
+    return make_config(transform_timeout=0.3)
+
+
+async def test_transform_timeout_passes_message_unchanged(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A suite that never answers: after the timeout the message goes on unchanged, logged at ERROR with its id."""
+
+    async def never(params: dict[str, Any]) -> Any:
+        return NO_ANSWER
+
+    suite.on_transform = never
+    client = await connect_client(http, app_server.proxy_port, upstream.host)
+    _, server = await upstream.next()
+    await client.send_str("eventually")
+    assert await receive_data(server, 1) == ["eventually"]
+    message_id = suite.transform_requests[0]["id"]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(f"message {message_id} " in e and "no answer within 0.3s" in e for e in errors), errors
+    await close_cleanly(client, server)
+
+
+async def test_late_answer_after_timeout_is_ignored(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
+) -> None:
+    """An answer that comes after the timeout changes nothing and breaks nothing."""
+
+    async def late(params: dict[str, Any]) -> Any:
+        await asyncio.sleep(0.5)
+        return {"action": "drop"}
+
+    suite.on_transform = late
+    client = await connect_client(http, app_server.proxy_port, upstream.host)
+    _, server = await upstream.next()
+    await client.send_str("first")
+    assert await receive_data(server, 1) == ["first"]
+    await asyncio.sleep(0.4)
+    await still_works(suite)
+    await close_cleanly(client, server)
