@@ -374,6 +374,7 @@ async def start_canary_listener() -> tuple[asyncio.Server, int]:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
+            logger.debug("canary probe reached the launcher: capture not active yet")
             writer.write(b"HTTP/1.1 503 Not Captured\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
