@@ -20,6 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from appserver.connection import Connection, ConnectionInfo
+from appserver.http_relay import end_to_end, relay_http
 from appserver.lifecycle import Side
 from appserver.registry import Registry
 from appserver.relay import Leg
@@ -33,14 +34,10 @@ from shared.constants import (
 
 log = logging.getLogger(__name__)
 
-# Hop-by-hop headers (RFC 9110 §7.6.1) and the ones each WebSocket hop makes itself.
-NOT_FORWARDED = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
-        "sec-websocket-key", "sec-websocket-version", "sec-websocket-accept",
-        "sec-websocket-extensions", "sec-websocket-protocol",
-    }
+# Each WebSocket hop makes these itself (RFC 6455 §4.1, §9.1).
+PER_HOP_WEBSOCKET = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-accept", "sec-websocket-extensions",
+     "sec-websocket-protocol"}
 )  # fmt: skip
 
 
@@ -88,14 +85,11 @@ def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
 
 def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """End-to-end request headers: minus hop-by-hop, per-hop WebSocket and Ably-Test-* ones."""
-    named_by_connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in NOT_FORWARDED or lower in named_by_connection or lower.startswith(TEST_HEADER_PREFIX):
-            continue
-        out.add(name, value)
-    return out
+    return CIMultiDict(
+        (name, value)
+        for name, value in end_to_end(headers).items()
+        if name.lower() not in PER_HOP_WEBSOCKET and not name.lower().startswith(TEST_HEADER_PREFIX)
+    )
 
 
 def offered_protocols(headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
@@ -126,7 +120,13 @@ class ProxyEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not is_websocket_upgrade(request.headers):
-            return web.Response(status=400, text="the proxy endpoint takes WebSocket upgrades only\n")
+            if self._default_upstream is not None:
+                return await relay_http(request, self._session, self._default_upstream, self._ssl)
+            return web.Response(
+                status=400,
+                text="the proxy endpoint takes WebSocket upgrades only "
+                "(start the app server with --default-upstream URL to relay plain HTTP)\n",
+            )
         try:
             target = target_of(request, self._default_upstream)
         except BadTarget as exc:

@@ -37,6 +37,14 @@ class UpstreamServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.refuse_with is not None:
             return web.Response(status=self.refuse_with, text="refused by test upstream")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            # Plain HTTP: describe the request, so tests can see what arrived.
+            body = await request.text()
+            return web.json_response(
+                {"method": request.method, "path": request.raw_path, "body": body, "headers": dict(request.headers)},
+                status=201 if request.method == "POST" else 200,
+                headers={"X-Upstream": "yes"},
+            )
         ws = web.WebSocketResponse(
             autoclose=False, autoping=False, protocols=self.protocols, compress=self.compress, max_msg_size=0
         )
@@ -47,7 +55,7 @@ class UpstreamServer:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -1,0 +1,52 @@
+"""Direct mode's plain HTTP: REST calls, token requests and connectivity checks
+relayed to the default upstream unchanged (minus hop-by-hop headers)."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+log = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+     "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+)  # fmt: skip
+
+
+def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    named = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
+
+
+def http_base(upstream: URL) -> URL:
+    """The HTTP(S) origin of a ws(s):// or http(s):// upstream URL."""
+    scheme = {"ws": "http", "wss": "https"}.get(upstream.scheme, upstream.scheme)
+    return upstream.with_scheme(scheme).with_path("/").with_query(None)
+
+
+async def relay_http(
+    request: web.Request, session: aiohttp.ClientSession, upstream: URL, ssl: object
+) -> web.StreamResponse:
+    target = URL(str(http_base(upstream)).rstrip("/") + request.raw_path, encoded=True)
+    body = await request.read() if request.body_exists else None
+    try:
+        async with session.request(
+            request.method, target, headers=end_to_end(request.headers), data=body,
+            allow_redirects=False, auto_decompress=False, ssl=ssl,  # type: ignore[arg-type]
+        ) as upstream_response:  # fmt: skip
+            payload = await upstream_response.read()
+            log.debug("relayed %s %s → %s", request.method, target, upstream_response.status)
+            return web.Response(
+                status=upstream_response.status,
+                reason=upstream_response.reason,
+                headers=end_to_end(upstream_response.headers),
+                body=payload,
+            )
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        log.info("could not relay %s %s: %r", request.method, target, exc)
+        return web.Response(status=502, text=f"upstream {target} could not be reached: {exc!r}\n")
