@@ -9,11 +9,17 @@ socket is captured, so an old socket would never be. While capture is not
 active the request reaches the launcher's own loopback listener, which never
 answers 204; once captured, the redirector addon answers 204 itself and sends
 mitmproxyReady. Traffic never leaves loopback either way.
+
+``start_listener`` is the launcher's side: that loopback listener.
 """
 
+import asyncio
 import http.client
+import logging
 import sys
 import time
+
+logger = logging.getLogger(__name__)
 
 RETRY_INTERVAL = 0.05
 REQUEST_TIMEOUT = 1.0
@@ -36,6 +42,22 @@ def main(argv: list[str]) -> int:
     while not probe(port, host):
         time.sleep(RETRY_INTERVAL)
     return 0
+
+
+async def start_listener() -> tuple[asyncio.Server, int]:
+    """A loopback listener for canary probes that are NOT captured: never 204."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            logger.debug("canary probe not captured (yet): answered 503")
+            writer.write(b"HTTP/1.1 503 Not Captured\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appserver import canary as canary_probe
 from shared.constants import DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, \
     DEFAULT_PROXY_PORT
 
@@ -47,7 +48,7 @@ logger = logging.getLogger(__name__)
 output_logger = logging.getLogger("appserver.mitmdump")
 
 ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
-CANARY_PATH = Path(__file__).resolve().parent / "canary.py"
+CANARY_PATH = Path(canary_probe.__file__).resolve()
 KEEP_LINES = 50
 TAIL_LINES = 20
 STOP_GRACE = 5.0
@@ -92,11 +93,9 @@ def cgroup2_mount() -> str | None:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         return None
-    for line in lines:
-        before, _, after = line.partition(" - ")
-        if after.split(" ", 1)[0] == "cgroup2":
-            return before.split(" ")[4]
-    return None
+    found = [before.split(" ")[4] for before, _, after in (line.partition(" - ") for line in lines)
+             if after.split(" ", 1)[0] == "cgroup2"]
+    return "/sys/fs/cgroup" if "/sys/fs/cgroup" in found else next(iter(found), None)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -111,13 +110,14 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def process_group_alive(pgid: int) -> bool:
+def alive(pid: int, group: bool = False) -> bool:
+    """Whether a process (or any member of a process group) still exists."""
     try:
-        os.killpg(pgid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # exists, owned by someone else
     return True
 
 
@@ -184,9 +184,12 @@ class MitmproxyLauncher:
             await self._start_proxy(binary)
         else:
             await self._start_local(binary, pid)
-        assert self._run is not None and self._run.proc is not None
-        await self._await_ready(self._run)
-        logger.info("mitmdump ready in %s mode (pid %s)", mode.value, self._run.proc.pid)
+        run = self._run
+        assert run is not None and run.proc is not None
+        await self._await_ready(run)
+        if run.canary is not None:  # it has done its job: capture is active
+            await terminate_group(run.canary)
+        logger.info("mitmdump ready in %s mode (pid %s)", mode.value, run.proc.pid)
 
     async def _start_proxy(self, binary: str) -> None:
         s = self.settings
@@ -199,7 +202,7 @@ class MitmproxyLauncher:
     async def _start_local(self, binary: str, pid: int | None) -> None:
         if pid is None:
             raise LaunchError("local mode needs the pid of the process to capture")
-        if not pid_exists(pid):
+        if not alive(pid):
             raise LaunchError(f"local mode: no process with pid {pid}")
         env = os.environ.copy()
         tmpdir = tempfile.mkdtemp(prefix="mitmdump-local-")
@@ -207,7 +210,7 @@ class MitmproxyLauncher:
         run = _Run(ProxyMode.LOCAL, pid, tmpdir=tmpdir)
         try:
             wrapper = linux_local_wrapper(env, tmpdir) if sys.platform == "linux" else []
-            run.listener, port = await start_canary_listener()
+            run.listener, port = await canary_probe.start_listener()
             run.canary = await asyncio.create_subprocess_exec(
                 sys.executable, str(CANARY_PATH), str(port), DEFAULT_CANARY_HOST,
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -312,16 +315,6 @@ async def cleanup(run: _Run) -> None:
         shutil.rmtree(run.tmpdir, ignore_errors=True)
 
 
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def terminate_group(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the process group, SIGKILL whatever is left after a grace period."""
     pgid = proc.pid  # start_new_session: the process leads its own group
@@ -331,7 +324,7 @@ async def terminate_group(proc: asyncio.subprocess.Process) -> None:
         except ProcessLookupError:
             break
         deadline = asyncio.get_running_loop().time() + STOP_GRACE
-        while process_group_alive(pgid) and asyncio.get_running_loop().time() < deadline:
+        while alive(pgid, group=True) and asyncio.get_running_loop().time() < deadline:
             if proc.returncode is None:
                 try:
                     await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
@@ -339,7 +332,7 @@ async def terminate_group(proc: asyncio.subprocess.Process) -> None:
                     pass
             else:
                 await asyncio.sleep(0.05)
-        if not process_group_alive(pgid):
+        if not alive(pgid, group=True):
             break
     await proc.wait()
 
@@ -367,19 +360,3 @@ def linux_local_wrapper(env: dict[str, str], tmpdir: str) -> list[str]:
     # redirector only, the host's /sys/fs/cgroup stays as it is.
     return [unshare, "--mount", "--propagation", "private", "--", "sh", "-c",
             'mount --bind "$0" /sys/fs/cgroup && exec "$@"', mount]
-
-
-async def start_canary_listener() -> tuple[asyncio.Server, int]:
-    """A loopback listener for canary probes that are NOT captured: never 204."""
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            logger.debug("canary probe reached the launcher: capture not active yet")
-            writer.write(b"HTTP/1.1 503 Not Captured\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            writer.close()
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    return server, server.sockets[0].getsockname()[1]

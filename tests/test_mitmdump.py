@@ -256,6 +256,7 @@ async def test_local_mode_captures_only_that_pid(settings: LauncherSettings, sta
         except LaunchError as exc:
             pytest.skip(f"local capture unavailable on this host: {exc}")
         assert launcher.running_mode == (ProxyMode.LOCAL, captured.pid)
+        assert pids_with_arg(str(CANARY_PATH)) == []  # the canary is gone once capture is proven
         assert await run_client(captured) == STAND_IN_PREFIX + "who answers?"
         assert await run_client(other) == "direct:who answers?"
     [upgrade] = stand_in.upgrades
