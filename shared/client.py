@@ -1,0 +1,331 @@
+"""The test-suite client: what a Python test suite uses to drive the proxy.
+
+    client = await InterceptionClient.connect("ws://127.0.0.1:8001/")
+    await client.start_interception(mode="proxy")
+    async with client.intercept() as ctx:
+        ctx.transform_server_message = lambda m: None if m.action == Action.ACK else m.message
+        conn = await ctx.next_connection()
+        ...
+
+Callbacks receive an :class:`Intercepted` with the decoded Ably protocol
+message (JSON for text frames, msgpack for binary ones) and return the
+message to deliver (re-encoded in the frame's own format) or None to drop
+it. Spy callbacks only observe. A context's callbacks never outlive it:
+afterwards every message passes through unchanged and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+
+import aiohttp
+
+from shared import ably
+from shared.constants import (
+    EVENT_CONNECTION_CLOSED,
+    EVENT_CONNECTION_OPENED,
+    METHOD_CLOSE_CONNECTION,
+    METHOD_INJECT,
+    METHOD_START_INTERCEPTION,
+    METHOD_TRANSFORM,
+)
+from shared.wire import Frame, InjectRequest, InterceptedMessage, MessageType, TransformResult
+
+log = logging.getLogger(__name__)
+
+
+class ProxyCallError(Exception):
+    """The proxy answered a call with a JSON-RPC error; the message is the proxy's."""
+
+    def __init__(self, method: str, error: Mapping[str, Any]) -> None:
+        self.code = error.get("code")
+        self.proxy_message = error.get("message", "")
+        super().__init__(f"{method}: {self.proxy_message} (code {self.code})")
+
+
+@dataclass(frozen=True)
+class ConnectionOpened:
+    """An intercepted connection (interceptedConnectionOpened)."""
+
+    id: str
+    url: str
+    host: str
+    proto: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> ConnectionOpened:
+        return cls(
+            id=params["connectionID"], url=params["url"], host=params["host"], proto=params["proto"],
+            path=params["path"], query=dict(params["query"]), headers=dict(params["headers"]),
+        )  # fmt: skip
+
+    @property
+    def format(self) -> ably.Format:
+        """The connection's protocol format, from its `format` query parameter (Ably's default is JSON)."""
+        return ably.Format.MSGPACK if self.query.get("format") == "msgpack" else ably.Format.JSON
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """How an intercepted connection ended (interceptedConnectionClosed)."""
+
+    id: str
+    closed_by: str
+    code: int | None
+    reason: str
+    clean: bool
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> ConnectionClosed:
+        return cls(params["connectionID"], params["closedBy"], params["code"], params["reason"], params["clean"])
+
+
+@dataclass
+class Intercepted:
+    """One intercepted message, decoded. ``message`` is None when the frame is not a protocol message."""
+
+    id: str
+    connection_id: str
+    from_client: bool
+    frame: Frame
+    message: dict[str, Any] | None
+
+    @property
+    def format(self) -> ably.Format:
+        return ably.Format.for_frame(self.frame.type is MessageType.BINARY)
+
+    @property
+    def action(self) -> int | None:
+        return None if self.message is None else self.message.get("action")
+
+    def __str__(self) -> str:
+        return ably.describe(self.frame.data, self.format)
+
+
+#: A transform callback: return the message to deliver, or None to drop it (may be async).
+Transform = Callable[[Intercepted], "dict[str, Any] | None | Awaitable[dict[str, Any] | None]"]
+#: A spy callback: observes, returns nothing (may be async).
+Spy = Callable[[Intercepted], "None | Awaitable[None]"]
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+@dataclass
+class InterceptionContext:
+    """Per-test callbacks and connection events. Use through :meth:`InterceptionClient.intercept`."""
+
+    client: InterceptionClient
+    transform_client_message: Transform | None = None
+    transform_server_message: Transform | None = None
+    spy_client_message: Spy | None = None
+    spy_server_message: Spy | None = None
+    connections: list[ConnectionOpened] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    _opened: asyncio.Queue[ConnectionOpened] = field(default_factory=asyncio.Queue)
+    _closed: dict[str, asyncio.Future[ConnectionClosed]] = field(default_factory=dict)
+
+    async def next_connection(self, timeout: float = 10) -> ConnectionOpened:
+        """The next connection opened while this context is active."""
+        async with asyncio.timeout(timeout):
+            return await self._opened.get()
+
+    async def connection_closed(self, connection_id: str, timeout: float = 10) -> ConnectionClosed:
+        future = self._closed.setdefault(connection_id, asyncio.get_running_loop().create_future())
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(future)
+
+    async def inject_message(self, connection_id: str, message: Mapping[str, Any] | Frame, *, from_client: bool) -> str:
+        return await self.client.inject_message(connection_id, message, from_client=from_client)
+
+    async def close_connection(self, connection_id: str, **kwargs: Any) -> None:
+        await self.client.close_connection(connection_id, **kwargs)
+
+    async def _decide(self, item: Intercepted) -> Frame | None:
+        spy = self.spy_client_message if item.from_client else self.spy_server_message
+        transform = self.transform_client_message if item.from_client else self.transform_server_message
+        if spy is not None:
+            await _maybe_await(spy(item))
+        if transform is None:
+            return item.frame
+        result = await _maybe_await(transform(item))
+        if result is None:
+            return None
+        if isinstance(result, Frame):
+            return result
+        encoded = ably.encode(result, item.format)
+        return Frame(item.frame.type, encoded)
+
+
+class InterceptionClient:
+    """A control-API connection that becomes the active test suite."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, owns_session: bool) -> None:
+        self._session = session
+        self._ws = ws
+        self._owns_session = owns_session
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._context: InterceptionContext | None = None
+        self._formats: dict[str, ably.Format] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def connect(cls, url: str = "ws://127.0.0.1:8001/", timeout: float = 10) -> InterceptionClient:
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), max_msg_size=0)
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, ws, owns_session=True)
+
+    async def close(self) -> None:
+        await self._ws.close()
+        self._reader.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(self._reader, *self._tasks, return_exceptions=True)
+        if self._owns_session:
+            await self._session.close()
+
+    async def __aenter__(self) -> InterceptionClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- calls to the proxy -------------------------------------------------
+
+    async def call(self, method: str, params: Mapping[str, Any], timeout: float = 60) -> Any:
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._ws.send_str(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+            async with asyncio.timeout(timeout):
+                response = await future
+        finally:
+            self._pending.pop(request_id, None)
+        if "error" in response:
+            raise ProxyCallError(method, response["error"])
+        return response.get("result")
+
+    async def start_interception(self, mode: str = "proxy", pid: int | None = None) -> None:
+        params: dict[str, Any] = {"mode": mode}
+        if pid is not None:
+            params["pid"] = pid
+        await self.call(METHOD_START_INTERCEPTION, params)
+
+    async def inject_message(self, connection_id: str, message: Mapping[str, Any] | Frame, *, from_client: bool) -> str:
+        """Send a message at once on one leg, encoded in that connection's own format; returns its id."""
+        frame = message if isinstance(message, Frame) else self._encode_for(connection_id, message)
+        result = await self.call(METHOD_INJECT, InjectRequest(connection_id, from_client, frame).to_json())
+        return str(result["id"])
+
+    def _encode_for(self, connection_id: str, message: Mapping[str, Any]) -> Frame:
+        fmt = self._formats.get(connection_id, ably.Format.JSON)
+        data = ably.encode(message, fmt)
+        return Frame.binary(data) if isinstance(data, bytes) else Frame.text(data)
+
+    async def close_connection(
+        self, connection_id: str, side: str = "both", code: int | None = None, reason: str | None = None,
+        abrupt: bool = False,
+    ) -> None:  # fmt: skip
+        params: dict[str, Any] = {"connectionID": connection_id, "side": side, "abrupt": abrupt}
+        if code is not None:
+            params["code"] = code
+        if reason is not None:
+            params["reason"] = reason
+        await self.call(METHOD_CLOSE_CONNECTION, params)
+
+    @contextlib.asynccontextmanager
+    async def intercept(self) -> AsyncIterator[InterceptionContext]:
+        """Callbacks and events for one test; raises at exit if a callback raised."""
+        if self._context is not None:
+            raise RuntimeError("an interception context is already active")
+        context = InterceptionContext(self)
+        self._context = context
+        try:
+            yield context
+        finally:
+            self._context = None
+        if context.errors:
+            raise context.errors[0]
+
+    # --- what the proxy sends us --------------------------------------------
+
+    async def _read(self) -> None:
+        async for msg in self._ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            payload = json.loads(msg.data)
+            if "method" not in payload:
+                future = self._pending.get(payload.get("id"))
+                if future is not None and not future.done():
+                    future.set_result(payload)
+            elif payload["method"] == METHOD_TRANSFORM and "id" in payload:
+                task = asyncio.ensure_future(self._answer_transform(payload))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                self._on_notification(payload["method"], payload.get("params") or {})
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("the control connection closed"))
+
+    def _on_notification(self, method: str, params: Mapping[str, Any]) -> None:
+        context = self._context
+        if method == EVENT_CONNECTION_OPENED:
+            opened = ConnectionOpened.from_json(params)
+            self._formats[opened.id] = opened.format
+            if context is not None:
+                context.connections.append(opened)
+                context._opened.put_nowait(opened)
+        elif method == EVENT_CONNECTION_CLOSED:
+            closed = ConnectionClosed.from_json(params)
+            self._formats.pop(closed.id, None)
+            if context is not None:
+                future = context._closed.setdefault(closed.id, asyncio.get_running_loop().create_future())
+                if not future.done():
+                    future.set_result(closed)
+
+    async def _answer_transform(self, request: Mapping[str, Any]) -> None:
+        message = InterceptedMessage.from_json(request["params"])
+        frame = await self._decide(message)
+        result = TransformResult.drop() if frame is None else TransformResult.replace(frame)
+        reply = {"jsonrpc": "2.0", "id": request["id"], "result": result.to_json()}
+        with contextlib.suppress(ConnectionError):
+            await self._ws.send_str(json.dumps(reply))
+
+    async def _decide(self, message: InterceptedMessage) -> Frame | None:
+        fmt = ably.Format.for_frame(message.frame.type is MessageType.BINARY)
+        self._formats.setdefault(message.connection_id, fmt)
+        try:
+            decoded: dict[str, Any] | None = ably.decode(message.frame.data, fmt)
+        except ably.DecodeError:
+            decoded = None
+        item = Intercepted(message.id, message.connection_id, message.from_client, message.frame, decoded)
+        context = self._context
+        if context is None:
+            log.info("passing through %s message %s outside any test: %s",
+                     "client" if item.from_client else "server", item.id, item)  # fmt: skip
+            return message.frame
+        try:
+            return await context._decide(item)
+        except Exception as exc:  # a test's callback failed: pass the message on, fail the test at exit
+            log.error("callback failed on message %s (%s): %r; passed on unchanged", item.id, item, exc)
+            context.errors.append(exc)
+            return message.frame

@@ -1,0 +1,197 @@
+"""The test-suite client library against a real app server, upstream and client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from typing import Any, AsyncIterator
+
+import aiohttp
+import msgpack
+import pytest
+
+from appserver.app import AppServer
+from shared.ably import Action
+from shared.client import Intercepted, InterceptionClient, ProxyCallError
+from tests.peers import UpstreamServer, close_cleanly, connect_client, receive_data
+
+
+@pytest.fixture
+async def client(app_server: AppServer) -> AsyncIterator[InterceptionClient]:
+    c = await InterceptionClient.connect(f"ws://127.0.0.1:{app_server.control_port}/")
+    await c.start_interception("proxy")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_transform_gets_decoded_json_and_reencodes(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """A server CONNECTED in JSON is decoded for the callback, and its edit arrives re-encoded as JSON text."""
+    async with client.intercept() as ctx:
+
+        def edit(item: Intercepted) -> dict[str, Any] | None:
+            assert item.message is not None and item.action == Action.CONNECTED
+            item.message["connectionDetails"]["maxIdleInterval"] = 1234
+            return item.message
+
+        ctx.transform_server_message = edit
+        sdk = await connect_client(http, app_server.proxy_port, upstream.host, "/?format=json")
+        _, server = await upstream.next()
+        await server.send_str(json.dumps({"action": 4, "connectionDetails": {"maxIdleInterval": 15000}}))
+        [text] = await receive_data(sdk, 1)
+        assert isinstance(text, str)
+        assert json.loads(text)["connectionDetails"]["maxIdleInterval"] == 1234
+        await close_cleanly(sdk, server)
+
+
+async def test_drop_and_spy_msgpack(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """Returning None drops a msgpack ACK; a spy sees the client's MESSAGE without having to return it."""
+    seen: list[Intercepted] = []
+    async with client.intercept() as ctx:
+        ctx.spy_client_message = seen.append
+        ctx.transform_server_message = lambda m: None if m.action == Action.ACK else m.message
+        sdk = await connect_client(http, app_server.proxy_port, upstream.host, "/?format=msgpack")
+        _, server = await upstream.next()
+        await sdk.send_bytes(msgpack.packb({"action": 15, "channel": "ch", "msgSerial": 0, "messages": [{"data": b"x"}]}))
+        [published] = await receive_data(server, 1)
+        assert msgpack.unpackb(published)["channel"] == "ch"
+        assert seen[0].message == {"action": 15, "channel": "ch", "msgSerial": 0, "messages": [{"data": b"x"}]}
+        await server.send_bytes(msgpack.packb({"action": 1, "msgSerial": 0, "count": 1}))
+        await server.send_bytes(msgpack.packb({"action": 0}))
+        [after] = await receive_data(sdk, 1)
+        assert msgpack.unpackb(after) == {"action": 0}  # the ACK never arrived
+        await close_cleanly(sdk, server)
+
+
+async def test_inject_encodes_in_connection_format(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """inject_message encodes in the connection's own format (msgpack here), and events are awaitable."""
+    async with client.intercept() as ctx:
+        sdk = await connect_client(http, app_server.proxy_port, upstream.host, "/?format=msgpack&v=6")
+        _, server = await upstream.next()
+        conn = await ctx.next_connection()
+        assert conn.query["v"] == "6" and conn.query["format"] == "msgpack"
+        await ctx.inject_message(conn.id, {"action": Action.DISCONNECTED, "error": {"code": 80003}}, from_client=False)
+        [frame] = await receive_data(sdk, 1)
+        assert isinstance(frame, bytes)
+        assert msgpack.unpackb(frame) == {"action": 6, "error": {"code": 80003}}
+        await ctx.close_connection(conn.id, side="both", code=4000, reason="done")
+        closed = await ctx.connection_closed(conn.id)
+        assert (closed.closed_by, closed.code, closed.reason) == ("proxy", 4000, "done")
+        await sdk.close()
+
+
+async def test_proxy_errors_surface_as_exceptions(client: InterceptionClient) -> None:
+    """A JSON-RPC error from the proxy is raised with the proxy's message."""
+    with pytest.raises(ProxyCallError, match="no open connection with connectionID 'ghost'"):
+        await client.inject_message("ghost", {"action": 0}, from_client=True)
+
+
+async def test_callbacks_do_not_outlive_their_context(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """After the context ends, a lingering connection's messages pass through unchanged."""
+    async with client.intercept() as ctx:
+        ctx.transform_client_message = lambda m: None
+        sdk = await connect_client(http, app_server.proxy_port, upstream.host, "/?format=json")
+        _, server = await upstream.next()
+    await sdk.send_str('{"action":0}')
+    assert await receive_data(server, 1) == ['{"action":0}']
+    await close_cleanly(sdk, server)
+
+
+async def test_failing_callback_fails_the_context_and_passes_message(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """A callback that raises passes the message on unchanged and re-raises when the context exits."""
+
+    def broken(item: Intercepted) -> None:
+        raise AssertionError("the test's own assertion")
+
+    with pytest.raises(AssertionError, match="the test's own assertion"):
+        async with client.intercept() as ctx:
+            ctx.transform_client_message = broken
+            sdk = await connect_client(http, app_server.proxy_port, upstream.host)
+            _, server = await upstream.next()
+            await sdk.send_str('{"action":0}')
+            assert await receive_data(server, 1) == ['{"action":0}']
+            await close_cleanly(sdk, server)
+
+
+async def test_async_callbacks(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """Callbacks may be coroutines: the message waits for them."""
+    async with client.intercept() as ctx:
+
+        async def slow(item: Intercepted) -> dict[str, Any] | None:
+            await asyncio.sleep(0.05)
+            assert item.message is not None
+            return {**item.message, "channel": "renamed"}
+
+        ctx.transform_client_message = slow
+        sdk = await connect_client(http, app_server.proxy_port, upstream.host)
+        _, server = await upstream.next()
+        await sdk.send_str('{"action":10,"channel":"a"}')
+        [text] = await receive_data(server, 1)
+        assert json.loads(text) == {"action": 10, "channel": "renamed"}
+        await close_cleanly(sdk, server)
+
+
+def test_pytest_plugin_fixtures(pytester: pytest.Pytester, appserver_for_plugin: int) -> None:
+    """The pytest plugin's `interception` fixture connects, starts interception and yields a context."""
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            from shared.client import InterceptionContext, ProxyCallError
+            import pytest
+
+            async def test_context(interception):
+                assert isinstance(interception, InterceptionContext)
+                with pytest.raises(ProxyCallError):
+                    await interception.inject_message("nope", {"action": 0}, from_client=True)
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        f"--interception-url=ws://127.0.0.1:{appserver_for_plugin}/", "-p", "asyncio", "-o", "asyncio_mode=auto"
+    )
+    result.assert_outcomes(passed=1)
+
+
+@pytest.fixture
+def appserver_for_plugin() -> Any:
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_process import free_port
+
+    control, proxy = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appserver", "--no-mitmproxy", "--control-port", str(control), "--proxy-port", str(proxy)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import socket
+
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", control)) == 0:
+                    break
+            time.sleep(0.05)
+        yield control
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+pytest_plugins = ["pytester"]
