@@ -316,3 +316,21 @@ async def test_local_mode_needs_root(settings: LauncherSettings, stand_in: Stand
         with pytest.raises(LaunchError, match="needs root"):
             await launcher.ensure(ProxyMode.LOCAL, os.getpid())
     assert pids_with_arg(marker(settings)) == [] and pids_with_arg(str(CANARY_PATH)) == []
+
+
+# -- launcher helpers (no mitmdump) ---------------------------------------------
+
+def test_port_in_use_bind_test() -> None:
+    """The pre-check sees a listening port as busy and a free one as free."""
+    with listening_socket() as port:
+        assert launcher_module.port_in_use(LOOPBACK, port)
+    assert not launcher_module.port_in_use(LOOPBACK, free_port())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/mountinfo")
+def test_cgroup2_mount_found() -> None:
+    """cgroup2_mount() names a directory that really is a cgroup2 root (it has cgroup.controllers)."""
+    mount = launcher_module.cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 mounted on this host")
+    assert (Path(mount) / "cgroup.controllers").exists()
