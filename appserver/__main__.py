@@ -9,29 +9,12 @@ import sys
 
 from appserver.app import AppServer
 from appserver.config import Config, from_args
-from appserver.rpc import Launcher
 
 log = logging.getLogger("appserver")
 
 
-def make_launcher(config: Config) -> Launcher | None:
-    if not config.launch_mitmproxy:
-        return None
-    from appserver.launcher import LauncherSettings, MitmproxyLauncher
-
-    return MitmproxyLauncher(
-        LauncherSettings(
-            listen_host=config.mitmproxy_host,
-            listen_port=config.mitmproxy_port,
-            appserver_proxy=f"{config.proxy_host}:{config.proxy_port}",
-            appserver_control=f"ws://{config.control_host}:{config.control_port}/",
-            ready_timeout=config.mitmproxy_ready_timeout,
-        )
-    )
-
-
 async def serve(config: Config) -> None:
-    server = AppServer(config, make_launcher(config))
+    server = AppServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

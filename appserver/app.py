@@ -15,6 +15,7 @@ from aiohttp import web
 
 from appserver.config import Config
 from appserver.control import ControlSession
+from appserver.launcher import LauncherSettings, MitmproxyLauncher
 from appserver.lifecycle import Side
 from appserver.proxy import ProxyEndpoint
 from appserver.registry import Registry
@@ -26,12 +27,32 @@ log = logging.getLogger(__name__)
 GOING_AWAY = 1001
 
 
+def launcher_for(config: Config, control_port: int, proxy_port: int) -> MitmproxyLauncher:
+    """The mitmdump launcher startInterception uses, pointed at this app server's bound ports."""
+    extra = ("--set", f"confdir={config.mitmproxy_confdir}") if config.mitmproxy_confdir else ()
+    return MitmproxyLauncher(
+        LauncherSettings(
+            listen_host=config.mitmproxy_host,
+            listen_port=config.mitmproxy_port,
+            appserver_proxy=_address(config.proxy_host, proxy_port),
+            appserver_control=f"ws://{_address(config.control_host, control_port)}/",
+            ready_timeout=config.mitmproxy_ready_timeout,
+            extra_args=extra,
+        )
+    )
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class AppServer:
     def __init__(self, config: Config, launcher: Launcher | None = None) -> None:
+        """``launcher``: by default one is made at start if config.launch_mitmproxy."""
         self.config = config
         self.launcher = launcher
         self.registry = Registry(Interception(config.transform_timeout))
-        self._dispatch = make_dispatch(make_methods(self.registry, launcher))
+        self._dispatch = make_dispatch(make_methods(self.registry, lambda: self.launcher))
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self.control_port = 0
@@ -45,20 +66,15 @@ class AppServer:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout),
         )
-        endpoint = ProxyEndpoint(
-            self.registry,
-            self._session,
-            self.config.upstream_ssl(),
-            self.config.default_upstream,
-            self.config.close_timeout,
-            self.config.connect_timeout,
-        )
+        endpoint = ProxyEndpoint(self.registry, self._session, self.config)
         control = web.Application()
         control.router.add_get("/", self._control_handler)
         proxy = web.Application()
         proxy.router.add_route("*", "/{tail:.*}", endpoint.handle)
         self.control_port = await self._serve(control, self.config.control_host, self.config.control_port)
         self.proxy_port = await self._serve(proxy, self.config.proxy_host, self.config.proxy_port)
+        if self.launcher is None and self.config.launch_mitmproxy:
+            self.launcher = launcher_for(self.config, self.control_port, self.proxy_port)
         log.info(
             "control API on ws://%s:%d/, proxy endpoint on http://%s:%d/",
             self.config.control_host, self.control_port, self.config.proxy_host, self.proxy_port,
@@ -73,7 +89,13 @@ class AppServer:
         return int(runner.addresses[0][1])
 
     async def _control_handler(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
+        origin = request.headers.get("Origin")
+        if origin is not None and not self.config.origin_allowed(origin):
+            # A page in a browser on this machine must not drive the proxy (cross-site WebSocket hijacking).
+            log.warning("refused a control connection from origin %r (allowed: %s)", origin,
+                        ", ".join(self.config.allowed_origins))  # fmt: skip
+            return web.Response(status=403, text=f"origin {origin!r} is not allowed (see --allow-origin)\n")
+        ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size)
         await ws.prepare(request)
         session = ControlSession(ws, self._dispatch)
         self.registry.sessions.add(session)
@@ -89,9 +111,8 @@ class AppServer:
     async def stop(self) -> None:
         """1. stop mitmproxy; 2. close proxied connections and control sessions with 1001;
         3. stop listening and wait for handlers; 4. close the upstream client session."""
-        stop_launcher = getattr(self.launcher, "stop", None)
-        if stop_launcher is not None:
-            await stop_launcher()
+        if self.launcher is not None:
+            await self.launcher.stop()
         closing: list[Any] = [
             c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "app server shutting down", abrupt=False)
             for c in list(self.registry.connections.values())

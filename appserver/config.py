@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import ipaddress
 import logging
 import ssl
@@ -14,6 +15,14 @@ from shared.constants import DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPRO
 
 log = logging.getLogger(__name__)
 
+#: Pages served from this machine; a port is any port.
+DEFAULT_ORIGINS = tuple(
+    f"{scheme}://{host}{port}"
+    for scheme in ("http", "https")
+    for host in ("localhost", "127.0.0.1", "[::1]")
+    for port in ("", ":*")
+)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -24,6 +33,7 @@ class Config:
     mitmproxy_host: str = DEFAULT_HOST
     mitmproxy_port: int = DEFAULT_MITMPROXY_PORT
     launch_mitmproxy: bool = True
+    mitmproxy_confdir: str | None = None
     default_upstream: URL | None = None
     upstream_ca: str | None = None
     upstream_insecure: bool = False
@@ -31,7 +41,14 @@ class Config:
     close_timeout: float = 10.0
     connect_timeout: float = 10.0
     mitmproxy_ready_timeout: float = 30.0
+    max_queued_messages: int = 10_000
+    max_control_message_size: int = 16 * 1024 * 1024
+    allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     log_level: str = "INFO"
+
+    def origin_allowed(self, origin: str) -> bool:
+        """Whether a control connection's Origin matches an allowed pattern (``*`` matches a port)."""
+        return any(fnmatch.fnmatchcase(origin.lower(), pattern.lower()) for pattern in self.allowed_origins)
 
     def upstream_ssl(self) -> ssl.SSLContext | bool:
         """How upstream wss:// certificates are checked: system CAs, plus --upstream-ca, or not at all."""
@@ -93,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-port", type=_port, default=d.proxy_port, help="proxy endpoint port (default %(default)s)")
     p.add_argument("--mitmproxy-host", default=d.mitmproxy_host, help="mitmproxy listen address (default %(default)s)")
     p.add_argument("--mitmproxy-port", type=_port, default=d.mitmproxy_port, help="mitmproxy port (default %(default)s)")
+    p.add_argument("--mitmproxy-confdir", metavar="DIR",
+                   help="mitmproxy's configuration directory, where its CA lives (default ~/.mitmproxy)")
     p.add_argument("--no-mitmproxy", action="store_true",
                    help="never start mitmproxy: startInterception only marks the active suite "
                         "(for direct mode, or when mitmproxy is run by other means)")  # fmt: skip
@@ -109,6 +128,16 @@ def parser() -> argparse.ArgumentParser:
                    help="upstream connect and handshake timeout (default %(default)s)")
     p.add_argument("--mitmproxy-ready-timeout", type=_positive, default=d.mitmproxy_ready_timeout, metavar="SECONDS",
                    help="how long startInterception waits for mitmproxy (default %(default)s)")
+    p.add_argument("--max-queued-messages", type=int, default=d.max_queued_messages, metavar="N",
+                   help="per connection and direction; beyond it the proxy stops reading that peer until the "
+                        "suite catches up (default %(default)s)")  # fmt: skip
+    p.add_argument("--max-control-message-size", type=int, default=d.max_control_message_size, metavar="BYTES",
+                   help="largest control-API frame; a larger one closes that control connection with 1009 "
+                        "(default %(default)s)")  # fmt: skip
+    p.add_argument("--allow-origin", action="append", default=None, metavar="PATTERN",
+                   help="allow control connections from this browser Origin (glob, e.g. 'http://example.test:*'); "
+                        "repeatable; connections without an Origin header are always allowed "
+                        "(default: localhost, 127.0.0.1 and [::1] on any port)")  # fmt: skip
     p.add_argument("--log-level", default=d.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -128,6 +157,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         mitmproxy_host=args.mitmproxy_host,
         mitmproxy_port=args.mitmproxy_port,
         launch_mitmproxy=not args.no_mitmproxy,
+        mitmproxy_confdir=args.mitmproxy_confdir,
         default_upstream=args.default_upstream,
         upstream_ca=args.upstream_ca,
         upstream_insecure=args.upstream_insecure,
@@ -135,5 +165,8 @@ def from_args(argv: list[str] | None = None) -> Config:
         close_timeout=args.close_timeout,
         connect_timeout=args.connect_timeout,
         mitmproxy_ready_timeout=args.mitmproxy_ready_timeout,
+        max_queued_messages=args.max_queued_messages,
+        max_control_message_size=args.max_control_message_size,
+        allowed_origins=DEFAULT_ORIGINS + tuple(args.allow_origin or ()),
         log_level=args.log_level,
     )

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 from appserver.errors import LegClosed
 from appserver.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay import Leg, pass_on_end, pump, read_leg
+from shared import ably
 from shared.wire import Frame
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,10 @@ class Connection:
         upstream: Leg,
         transform: Transform,
         close_timeout: float,
+        max_queued: int = 0,
     ) -> None:
         self.info = info
+        self._max_queued = max_queued
         self.id = info.id
         self.legs = {Side.CLIENT: client, Side.SERVER: upstream}
         self._transform = transform
@@ -76,7 +79,7 @@ class Connection:
     async def run(self) -> None:
         """Relay until both legs are closed."""
         client, upstream = self.legs[Side.CLIENT], self.legs[Side.SERVER]
-        queues: dict[Side, asyncio.Queue[Frame | End]] = {Side.CLIENT: asyncio.Queue(), Side.SERVER: asyncio.Queue()}
+        queues: dict[Side, asyncio.Queue[Frame | End]] = {side: asyncio.Queue(self._max_queued) for side in Side}
         try:
             async with asyncio.TaskGroup() as tasks:
                 for source, dest in ((client, upstream), (upstream, client)):
@@ -92,8 +95,11 @@ class Connection:
 
     def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Frame | None]]:
         from_client = source is Side.CLIENT
+        arrow = ">" if from_client else "<"
 
         async def decide(frame: Frame) -> Frame | None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("connection %s %s %s", self.id, arrow, ably.describe(frame.data))
             return await self._transform(self.id, frame, from_client)
 
         return decide

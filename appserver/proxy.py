@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from appserver.config import Config
 from appserver.connection import Connection, ConnectionInfo
 from appserver.http_relay import end_to_end, relay_http
 from appserver.lifecycle import Side
@@ -102,21 +102,12 @@ def offers_deflate(headers: CIMultiDictProxy[str]) -> bool:
 
 
 class ProxyEndpoint:
-    def __init__(
-        self,
-        registry: Registry,
-        session: aiohttp.ClientSession,
-        ssl_context: ssl.SSLContext | bool,
-        default_upstream: URL | None,
-        close_timeout: float,
-        connect_timeout: float,
-    ) -> None:
+    def __init__(self, registry: Registry, session: aiohttp.ClientSession, config: Config) -> None:
         self._registry = registry
         self._session = session
-        self._ssl = ssl_context
-        self._default_upstream = default_upstream
-        self._close_timeout = close_timeout
-        self._connect_timeout = connect_timeout
+        self._config = config
+        self._ssl = config.upstream_ssl()
+        self._default_upstream = config.default_upstream
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if not is_websocket_upgrade(request.headers):
@@ -144,7 +135,7 @@ class ProxyEndpoint:
         return await self._relay(request, target, upstream)
 
     async def _connect_upstream(self, request: web.Request, target: Target) -> aiohttp.ClientWebSocketResponse:
-        async with asyncio.timeout(self._connect_timeout):
+        async with asyncio.timeout(self._config.connect_timeout):
             return await self._session.ws_connect(
                 target.url,
                 headers=forwarded_headers(request.headers),
@@ -179,7 +170,8 @@ class ProxyEndpoint:
             Leg(Side.CLIENT, ws, request.transport),
             Leg(Side.SERVER, upstream, _transport_of(upstream)),
             self._registry.interception.transform,
-            self._close_timeout,
+            self._config.close_timeout,
+            self._config.max_queued_messages,
         )
         with self._registry.track(connection):
             log.info("connection %s opened: %s (from %s)", connection.id, target.url, request.remote)

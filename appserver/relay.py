@@ -94,26 +94,32 @@ class Leg:
 
 
 async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> None:
-    """Queue the leg's data frames; relay pings and pongs at once; queue its End last."""
+    """Queue the leg's data frames; relay pings and pongs at once; queue its End last.
+
+    A full queue stops this reader, so TCP pushes back on the peer instead of
+    memory growing without bound while the suite is slow.
+    """
     while True:
         msg = await leg.ws.receive()
         kind = msg.type  # type: ignore[attr-defined]
-        if kind is WSMsgType.TEXT:
-            queue.put_nowait(Frame(MessageType.TEXT, msg.data))  # type: ignore[attr-defined]
-        elif kind is WSMsgType.BINARY:
-            queue.put_nowait(Frame(MessageType.BINARY, msg.data))  # type: ignore[attr-defined]
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+            frame = Frame(MessageType.TEXT if kind is WSMsgType.TEXT else MessageType.BINARY, msg.data)  # type: ignore[attr-defined]
+            if queue.full():
+                log.warning("%s messages from the %s are queued: reading paused until the suite catches up",
+                            queue.maxsize, leg.side)  # fmt: skip
+            await queue.put(frame)
         elif kind in (WSMsgType.PING, WSMsgType.PONG):
             # Pings are the peers' business: relayed end to end, never answered here.
             await _relay_control(other, kind, msg.data)  # type: ignore[attr-defined]
         elif kind is WSMsgType.CLOSE:
             leg.end = End.close(code_from_wire(msg.data), msg.extra or "")  # type: ignore[attr-defined]
             leg.apply(LegEvent.RECEIVED_CLOSE)
-            queue.put_nowait(leg.end)
+            await queue.put(leg.end)
             return
         else:  # CLOSED, CLOSING or ERROR: the transport is gone without a close frame
             leg.end = End.drop()
             leg.apply(LegEvent.TRANSPORT_LOST)
-            queue.put_nowait(leg.end)
+            await queue.put(leg.end)
             return
 
 

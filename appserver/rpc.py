@@ -6,7 +6,6 @@ carries its code; a WireError is -32602 naming the field.
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
 from typing import Any, Awaitable, Callable, Protocol
@@ -15,6 +14,7 @@ from jsonrpcserver import Error, Result, Success, async_dispatch
 
 from appserver.control import ControlSession
 from appserver.errors import InterceptionFailed, InvalidParams, ProxyError
+from appserver.launcher import LaunchError, ProxyMode
 from appserver.lifecycle import Side
 from appserver.registry import Registry
 from appserver.relay import next_message_id
@@ -29,16 +29,12 @@ from shared.wire import InjectRequest, WireError, require
 log = logging.getLogger(__name__)
 
 
-class ProxyMode(enum.StrEnum):
-    PROXY = "proxy"
-    LOCAL = "local"
-
-
 class Launcher(Protocol):
     """Starts mitmproxy with the redirector (launcher.py); the seam startInterception uses."""
 
-    async def ensure(self, mode: Any, pid: int | None = None) -> None: ...
+    async def ensure(self, mode: ProxyMode, pid: int | None = None) -> None: ...
     def notify_ready(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 Method = Callable[..., Awaitable[Result]]
@@ -57,22 +53,23 @@ def _guarded(method: Callable[..., Awaitable[Any]]) -> Method:
     return wrapper
 
 
-def make_methods(registry: Registry, launcher: Launcher | None) -> dict[str, Method]:
-    """The methods dict, bound to this app server's registry and launcher."""
+def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None]) -> dict[str, Method]:
+    """The methods dict, bound to this app server's registry and (once it listens) launcher."""
 
     async def start_interception(session: ControlSession, **params: Any) -> dict[str, Any]:
         mode = require(params, "mode", str)
-        if mode not in (ProxyMode.PROXY, ProxyMode.LOCAL):
+        if mode not in (ProxyMode.PROXY.value, ProxyMode.LOCAL.value):
             raise WireError("mode", "must be 'proxy' or 'local'")
-        pid = require(params, "pid", int) if mode == ProxyMode.LOCAL else None
+        pid = require(params, "pid", int) if mode == ProxyMode.LOCAL.value else None
         if pid is not None and pid <= 0:
             raise WireError("pid", "must be a positive process id")
         was_active = registry.interception.active is session
         registry.interception.claim(session)
+        launcher = launcher_of()
         if launcher is not None:
             try:
                 await launcher.ensure(ProxyMode(mode), pid)
-            except Exception as exc:
+            except LaunchError as exc:
                 if not was_active:
                     registry.interception.release(session)
                 raise InterceptionFailed(f"could not start mitmproxy in {mode} mode: {exc}") from exc
@@ -100,6 +97,7 @@ def make_methods(registry: Registry, launcher: Launcher | None) -> dict[str, Met
 
     async def mitmproxy_ready(session: ControlSession, **params: Any) -> dict[str, Any]:
         log.info("mitmproxy reports it is ready")
+        launcher = launcher_of()
         if launcher is not None:
             launcher.notify_ready()
         return {}
