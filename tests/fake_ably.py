@@ -1,0 +1,349 @@
+"""A fake Ably realtime server on loopback, good enough for the real ably-js 2.x.
+
+It runs inside the test's event loop (aiohttp) and speaks the realtime
+protocol in JSON (text frames) or msgpack (binary frames), as the client asks
+with the ``format`` query parameter. What it does, by message:
+
+- on connect: CONNECTED with connectionId, connectionKey and connectionDetails;
+  a ``resume=<key>`` (or ``recover=<key>``) of a known connection gets the same
+  connectionId (how ably-js tells a resume succeeded), an unknown key a new
+  one with error 80008, as Ably does;
+- ATTACH → ATTACHED, DETACH → DETACHED, HEARTBEAT → HEARTBEAT (same id),
+  CLOSE → CLOSED and a 1000 close, AUTH → CONNECTED (in-band reauth);
+- anything with a msgSerial (MESSAGE, PRESENCE, …) → ACK; a MESSAGE is also
+  sent to every connection attached to its channel (the sender too, unless it
+  connected with ``echo=false``) with id, connectionId and timestamp filled.
+
+It sends WebSocket pings every ``ping_interval`` seconds: ably-js in Node
+connects with ``heartbeats=false`` and counts the server's pings as activity.
+
+Plain HTTP on the same port: ``GET /time``, ably-js's connectivity check
+(``GET /is-the-internet-up.txt`` → ``yes``), token requests
+(``POST /keys/<keyName>/requestToken``), and a WebSocket upgrade on any other
+path is accepted and closed (ably-js's WebSocket connectivity check).
+
+Tests see each connection (`FakeConnection`): its query parameters, every
+protocol message it sent (decoded), and can push messages, close or drop it.
+Set ``FakeAbly.on_message`` to take over the reply to a client message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from shared.ably import Action, DecodeError, Flag, Format, decode, encode, summarize
+
+log = logging.getLogger(__name__)
+
+# Channel modes granted on ATTACHED when the ATTACH asked for none.
+DEFAULT_MODES = Flag.PRESENCE | Flag.PUBLISH | Flag.SUBSCRIBE | Flag.PRESENCE_SUBSCRIBE
+# A hook that handles a client message itself; True means "done, skip the default reply".
+MessageHook = Callable[["FakeConnection", dict[str, Any]], Awaitable[bool]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FakeConnection:
+    """One WebSocket transport of an SDK, as the fake server sees it."""
+
+    def __init__(self, server: FakeAbly, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self.server = server
+        self.request = request
+        self.ws = ws
+        self.path = request.path
+        self.query: dict[str, str] = dict(request.query)
+        self.headers: dict[str, str] = dict(request.headers)
+        self.format = Format.MSGPACK if self.query.get("format") == "msgpack" else Format.JSON
+        self.client_id: str | None = self.query.get("clientId")
+        self.connection_id = ""
+        self.connection_key = ""
+        self.resumed = False
+        self.attached: set[str] = set()
+        self.received: list[dict[str, Any]] = []  # every protocol message from the client
+        self.sent: list[dict[str, Any]] = []  # every protocol message to the client
+        # Once closed: the code aiohttp reports (the client's close frame, 0 if it had
+        # no code; 1006 if the connection dropped), and the close the fake sent.
+        self.close_code: int | None = None
+        self.sent_close: tuple[int, str] | None = None
+        self.closed = asyncio.Event()
+        self._unread: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def __repr__(self) -> str:
+        return f"<FakeConnection {self.connection_id} {self.format.value} {self.query}>"
+
+    @property
+    def echo(self) -> bool:
+        return self.query.get("echo") != "false"
+
+    async def send(self, message: dict[str, Any]) -> None:
+        """Send one protocol message to the client, in the connection's format."""
+        data = encode(message, self.format)
+        log.debug("fake %s → %s", self.connection_id, summarize(message))
+        self.sent.append(message)
+        if isinstance(data, bytes):
+            await self.ws.send_bytes(data)
+        else:
+            await self.ws.send_str(data)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the WebSocket with that code and reason (waits briefly for the client's answer)."""
+        self.sent_close = (code, reason)
+        await self.ws.close(code=code, message=reason.encode())
+
+    def drop(self) -> None:
+        """Drop the TCP connection without a close frame."""
+        if self.request.transport is not None:
+            self.request.transport.abort()
+
+    async def next_message(self, action: Action | None = None, timeout: float = 5) -> dict[str, Any]:
+        """The next client message not returned yet, skipping other actions (they stay in .received)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await self._unread.get()
+                if action is None or message.get("action") == action:
+                    return message
+
+    async def wait_closed(self, timeout: float = 5) -> None:
+        async with asyncio.timeout(timeout):
+            await self.closed.wait()
+
+    def _record(self, message: dict[str, Any]) -> None:
+        log.debug("fake %s ← %s", self.connection_id, summarize(message))
+        self.received.append(message)
+        self._unread.put_nowait(message)
+
+
+class FakeAbly:
+    """The fake server; `start` binds 127.0.0.1 on a free port, `stop` leaves nothing behind."""
+
+    def __init__(
+        self,
+        *,
+        ping_interval: float | None = 5.0,
+        connection_state_ttl: int = 120_000,
+        max_idle_interval: int = 15_000,
+        max_message_size: int = 65_536,
+    ) -> None:
+        self.ping_interval = ping_interval
+        self.connection_details: dict[str, Any] = {
+            "maxMessageSize": max_message_size,
+            "maxInboundRate": 100,
+            "maxFrameSize": 262_144,
+            "serverId": "fake-ably",
+            "connectionStateTtl": connection_state_ttl,
+            "maxIdleInterval": max_idle_interval,
+        }
+        self.on_message: MessageHook | None = None
+        self.connections: list[FakeConnection] = []
+        self.token_requests: list[dict[str, Any]] = []
+        self.port = 0
+        self._live: set[FakeConnection] = set()
+        self._sessions: dict[str, str] = {}  # connectionKey → connectionId
+        self._new: asyncio.Queue[FakeConnection] = asyncio.Queue()
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/time", self._time)
+        app.router.add_get("/is-the-internet-up.txt", self._internet_up)
+        app.router.add_post("/keys/{key_name}/requestToken", self._request_token)
+        app.router.add_get("/{tail:.*}", self._websocket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Close every live connection with 1001 (RFC 6455 §7.4.1, going away), then the listener."""
+        for conn in list(self._live):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await conn.close(1001, "fake server stopping")
+            conn.drop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeAbly:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def forget_connections(self) -> None:
+        """Make every connectionKey issued so far unknown, so that resuming it fails (error 80008)."""
+        self._sessions.clear()
+
+    async def next_connection(self, timeout: float = 10) -> FakeConnection:
+        """The next Ably connection (WebSocket at `/`) not returned yet."""
+        async with asyncio.timeout(timeout):
+            return await self._new.get()
+
+    # --- plain HTTP -----------------------------------------------------------
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return web.json_response([now_ms()])
+
+    async def _internet_up(self, request: web.Request) -> web.Response:
+        return web.Response(text="yes\n")
+
+    async def _request_token(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.token_requests.append(body)
+        issued = now_ms()
+        details = {
+            "token": f"fake-token-{next(self._ids)}",
+            "keyName": request.match_info["key_name"],
+            "issued": issued,
+            "expires": issued + int(body.get("ttl") or 3_600_000),
+            "capability": body.get("capability") or '{"*":["*"]}',
+        }
+        if body.get("clientId"):
+            details["clientId"] = body["clientId"]
+        return web.json_response(details)
+
+    # --- WebSocket ------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPNotFound(text="fake Ably: no such resource\n")
+        await ws.prepare(request)
+        if request.path != "/":
+            await ws.close(code=1000)  # a connectivity check: opening was the point
+            return ws
+        conn = FakeConnection(self, request, ws)
+        self._live.add(conn)
+        pinger = asyncio.create_task(self._ping(conn)) if self.ping_interval else None
+        try:
+            await self._connected(conn)
+            self.connections.append(conn)
+            self._new.put_nowait(conn)
+            await self._read(conn)
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+                await asyncio.gather(pinger, return_exceptions=True)
+            self._live.discard(conn)
+            conn.close_code = ws.close_code
+            conn.closed.set()
+            log.info("fake %s closed (code %s)", conn.connection_id, ws.close_code)
+        return ws
+
+    async def _connected(self, conn: FakeConnection) -> None:
+        key = conn.query.get("resume") or conn.query.get("recover")
+        message: dict[str, Any] = {"action": Action.CONNECTED}
+        if key is not None and key in self._sessions:
+            conn.connection_id, conn.connection_key, conn.resumed = self._sessions[key], key, True
+        else:
+            number = next(self._ids)
+            conn.connection_id = f"fakeConn{number}"
+            conn.connection_key = f"fakeKey{number}!{conn.connection_id}-0"
+            self._sessions[conn.connection_key] = conn.connection_id
+            if key is not None:
+                message["error"] = {
+                    "code": 80008,
+                    "statusCode": 400,
+                    "message": "Unable to recover connection: connection expired (fake)",
+                }
+        log.info("fake %s opened %s (resumed=%s)", conn.connection_id, conn.query, conn.resumed)
+        await conn.send({**message, **self._connection_fields(conn)})
+
+    def _connection_fields(self, conn: FakeConnection) -> dict[str, Any]:
+        details = {**self.connection_details, "connectionKey": conn.connection_key}
+        if conn.client_id is not None:
+            details["clientId"] = conn.client_id
+        return {"connectionId": conn.connection_id, "connectionKey": conn.connection_key, "connectionDetails": details}
+
+    async def _ping(self, conn: FakeConnection) -> None:
+        assert self.ping_interval is not None
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while not conn.ws.closed:
+                await asyncio.sleep(self.ping_interval)
+                await conn.ws.ping()
+
+    async def _read(self, conn: FakeConnection) -> None:
+        async for frame in conn.ws:
+            if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            try:
+                message = decode(frame.data, conn.format)
+            except DecodeError as exc:
+                log.warning("fake %s: undecodable frame: %s", conn.connection_id, exc)
+                continue
+            conn._record(message)
+            if self.on_message is not None and await self.on_message(conn, message):
+                continue
+            await self._reply(conn, message)
+            if conn.ws.closed:
+                break
+
+    # --- default replies ------------------------------------------------------
+
+    async def _reply(self, conn: FakeConnection, message: dict[str, Any]) -> None:
+        action = message.get("action")
+        channel = message.get("channel")
+        if "msgSerial" in message:
+            # count is in protocol messages from msgSerial on, not in messages inside them.
+            await conn.send({"action": Action.ACK, "msgSerial": message["msgSerial"], "count": 1})
+        if action == Action.HEARTBEAT:
+            await conn.send({k: v for k, v in message.items() if k in ("action", "id")})
+        elif action == Action.ATTACH and isinstance(channel, str):
+            await self._attach(conn, channel, int(message.get("flags") or 0))
+        elif action == Action.DETACH and isinstance(channel, str):
+            conn.attached.discard(channel)
+            await conn.send({"action": Action.DETACHED, "channel": channel})
+        elif action == Action.MESSAGE and isinstance(channel, str):
+            await self._broadcast(conn, channel, message)
+        elif action == Action.AUTH:
+            await conn.send({"action": Action.CONNECTED, **self._connection_fields(conn)})
+        elif action == Action.CLOSE:
+            await conn.send({"action": Action.CLOSED})
+            await conn.close(1000)
+
+    async def _attach(self, conn: FakeConnection, channel: str, requested: int) -> None:
+        conn.attached.add(channel)
+        modes = requested & Flag.MODE_ALL or DEFAULT_MODES
+        flags = modes | (Flag.RESUMED if requested & Flag.ATTACH_RESUME else 0)
+        await conn.send({"action": Action.ATTACHED, "channel": channel, "flags": int(flags), "channelSerial": "fake:0"})
+
+    async def _broadcast(self, sender: FakeConnection, channel: str, message: dict[str, Any]) -> None:
+        timestamp = now_ms()
+        message_id = f"{sender.connection_id}:{message.get('msgSerial', 0)}"
+        entries = []
+        for index, entry in enumerate(message.get("messages") or []):
+            filled = {"id": f"{message_id}:{index}", "connectionId": sender.connection_id, "timestamp": timestamp}
+            if sender.client_id is not None:
+                filled["clientId"] = sender.client_id
+            entries.append({**filled, **entry})
+        outgoing = {
+            "action": Action.MESSAGE,
+            "channel": channel,
+            "id": message_id,
+            "connectionId": sender.connection_id,
+            "timestamp": timestamp,
+            "channelSerial": f"fake:{timestamp}",
+            "messages": entries,
+        }
+        for conn in list(self._live):
+            if channel in conn.attached and (conn is not sender or conn.echo):
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.send(outgoing)
+
