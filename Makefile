@@ -27,6 +27,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m appserver $(ARGS)
 
+run-proxy: $(STAMP)
+	$(PY) -m appserver --start-mitmproxy proxy $(ARGS)
+
+run-local: $(STAMP)
+	@[ -n "$(PID)" ] || { echo "usage: make run-local PID=<id of the process to capture> [ARGS=...]" >&2; exit 2; }
+	$(PY) -m appserver --start-mitmproxy local:$(PID) $(ARGS)
+
+certs: $(STAMP)
+	@$(PY) -m appserver.certs $(CERTS_ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

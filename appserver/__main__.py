@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import signal
 import sys
 
 from appserver.app import AppServer
 from appserver.config import Config, from_args
+from appserver.launcher import LaunchError, ProxyMode
 
 log = logging.getLogger("appserver")
 
@@ -21,10 +23,34 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await server.start()
     try:
+        if config.start_mitmproxy:
+            await start_mitmproxy(server, config.start_mitmproxy)
         await stop.wait()
         log.info("shutting down")
     finally:
         await server.stop()
+
+
+async def start_mitmproxy(server: AppServer, spec: str) -> None:
+    """Start mitmproxy now, and tell the user how to point an SDK at it and trust its CA."""
+    mode, _, pid = spec.partition(":")
+    assert server.launcher is not None
+    await server.launcher.ensure(ProxyMode(mode), int(pid) if pid else None)
+    confdir = server.config.mitmproxy_confdir or os.path.expanduser("~/.mitmproxy")
+    ca = os.path.join(confdir, "mitmproxy-ca-cert.pem")
+    address = f"{server.config.mitmproxy_host}:{server.config.mitmproxy_port}"
+    lines = [f"mitmproxy is intercepting ({'process ' + pid if pid else 'proxy at http://' + address})"]
+    if not pid:
+        lines.append(f"  point the SDK at the proxy: HTTPS_PROXY=http://{address}; "
+                     f"Chromium: --proxy-server=http://{address} --proxy-bypass-list=\"<-loopback>\"")  # fmt: skip
+    lines += [
+        f"  mitmproxy's CA certificate: {ca}",
+        f"  trust it in Node: NODE_EXTRA_CA_CERTS={ca}",
+        "  trust it in Chromium: import it into the NSS store (certutil), or run tests with --ignore-certificate-errors",
+        f"  test suites connect to the control API at ws://{server.config.control_host}:{server.control_port}/",
+    ]
+    for line in lines:
+        log.info("%s", line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve(config))
     except OSError as exc:
         log.error("could not start: %s", exc)
+        return 1
+    except LaunchError as exc:
+        log.error("could not start mitmproxy: %s", exc)
         return 1
     return 0
 

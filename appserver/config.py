@@ -34,6 +34,7 @@ class Config:
     mitmproxy_port: int = DEFAULT_MITMPROXY_PORT
     launch_mitmproxy: bool = True
     mitmproxy_confdir: str | None = None
+    start_mitmproxy: str | None = None  # "proxy" or "local:PID": started with the app server
     default_upstream: URL | None = None
     upstream_ca: str | None = None
     upstream_insecure: bool = False
@@ -98,6 +99,15 @@ def _upstream(text: str) -> URL:
     return url
 
 
+def _start_mode(text: str) -> str:
+    mode, _, pid = text.partition(":")
+    if mode == "proxy" and not pid:
+        return text
+    if mode == "local" and pid.isdigit() and int(pid) > 0:
+        return text
+    raise argparse.ArgumentTypeError(f"must be 'proxy' or 'local:PID' with a process id, got {text!r}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m appserver",
@@ -112,6 +122,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mitmproxy-port", type=_port, default=d.mitmproxy_port, help="mitmproxy port (default %(default)s)")
     p.add_argument("--mitmproxy-confdir", metavar="DIR",
                    help="mitmproxy's configuration directory, where its CA lives (default ~/.mitmproxy)")
+    p.add_argument("--start-mitmproxy", metavar="MODE", type=_start_mode,
+                   help="start mitmproxy with the app server: 'proxy', or 'local:PID' (what make run-proxy and "
+                        "make run-local do); a suite's startInterception in that mode then starts nothing new")
     p.add_argument("--no-mitmproxy", action="store_true",
                    help="never start mitmproxy: startInterception only marks the active suite "
                         "(for direct mode, or when mitmproxy is run by other means)")  # fmt: skip
@@ -144,6 +157,8 @@ def parser() -> argparse.ArgumentParser:
 
 def from_args(argv: list[str] | None = None) -> Config:
     args = parser().parse_args(argv)
+    if args.start_mitmproxy and args.no_mitmproxy:
+        parser().error("--start-mitmproxy and --no-mitmproxy contradict each other")
     if args.upstream_ca:
         try:
             ssl.create_default_context().load_verify_locations(args.upstream_ca)
@@ -158,6 +173,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         mitmproxy_port=args.mitmproxy_port,
         launch_mitmproxy=not args.no_mitmproxy,
         mitmproxy_confdir=args.mitmproxy_confdir,
+        start_mitmproxy=args.start_mitmproxy,
         default_upstream=args.default_upstream,
         upstream_ca=args.upstream_ca,
         upstream_insecure=args.upstream_insecure,

@@ -113,9 +113,9 @@ class ControlSession:
                 elif msg.type is WSMsgType.BINARY:
                     self._spawn(self._reply(_error(-32600, "Invalid Request: control messages must be text frames")))
         finally:
+            # What was sent before the close still counts (mitmproxyReady is sent and the
+            # socket closed at once): let dispatched calls finish; each has its own bound.
             self.correlator.fail_all()
-            for task in list(self._tasks):
-                task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _on_text(self, text: str) -> None:

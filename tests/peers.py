@@ -30,6 +30,7 @@ class UpstreamServer:
         self.refuse_with: int | None = None
         self.protocols: tuple[str, ...] = ()
         self.compress = True
+        self.ssl_context: Any = None
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._done: asyncio.Event = asyncio.Event()
@@ -58,7 +59,7 @@ class UpstreamServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 

@@ -1,0 +1,194 @@
+"""The whole product: a suite calls startInterception, the app server launches a real
+mitmdump with the redirector, and a WebSocket client goes through it (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+import websockets
+from aiohttp import WSMsgType, web
+
+from appserver.app import AppServer
+from tests.conftest import make_config
+from tests.mitm_helpers import free_port, listening_socket, pids_with_arg, ws_connect_via_proxy
+from tests.peers import Suite, UpstreamServer, receive, suite_connection
+
+
+@pytest.fixture
+def confdir(tmp_path: Path) -> Path:
+    return tmp_path / "mitmproxy-conf"
+
+
+@pytest.fixture
+async def stack(no_leaks: None, confdir: Path, upstream_ca: tuple[Path, Path]) -> AsyncIterator[AppServer]:
+    server = AppServer(
+        make_config(mitmproxy_port=free_port(), launch_mitmproxy=True, mitmproxy_confdir=str(confdir),
+                    upstream_ca=str(upstream_ca[0]))
+    )  # fmt: skip
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    assert pids_with_arg(str(confdir)) == [], "mitmdump left running after the app server stopped"
+
+
+@pytest.fixture
+async def intercepting_suite(stack: AppServer, http: aiohttp.ClientSession) -> AsyncIterator[Suite]:
+    async with suite_connection(http, stack.control_port) as suite:
+        response = await suite.request("startInterception", {"mode": "proxy"}, timeout=60)
+        assert response.get("result") == {}, response
+        yield suite
+
+
+@pytest.fixture(scope="module")
+def upstream_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert, key), made with openssl."""
+    directory = tmp_path_factory.mktemp("upstream-tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+async def tls_upstream(no_leaks: None, upstream_ca: tuple[Path, Path]) -> AsyncIterator[UpstreamServer]:
+    server = UpstreamServer()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*upstream_ca)
+    server.ssl_context = context
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def client_tls(confdir: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(confdir / "mitmproxy-ca-cert.pem"))
+
+
+async def test_ws_through_mitmproxy_with_transform(
+    stack: AppServer, intercepting_suite: Suite, upstream: UpstreamServer, confdir: Path
+) -> None:
+    """Through mitmdump: headers, path and query arrive; the suite's replace and drop apply both ways."""
+
+    async def policy(params: dict[str, Any]) -> dict[str, Any]:
+        if params["data"] == "drop me":
+            return {"action": "drop"}
+        return {"action": "replace", "type": "text", "data": params["data"].upper()}
+
+    intercepting_suite.on_transform = policy
+    async with ws_connect_via_proxy(
+        f"ws://{upstream.host}/path?v=6&format=json", stack.config.mitmproxy_port
+    ) as client:
+        request, server = await upstream.next()
+        assert request.raw_path == "/path?v=6&format=json"
+        assert "Ably-Test-Host" not in request.headers
+        opened = (await intercepting_suite.notifications.get())["params"]
+        assert (opened["host"], opened["proto"], opened["query"]["v"]) == (upstream.host, "ws", "6")
+        await client.send("drop me")
+        await client.send("hello")
+        assert (await receive(server)).data == "HELLO"
+        await server.send_str("from server")
+        assert await asyncio.wait_for(client.recv(), 5) == "FROM SERVER"
+        await server.send_frame(b"\x0f\xa0bye", WSMsgType.CLOSE)
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(client.recv(), 5)
+        assert client.close_code == 4000 and client.close_reason == "bye"
+
+
+async def test_abrupt_upstream_drop_through_mitmproxy(
+    stack: AppServer, intercepting_suite: Suite, upstream: UpstreamServer
+) -> None:
+    """Through mitmdump, an abrupt upstream drop reaches the client as an abrupt drop, not a clean close."""
+    async with ws_connect_via_proxy(f"ws://{upstream.host}/", stack.config.mitmproxy_port) as client:
+        _, server = await upstream.next()
+        server._writer.transport.abort()
+        with pytest.raises(websockets.ConnectionClosedError) as caught:
+            await asyncio.wait_for(client.recv(), 5)
+        assert caught.value.rcvd is None  # no close frame arrived
+
+
+async def test_wss_upstream_through_mitmproxy(
+    stack: AppServer, intercepting_suite: Suite, tls_upstream: UpstreamServer, confdir: Path
+) -> None:
+    """A wss:// upstream with a self-signed certificate (trusted via --upstream-ca) is reached over TLS,
+    and the client, trusting mitmproxy's CA, sees the suite's transform."""
+    async with ws_connect_via_proxy(
+        f"wss://{tls_upstream.host}/secure?x=1", stack.config.mitmproxy_port, ssl=client_tls(confdir)
+    ) as client:
+        request, server = await tls_upstream.next()
+        assert request.secure and request.raw_path == "/secure?x=1"
+        opened = (await intercepting_suite.notifications.get())["params"]
+        assert opened["proto"] == "wss" and opened["url"].startswith("wss://")
+        await client.send("over tls")
+        assert (await receive(server)).data == "over tls"
+        assert json.loads(json.dumps(intercepting_suite.transform_requests[0]))["data"] == "over tls"
+        await server.send_frame(b"\x03\xe8", WSMsgType.CLOSE)
+        with pytest.raises(websockets.ConnectionClosedOK):
+            await asyncio.wait_for(client.recv(), 5)
+
+
+async def test_plain_http_through_mitmproxy_untouched(
+    stack: AppServer, intercepting_suite: Suite, http: aiohttp.ClientSession
+) -> None:
+    """A plain HTTP request through mitmproxy reaches its real target, not the app server."""
+    seen: list[str] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Ably-Test-Host", "none"))
+        return web.Response(text="real target")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with http.get(f"http://127.0.0.1:{port}/", proxy=f"http://127.0.0.1:{stack.config.mitmproxy_port}") as r:
+            assert await r.text() == "real target"
+        assert seen == ["none"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_start_interception_port_taken(
+    no_leaks: None, confdir: Path, http: aiohttp.ClientSession
+) -> None:
+    """startInterception fails with a JSON-RPC error saying the port is taken, and leaves nothing running."""
+    with listening_socket() as port:
+        server = AppServer(make_config(mitmproxy_port=port, launch_mitmproxy=True, mitmproxy_confdir=str(confdir)))
+        await server.start()
+        try:
+            async with suite_connection(http, server.control_port) as suite:
+                response = await suite.request("startInterception", {"mode": "proxy"}, timeout=60)
+                assert response["error"]["code"] == -32004
+                assert "in use" in response["error"]["message"] and str(port) in response["error"]["message"]
+                assert pids_with_arg(str(confdir)) == []
+                # the failed call did not leave this connection as the active suite
+                assert server.registry.interception.active is None
+        finally:
+            await server.stop()
+
+
+async def test_start_interception_twice_starts_once(
+    stack: AppServer, intercepting_suite: Suite, confdir: Path
+) -> None:
+    """A second startInterception in the same mode starts nothing new."""
+    before = pids_with_arg(str(confdir))
+    response = await intercepting_suite.request("startInterception", {"mode": "proxy"})
+    assert response["result"] == {}
+    assert pids_with_arg(str(confdir)) == before
