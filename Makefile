@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install run run-proxy run-local certs test bench clean
+.PHONY: help install test-deps run run-proxy run-local run-transparent certs test bench clean
 
 help:
 	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
@@ -22,7 +22,17 @@ $(STAMP): pyproject.toml scripts/find-python
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
+NODE_STAMP := tests/js/node_modules/.installed
+
+# The real ably-js SDK (and playwright-core) for the end-to-end tests.
+$(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+	@touch $@
+
 install: $(STAMP)
+
+test-deps: $(STAMP) $(NODE_STAMP)
+	@scripts/system-deps
 
 run: $(STAMP)
 	$(PY) -m appserver $(ARGS)
@@ -37,7 +47,7 @@ run-local: $(STAMP)
 certs: $(STAMP)
 	@$(PY) -m appserver.certs $(CERTS_ARGS)
 
-test: $(STAMP)
+test: test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
