@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import ipaddress
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 
@@ -49,7 +49,7 @@ class Config:
 
     def origin_allowed(self, origin: str) -> bool:
         """Whether a control connection's Origin matches an allowed pattern (``*`` matches a port)."""
-        return any(fnmatch.fnmatchcase(origin.lower(), pattern.lower()) for pattern in self.allowed_origins)
+        return any(_glob(pattern).fullmatch(origin.lower()) for pattern in self.allowed_origins)
 
     def upstream_ssl(self) -> ssl.SSLContext | bool:
         """How upstream wss:// certificates are checked: system CAs, plus --upstream-ca, or not at all."""
@@ -67,6 +67,11 @@ class Config:
                                ("mitmproxy", self.mitmproxy_host))
             if not _is_loopback(host)
         ]  # fmt: skip
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """``*`` matches within one URL part; everything else literally (so ``[::1]`` is not a class)."""
+    return re.compile("[^/]*".join(re.escape(part) for part in pattern.lower().split("*")))
 
 
 def _is_loopback(host: str) -> bool:
