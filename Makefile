@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install test-deps run run-proxy run-local run-transparent certs test bench clean
+.PHONY: help install test-deps run run-proxy run-local run-transparent certs test bench fuzz soak clean
 
 help:
 	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
@@ -49,6 +49,12 @@ certs: $(STAMP)
 
 test: test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: test-deps
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
+soak: test-deps
+	SOAK=full $(PY) -m pytest tests/test_soak.py -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -77,7 +77,8 @@ def is_response(payload: Any) -> bool:
     return isinstance(payload, dict) and "method" not in payload and ("result" in payload or "error" in payload)
 
 
-Dispatch = Callable[["ControlSession", str, Any], Awaitable[str]]
+#: Answers a parsed request, notification or batch; returns the reply text ("" for none).
+Dispatch = Callable[["ControlSession", Any], Awaitable[str]]
 
 
 class ControlSession:
@@ -120,17 +121,17 @@ class ControlSession:
 
     def _on_text(self, text: str) -> None:
         try:
-            payload = json.loads(text)
-        except ValueError:
-            self._spawn(self._answer(text, None))  # the dispatcher answers -32700
+            payload = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            self._spawn(self._reply(_error(-32700, f"Parse error: {exc}")))
             return
         if is_response(payload):
             self.correlator.resolve(payload)
         else:
-            self._spawn(self._answer(text, payload))
+            self._spawn(self._answer(payload))
 
-    async def _answer(self, text: str, payload: Any) -> None:
-        reply = await self._dispatch(self, text, payload)
+    async def _answer(self, payload: Any) -> None:
+        reply = await self._dispatch(self, payload)
         if reply:
             await self._reply(reply)
 
@@ -147,6 +148,10 @@ class ControlSession:
 
     async def shutdown(self) -> None:
         await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"app server shutting down")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _error(code: int, message: str) -> str:

@@ -110,12 +110,10 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
     }
 
 
-def make_dispatch(methods: dict[str, Method]) -> Callable[[ControlSession, str, Any], Awaitable[str]]:
-    """A dispatcher for ControlSession: text in (already parsed when it parses), reply text out."""
+def make_dispatch(methods: dict[str, Method]) -> Callable[[ControlSession, Any], Awaitable[str]]:
+    """A dispatcher for ControlSession: a parsed payload in, reply text out ("" for none)."""
 
-    async def dispatch(session: ControlSession, text: str, parsed: Any) -> str:
-        if parsed is None:
-            return await async_dispatch(text, methods=methods, context=session)
-        return await async_dispatch(text, methods=methods, context=session, deserializer=lambda _: parsed)
+    async def dispatch(session: ControlSession, parsed: Any) -> str:
+        return await async_dispatch("", methods=methods, context=session, deserializer=lambda _: parsed)
 
     return dispatch
