@@ -1,0 +1,176 @@
+"""The real ably-js 2.28.0 in Node, through the whole product, in JSON and msgpack.
+
+Everything here is written with the test-suite client library (shared.client),
+the way a test author would: callbacks on an interception context, connection
+events, injections. The "real server" is tests/fake_ably.py on loopback.
+
+- direct mode: ably-js is pointed at the app server's proxy endpoint, which
+  relays its WebSocket and its plain HTTP to the fake (no mitmproxy);
+- local mode: the app server launches a real mitmdump capturing the Node
+  process by PID, and ably-js connects straight to the fake's port.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+
+from appserver.app import AppServer
+from shared.ably import Action, Format
+from shared.client import Intercepted, InterceptionClient, InterceptionContext, ProxyCallError
+from tests.ably_driver import AblyDriver, fake_ably_options
+from tests.conftest import make_config
+from tests.fake_ably import FakeAbly
+from tests.mitm_helpers import free_port, pids_with_arg
+from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
+    SHORT_TIMEOUTS,
+    Traffic,
+    binary,
+    direct,
+    driver_pid,
+    fake,
+    intercept,
+    next_ably_connection,
+    sdk_via_proxy,
+)
+
+log = logging.getLogger(__name__)
+
+
+def tag_data(suffix: str) -> Any:
+    """A transform that appends suffix to the data of every MESSAGE's entries (and leaves the rest alone)."""
+
+    def transform(item: Intercepted) -> dict[str, Any] | None:
+        message = item.message
+        if message is not None and item.action == Action.MESSAGE:
+            for entry in message.get("messages") or []:
+                entry["data"] = f"{entry['data']}{suffix}"
+        return message
+
+    return transform
+
+
+def expected_format(binary: bool) -> Format:
+    return Format.MSGPACK if binary else Format.JSON
+
+
+async def publish_and_receive(sdk: AblyDriver, data: str) -> dict[str, Any]:
+    await sdk.command("attach", channel="room")
+    await sdk.command("subscribe", channel="room")
+    await sdk.command("publish", channel="room", name="greeting", data=data)
+    return await sdk.next_event("message")
+
+
+# -- direct mode ----------------------------------------------------------------
+
+
+async def test_direct_mode_end_to_end(
+    direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
+) -> None:
+    """Direct mode: ably-js at the proxy endpoint reaches the fake, and both directions go through the suite's
+    transforms, re-encoded in the connection's own format; its REST token request is relayed to the fake."""
+    traffic = Traffic().install(intercept)
+    intercept.transform_client_message = tag_data(" +client")
+    intercept.transform_server_message = tag_data(" +server")
+    async with sdk_via_proxy(direct, binary) as sdk:
+        await sdk.wait_for_state("connected")
+        opened = await next_ably_connection(intercept)
+        upstream = await fake.next_connection()
+        received = await publish_and_receive(sdk, "hello")
+        token = await sdk.command("authorize")
+        auth = await traffic.next(Action.AUTH, from_client=True)
+        info = await sdk.command("connection")
+    assert (opened.host, opened.proto, opened.path) == (fake.host, "ws", "/")
+    assert opened.query["v"] == "6"
+    assert opened.query["format"] == ("msgpack" if binary else "json")
+    assert opened.format is upstream.format is expected_format(binary)
+    assert {item.format for item in traffic.items} == {expected_format(binary)}
+    assert info["id"] == upstream.connection_id
+    sent = next(m for m in upstream.received if m["action"] == Action.MESSAGE)
+    assert sent["messages"][0]["data"] == "hello +client"
+    assert received["data"] == "hello +client +server"
+    assert received["connectionId"] == upstream.connection_id
+    assert fake.token_requests and fake.token_requests[0]["keyName"] == "fakeApp.fakeKey"
+    assert auth.message is not None and auth.message["auth"]["accessToken"] == token["token"]
+
+
+async def test_direct_mode_close_is_seen_by_suite(
+    direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
+) -> None:
+    """Closing ably-js sends CLOSE through the proxy; the suite sees the CLOSE, the CLOSED and a clean close event."""
+    traffic = Traffic().install(intercept)
+    async with sdk_via_proxy(direct, binary) as sdk:
+        await sdk.wait_for_state("connected")
+        opened = await next_ably_connection(intercept)
+        await sdk.command("close")
+        await sdk.wait_for_state("closed")
+        closed = await intercept.connection_closed(opened.id)
+    await traffic.next(Action.CLOSE, from_client=True)
+    await traffic.next(Action.CLOSED, from_client=False)
+    assert closed.clean and closed.code == 1000
+
+
+# -- local mode by PID --------------------------------------------------------------
+
+
+@pytest.fixture
+async def local_stack(no_leaks: None, tmp_path: Path) -> AsyncIterator[AppServer]:
+    """An app server that launches a real mitmdump (temporary confdir, free port) on startInterception."""
+    confdir = tmp_path / "mitmproxy-conf"
+    server = AppServer(
+        make_config(launch_mitmproxy=True, mitmproxy_confdir=str(confdir), mitmproxy_port=free_port())
+    )
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    assert pids_with_arg(str(confdir)) == [], "mitmdump left running after the app server stopped"
+    assert not server.registry.connections, "connections left in the app server's registry"
+
+
+async def start_local_or_skip(client: InterceptionClient, pid: int) -> None:
+    """startInterception in local mode; skip the test, with the launcher's reason, where capture is impossible."""
+    try:
+        await client.start_interception("local", pid=pid)
+    except ProxyCallError as exc:
+        reason = exc.proxy_message
+        if "local capture" in reason or "needs root" in reason:
+            log.warning("local mode unavailable: %s", reason)
+            pytest.skip(f"local capture unavailable on this host: {reason}")
+        raise
+
+
+async def test_local_mode_by_pid(local_stack: AppServer, fake: FakeAbly, binary: bool) -> None:
+    """Local mode: with the Node process captured by PID, ably-js connecting straight to the fake's port goes
+    through mitmproxy and the app server; the suite sees the connection and transforms its messages."""
+    async with AblyDriver() as sdk:
+        client = await InterceptionClient.connect(f"ws://127.0.0.1:{local_stack.control_port}/")
+        try:
+            await start_local_or_skip(client, driver_pid(sdk))
+            async with client.intercept() as context:
+                traffic = Traffic().install(context)
+                context.transform_server_message = tag_data(" +server")
+                options = fake_ably_options(fake.host, useBinaryProtocol=binary, **SHORT_TIMEOUTS)
+                await sdk.command("create", options=options)
+                await sdk.wait_for_state("connected")
+                opened = await next_ably_connection(context)
+                upstream = await fake.next_connection()
+                received = await publish_and_receive(sdk, "hello")
+                await sdk.command("close")
+                await sdk.wait_for_state("closed")
+                closed = await context.connection_closed(opened.id)
+        finally:
+            await client.close()
+    assert (opened.host, opened.proto, opened.path) == (fake.host, "ws", "/")
+    assert "Ably-Test-Host" not in opened.headers  # stripped before the suite and the upstream see them
+    assert opened.query["v"] == "6" and opened.format is expected_format(binary)
+    assert "Ably-Test-Host" not in upstream.headers
+    assert received["data"] == "hello +server"
+    server_actions = traffic.actions(from_client=False, connection_id=opened.id)
+    assert server_actions[0] == Action.CONNECTED and Action.ACK in server_actions
+    assert Action.MESSAGE in traffic.actions(from_client=True, connection_id=opened.id)
+    assert closed.clean
