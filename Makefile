@@ -9,6 +9,7 @@ ARGS   ?=
 help:
 	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
 	@echo "make run-local PID=N [ARGS=...] app server + mitmproxy capturing process N (Linux: root)"
+	@echo "make run-transparent USER=U [ARGS=...] app server + mitmproxy capturing user U's TCP by iptables (Linux: root)"
 	@echo "make run [ARGS=...]            the app server alone (mitmproxy started on startInterception)"
 	@echo "make test                      the whole test suite (installs what it needs)"
 	@echo "make bench                     the benchmark"
@@ -43,6 +44,12 @@ run-proxy: $(STAMP)
 run-local: $(STAMP)
 	@[ -n "$(PID)" ] || { echo "usage: make run-local PID=<id of the process to capture> [ARGS=...]" >&2; exit 2; }
 	$(PY) -m appserver --start-mitmproxy local:$(PID) $(ARGS)
+
+# USER is also set by the shell, so only a USER= given on the command line counts.
+run-transparent:
+	@[ "$(origin USER)" = "command line" ] && [ -n "$(USER)" ] || { echo "usage: make run-transparent USER=<name or uid whose TCP connections to capture> [ARGS=...]  (Linux, root, iptables; see docs/transparent.md)" >&2; exit 2; }
+	@$(MAKE) --no-print-directory $(STAMP)
+	$(PY) -m appserver --start-mitmproxy transparent:$(USER) $(ARGS)
 
 certs: $(STAMP)
 	@$(PY) -m appserver.certs $(CERTS_ARGS)

@@ -32,17 +32,37 @@ async def serve(config: Config) -> None:
 
 
 async def start_mitmproxy(server: AppServer, spec: str) -> None:
-    """Start mitmproxy now, and tell the user how to point an SDK at it and trust its CA."""
-    mode, _, pid = spec.partition(":")
-    assert server.launcher is not None
-    await server.launcher.ensure(ProxyMode(mode), int(pid) if pid else None)
+    """Start mitmproxy now (``proxy``, ``local:PID`` or ``transparent:USER``), and tell the user
+    how to point an SDK at it and trust its CA."""
+    from appserver.launcher import MitmproxyLauncher
+    from appserver.transparent import CHAIN_PREFIX, target_gid, target_uid
+
+    mode, _, target = spec.partition(":")
+    launcher = server.launcher
+    assert launcher is not None
     confdir = server.config.mitmproxy_confdir or os.path.expanduser("~/.mitmproxy")
     ca = os.path.join(confdir, "mitmproxy-ca-cert.pem")
     address = f"{server.config.mitmproxy_host}:{server.config.mitmproxy_port}"
-    lines = [f"mitmproxy is intercepting ({'process ' + pid if pid else 'proxy at http://' + address})"]
-    if not pid:
-        lines.append(f"  point the SDK at the proxy: HTTPS_PROXY=http://{address}; "
-                     f"Chromium: --proxy-server=http://{address} --proxy-bypass-list=\"<-loopback>\"")  # fmt: skip
+    if mode == ProxyMode.TRANSPARENT.value:
+        uid = target_uid(target)
+        assert isinstance(launcher, MitmproxyLauncher), "transparent mode needs the mitmdump launcher"
+        await launcher.ensure(ProxyMode.TRANSPARENT, uid=uid)
+        lines = [
+            f"mitmproxy is intercepting every TCP connection of user {target} (uid {uid}), by iptables rules "
+            f"(chain {CHAIN_PREFIX}{uid} in the nat table; removed when this stops)",
+            f"  run the SDK's tests as that user: setpriv --reuid={uid} --regid={target_gid(uid)} --clear-groups "
+            "<command> (or su, runuser, sudo -u)",
+            f"  it also listens as a regular proxy at http://{address}",
+            f"  if the app server is killed without cleaning up: python -m appserver.transparent remove {uid}",
+            f"  that user must be able to read the CA certificate (root's home is private: copy it, or use "
+            f"--mitmproxy-confdir with a readable directory)",
+        ]
+    else:
+        await launcher.ensure(ProxyMode(mode), int(target) if target else None)
+        lines = [f"mitmproxy is intercepting ({'process ' + target if target else 'proxy at http://' + address})"]
+        if not target:
+            lines.append(f"  point the SDK at the proxy: HTTPS_PROXY=http://{address}; "
+                         f"Chromium: --proxy-server=http://{address} --proxy-bypass-list=\"<-loopback>\"")  # fmt: skip
     lines += [
         f"  mitmproxy's CA certificate: {ca}",
         f"  trust it in Node: NODE_EXTRA_CA_CERTS={ca}",

@@ -110,7 +110,17 @@ def _start_mode(text: str) -> str:
         return text
     if mode == "local" and pid.isdigit() and int(pid) > 0:
         return text
-    raise argparse.ArgumentTypeError(f"must be 'proxy' or 'local:PID' with a process id, got {text!r}")
+    if mode == "transparent" and pid:
+        from appserver.transparent import target_uid
+
+        try:
+            target_uid(pid)  # a user name or uid, not root
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"transparent:USER: {exc}") from exc
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be 'proxy', 'local:PID' with a process id, or 'transparent:USER' with a user name or id, got {text!r}"
+    )
 
 
 def parser() -> argparse.ArgumentParser:

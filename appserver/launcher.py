@@ -24,6 +24,15 @@ on kernel 6.18 (running as root, no sudo installed, cgroup2 at
   process in the capture spec that probes 127.0.0.1 on a port we listen on,
   with the canary host name, until the addon answers it (ready_on=canary).
 * "object BTF couldn't be loaded" from aya is harmless on this kernel.
+
+Transparent mode (Linux, root), the alternative to local mode: every TCP
+connection of one user id is redirected by iptables (see transparent.py) to
+mitmdump's transparent listener on 127.0.0.1, which reads the original
+destination with SO_ORIGINAL_DST. The same mitmdump also listens in regular
+mode on the mitmproxy port, so a suite's ``startInterception {mode: "proxy"}``
+is served by it and starts nothing new. Ready means: the addon's ``running``
+hook sent mitmproxyReady, then the rules were installed. The rules are removed
+on stop(), on any failure, and when mitmdump dies.
 """
 
 import asyncio
@@ -39,8 +48,10 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from appserver import canary as canary_probe
+from appserver import transparent
 from shared.constants import DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, \
     DEFAULT_PROXY_PORT
 
@@ -64,6 +75,7 @@ SUDO_SHIM = '#!/bin/sh\n# We are root already: drop sudo\'s options and run the 
 class ProxyMode(enum.Enum):
     PROXY = "proxy"
     LOCAL = "local"
+    TRANSPARENT = "transparent"
 
 
 def default_mitmdump() -> str:
@@ -81,6 +93,8 @@ class LauncherSettings:
     appserver_control: str = f"ws://{DEFAULT_HOST}:{DEFAULT_CONTROL_PORT}/"
     ready_timeout: float = 20.0
     extra_args: tuple[str, ...] = ()
+    transparent_port: int = 0  # transparent mode's listener on 127.0.0.1; 0: a free port picked at start
+    iptables: str = transparent.IPTABLES
 
 
 class LaunchError(Exception):
@@ -110,6 +124,14 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def free_loopback_port() -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def alive(pid: int, group: bool = False) -> bool:
     """Whether a process (or any member of a process group) still exists."""
     try:
@@ -126,6 +148,8 @@ class _Run:
     """One mitmdump process and everything started for it."""
     mode: ProxyMode
     pid: int | None
+    uid: int | None = None  # transparent mode: whose connections are redirected
+    rules: transparent.RedirectRules | None = None  # installed (or being installed): ours to remove
     proc: asyncio.subprocess.Process | None = None
     # Result None: ready; a string: why it failed before it was ready.
     outcome: "asyncio.Future[str | None]" = field(
@@ -146,18 +170,26 @@ class MitmproxyLauncher:
 
     @property
     def running_mode(self) -> tuple[ProxyMode, int | None] | None:
+        """The mode mitmdump is ready in, with the pid (local mode) or uid (transparent mode)."""
         run = self._run
         if run is None or run.proc is None or run.proc.returncode is not None or not run.outcome.done():
             return None
-        return run.mode, run.pid
+        return run.mode, run.uid if run.mode is ProxyMode.TRANSPARENT else run.pid
 
-    async def ensure(self, mode: ProxyMode, pid: int | None = None) -> None:
+    async def ensure(self, mode: ProxyMode, pid: int | None = None, uid: int | None = None) -> None:
+        """Have mitmdump ready in that mode: ``pid`` for LOCAL, ``uid`` for TRANSPARENT.
+
+        A transparent run also listens as a regular proxy, so it serves PROXY too.
+        """
         async with self._lock:
-            if self.running_mode == (mode, pid if mode is ProxyMode.LOCAL else None):
+            running = self.running_mode
+            wanted = (mode, pid if mode is ProxyMode.LOCAL else uid if mode is ProxyMode.TRANSPARENT else None)
+            if running == wanted or (mode is ProxyMode.PROXY and running is not None
+                                     and running[0] is ProxyMode.TRANSPARENT):
                 return
             await self._stop_locked()
             try:
-                await self._start(mode, pid)
+                await self._start(mode, pid, uid)
             except BaseException:
                 await self._stop_locked()  # nothing may be left running after a failure
                 raise
@@ -175,18 +207,28 @@ class MitmproxyLauncher:
 
     # -- starting ---------------------------------------------------------
 
-    async def _start(self, mode: ProxyMode, pid: int | None) -> None:
+    async def _start(self, mode: ProxyMode, pid: int | None, uid: int | None = None) -> None:
         self._tail.clear()
         binary = shutil.which(self.settings.mitmdump)
         if binary is None:
             raise LaunchError(f"mitmdump binary not found: {self.settings.mitmdump!r}")
+        rules = None
         if mode is ProxyMode.PROXY:
             await self._start_proxy(binary)
+        elif mode is ProxyMode.TRANSPARENT:
+            rules = await self._start_transparent(binary, uid)
         else:
             await self._start_local(binary, pid)
         run = self._run
         assert run is not None and run.proc is not None
         await self._await_ready(run)
+        if rules is not None:  # listening: now send the user's connections to it
+            run.rules = rules  # from here on, cleanup() removes them, whatever happens
+            try:
+                await asyncio.to_thread(transparent.install, rules)
+            except transparent.RuleError as exc:
+                raise LaunchError(f"mitmdump (transparent mode): could not install the iptables rules: {exc}") \
+                    from exc
         if run.canary is not None:  # it has done its job: capture is active
             await terminate_group(run.canary)
         logger.info("mitmdump ready in %s mode (pid %s)", mode.value, run.proc.pid)
@@ -198,6 +240,40 @@ class MitmproxyLauncher:
         args = [binary, *self._common_args("running"),
                 "--listen-host", s.listen_host, "--listen-port", str(s.listen_port)]
         await self._spawn(_Run(ProxyMode.PROXY, None), args, os.environ.copy())
+
+    async def _start_transparent(self, binary: str, uid: int | None) -> transparent.RedirectRules:
+        """Check everything the rules need, then start mitmdump; returns the rules to install once it is ready."""
+        s = self.settings
+        if uid is None:
+            raise LaunchError("transparent mode needs the uid of the user whose connections to capture")
+        if sys.platform != "linux":
+            raise LaunchError("transparent mode by user id needs Linux and iptables; use local mode (by pid) here")
+        if os.geteuid() != 0:
+            raise LaunchError("transparent mode needs root (it installs iptables rules); run the app server as root")
+        if uid in (0, os.geteuid()):
+            raise LaunchError(f"transparent mode cannot capture uid {uid}: mitmdump runs as that user, its own "
+                              "connections would be redirected to itself; run the SDK's tests as another user")
+        iptables = shutil.which(s.iptables)
+        if iptables is None:
+            raise LaunchError(f"transparent mode needs iptables, not found ({s.iptables!r}); "
+                              "on Debian/Ubuntu: apt-get install -y iptables")
+        if port_in_use(s.listen_host, s.listen_port):
+            raise LaunchError(f"cannot start mitmdump: port {s.listen_host}:{s.listen_port} is already in use")
+        port = s.transparent_port or free_loopback_port()
+        if s.transparent_port and port_in_use("127.0.0.1", port):
+            raise LaunchError(f"cannot start mitmdump: port 127.0.0.1:{port} (transparent mode) is already in use")
+        rules = transparent.RedirectRules(uid=uid, to_port=port, iptables=iptables,
+                                          exclude_ports=(*appserver_ports(s), s.listen_port, port))
+        if await asyncio.to_thread(transparent.chain_exists, rules):
+            removal = "; ".join(transparent.shell_line(c) for c in rules.teardown_commands())
+            raise LaunchError(f"iptables chain {rules.chain} already exists: another app server is capturing "
+                              f"uid {uid}, or one was killed before it could remove its rules. If nothing "
+                              f"uses it, remove it (python -m appserver.transparent remove {uid}, or: {removal})")
+        host = f"[{s.listen_host}]" if ":" in s.listen_host else s.listen_host
+        args = [binary, *self._common_args("running"),
+                "--mode", f"regular@{host}:{s.listen_port}", "--mode", f"transparent@127.0.0.1:{port}"]
+        await self._spawn(_Run(ProxyMode.TRANSPARENT, None, uid=uid), args, os.environ.copy())
+        return rules
 
     async def _start_local(self, binary: str, pid: int | None) -> None:
         if pid is None:
@@ -279,12 +355,15 @@ class MitmproxyLauncher:
         elif not run.stopping:
             logger.error("mitmdump (%s mode) exited unexpectedly with code %s\n%s",
                          run.mode.value, code, self.tail())
+            await remove_rules(run)  # or the user's connections would go to a closed port
 
     def _early_exit_reason(self, run: _Run, code: int) -> str:
         """Why mitmdump exited before it was ready, in words where its output tells."""
         reason = f"exited with code {code} before it was ready"
         if any("already in use" in line for line in self._tail):
             s = self.settings
+            if run.mode is ProxyMode.TRANSPARENT:
+                return f"{reason}: port {s.listen_host}:{s.listen_port} or its transparent port is already in use"
             return f"{reason}: port {s.listen_host}:{s.listen_port} is already in use"
         if run.mode is ProxyMode.LOCAL:
             return f"{reason}: local capture is impossible on this host"
@@ -299,9 +378,24 @@ class MitmproxyLauncher:
             logger.info("mitmdump stopped (%s mode)", run.mode.value)
 
 
+def appserver_ports(settings: LauncherSettings) -> tuple[int, ...]:
+    """The app server's proxy endpoint and control API ports (never redirected in transparent mode)."""
+    ports = [urlsplit(f"//{settings.appserver_proxy}").port, urlsplit(settings.appserver_control).port]
+    return tuple(port for port in ports if port)
+
+
+async def remove_rules(run: _Run) -> None:
+    """Remove a run's iptables rules, once; in a thread, so a cancelled caller does not stop it halfway."""
+    rules, run.rules = run.rules, None
+    if rules is not None:
+        await asyncio.to_thread(transparent.remove, rules)
+
+
 async def cleanup(run: _Run) -> None:
-    """Stop everything a run started: mitmdump's process group, canary, listener, files."""
+    """Stop everything a run started: iptables rules first (traffic flows directly again),
+    then mitmdump's process group, canary, listener, files."""
     run.stopping = True
+    await remove_rules(run)
     for proc in (run.proc, run.canary):
         if proc is not None:
             await terminate_group(proc)
