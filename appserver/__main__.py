@@ -54,8 +54,8 @@ async def start_mitmproxy(server: AppServer, spec: str) -> None:
             "<command> (or su, runuser, sudo -u)",
             f"  it also listens as a regular proxy at http://{address}",
             f"  if the app server is killed without cleaning up: python -m appserver.transparent remove {uid}",
-            f"  that user must be able to read the CA certificate (root's home is private: copy it, or use "
-            f"--mitmproxy-confdir with a readable directory)",
+            "  that user must be able to read the CA certificate below (not in root's home: copy it, or use "
+            "--mitmproxy-confdir with a directory others can read)",
         ]
     else:
         await launcher.ensure(ProxyMode(mode), int(target) if target else None)

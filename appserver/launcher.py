@@ -167,6 +167,9 @@ class MitmproxyLauncher:
         self._lock = asyncio.Lock()
         self._run: _Run | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
+        # Set by a transparent start, until another mode is started or stop(): the uid whose
+        # transparent run serves PROXY requests too (restarted for them if mitmdump died).
+        self._transparent_uid: int | None = None
 
     @property
     def running_mode(self) -> tuple[ProxyMode, int | None] | None:
@@ -179,13 +182,14 @@ class MitmproxyLauncher:
     async def ensure(self, mode: ProxyMode, pid: int | None = None, uid: int | None = None) -> None:
         """Have mitmdump ready in that mode: ``pid`` for LOCAL, ``uid`` for TRANSPARENT.
 
-        A transparent run also listens as a regular proxy, so it serves PROXY too.
+        Once started in transparent mode, PROXY requests are served by the transparent run
+        (it also listens as a regular proxy), until another mode is asked for or stop().
         """
         async with self._lock:
-            running = self.running_mode
+            if mode is ProxyMode.PROXY and self._transparent_uid is not None:
+                mode, uid = ProxyMode.TRANSPARENT, self._transparent_uid
             wanted = (mode, pid if mode is ProxyMode.LOCAL else uid if mode is ProxyMode.TRANSPARENT else None)
-            if running == wanted or (mode is ProxyMode.PROXY and running is not None
-                                     and running[0] is ProxyMode.TRANSPARENT):
+            if self.running_mode == wanted:
                 return
             await self._stop_locked()
             try:
@@ -193,6 +197,7 @@ class MitmproxyLauncher:
             except BaseException:
                 await self._stop_locked()  # nothing may be left running after a failure
                 raise
+            self._transparent_uid = uid if mode is ProxyMode.TRANSPARENT else None
 
     def notify_ready(self) -> None:
         run = self._run
@@ -203,6 +208,7 @@ class MitmproxyLauncher:
 
     async def stop(self) -> None:
         async with self._lock:
+            self._transparent_uid = None
             await self._stop_locked()
 
     # -- starting ---------------------------------------------------------

@@ -216,10 +216,11 @@ def target_uid() -> Iterator[int]:
 
 
 CLIENT = textwrap.dedent("""
-    import asyncio, os, sys
+    import asyncio, encodings.idna, os, sys
     import websockets, websockets.asyncio.client
     url, uid = sys.argv[1], int(sys.argv[2])
-    # Imports done as root; from here on this process is that uid, like setpriv --reuid --regid --clear-groups.
+    # Imports done as root (the idna codec too: the resolver imports it lazily, after the files are out of
+    # reach); from here on this process is that uid, like setpriv --reuid --regid --clear-groups.
     os.setgroups([]); os.setgid(uid); os.setuid(uid)
     assert (os.getuid(), os.geteuid(), os.getgid()) == (uid, uid, uid)
     async def main():
@@ -337,13 +338,19 @@ async def test_rules_only_while_running(settings: LauncherSettings, stand_in: St
 @needs_iptables
 async def test_rules_removed_when_mitmdump_dies(settings: LauncherSettings, stand_in: StandInAppServer,
                                                 target_uid: int) -> None:
-    """mitmdump killed: its rules go too (the user's connections flow directly again, not to a dead port)."""
+    """mitmdump killed: its rules go too (the user's connections flow directly again, not to a dead port);
+    the suite's next startInterception in proxy mode brings transparent mode back, rules included."""
     async with launched(settings, stand_in) as launcher:
         await launcher.ensure(ProxyMode.TRANSPARENT, uid=target_uid)
         [pid] = pids_with_arg(marker(settings))
         os.kill(pid, signal.SIGKILL)
         assert await wait_until(lambda: f"ABLY_INTERCEPT_{target_uid}" not in nat_rules(), timeout=10)
         assert launcher.running_mode is None
+        await launcher.ensure(ProxyMode.PROXY)
+        assert launcher.running_mode == (ProxyMode.TRANSPARENT, target_uid)
+        assert f"--uid-owner {target_uid} -j ABLY_INTERCEPT_{target_uid}" in nat_rules()
+        assert pids_with_arg(marker(settings)) not in ([], [pid])
+    assert f"ABLY_INTERCEPT_{target_uid}" not in nat_rules()
 
 
 @needs_iptables
