@@ -259,7 +259,7 @@ class MitmproxyLauncher:
         if uid in (0, os.geteuid()):
             raise LaunchError(f"transparent mode cannot capture uid {uid}: mitmdump runs as that user, its own "
                               "connections would be redirected to itself; run the SDK's tests as another user")
-        iptables = shutil.which(s.iptables)
+        iptables = transparent.find_iptables(s.iptables)
         if iptables is None:
             raise LaunchError(f"transparent mode needs iptables, not found ({s.iptables!r}); "
                               "on Debian/Ubuntu: apt-get install -y iptables")

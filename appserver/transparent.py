@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import pwd
+import shutil
 import subprocess
 import sys
 import threading
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 CHAIN_PREFIX = "ABLY_INTERCEPT_"
 IPTABLES = "iptables"
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"  # not on every root PATH (su without a login shell, some CI)
 COMMAND_TIMEOUT = 20.0
 # install() and remove() never interleave: a removal requested while an installation is still
 # running (its caller was cancelled) waits for it, then removes everything it added.
@@ -46,6 +48,11 @@ _lock = threading.RLock()
 
 class RuleError(Exception):
     """An iptables command failed; the message has its stderr."""
+
+
+def find_iptables(name: str = IPTABLES) -> str | None:
+    """The iptables binary: on PATH, else in the sbin directories."""
+    return shutil.which(name) or shutil.which(name, path=SBIN_PATH)
 
 
 def target_uid(user: str) -> int:
@@ -183,7 +190,8 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
-    rules = RedirectRules(uid=uid, to_port=1)  # the port plays no part in removal
+    # the port plays no part in removal
+    rules = RedirectRules(uid=uid, to_port=1, iptables=find_iptables() or IPTABLES)
     if argv[1] == "show":
         for command in rules.teardown_commands():
             print(shell_line(command))

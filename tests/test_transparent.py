@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,8 @@ def test_show_removal_commands() -> None:
     """`python -m appserver.transparent show USER` prints the commands that undo the rules by hand."""
     out = subprocess.run([sys.executable, "-m", "appserver.transparent", "show", "4242"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    assert out.splitlines() == [transparent.shell_line(c) for c in RedirectRules(4242, 1).teardown_commands()]
+    rules = RedirectRules(4242, 1, iptables=transparent.find_iptables() or "iptables")
+    assert out.splitlines() == [transparent.shell_line(c) for c in rules.teardown_commands()]
 
 
 def test_make_target_needs_user() -> None:
@@ -176,14 +178,17 @@ async def test_iptables_missing(settings: LauncherSettings, stand_in: StandInApp
 
 # -- real rules, real mitmdump (root and iptables) -------------------------------------------
 
+IPTABLES = transparent.find_iptables()
+
+
 def _skip_reason() -> str | None:
     if sys.platform != "linux":
         return "transparent mode by uid needs Linux"
     if os.geteuid() != 0:
         return "transparent mode needs root (iptables rules); run the tests as root"
-    if shutil.which("iptables") is None:
+    if IPTABLES is None:
         return "iptables is not installed (apt-get install -y iptables; make test does it as root)"
-    probe = subprocess.run(["iptables", "-w", "-t", "nat", "-S", "OUTPUT"], capture_output=True, text=True)
+    probe = subprocess.run([IPTABLES, "-w", "-t", "nat", "-S", "OUTPUT"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"iptables' nat table is unusable here: {probe.stderr.strip()}"
     return None
@@ -191,12 +196,13 @@ def _skip_reason() -> str | None:
 
 SKIP_REASON = _skip_reason()
 needs_iptables = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
-if SKIP_REASON is not None:
-    print(f"test_transparent: skipping the iptables tests: {SKIP_REASON}", file=sys.stderr)
+if SKIP_REASON is not None:  # in the warnings summary, so the reason shows without -rs
+    warnings.warn(f"test_transparent: the iptables tests are skipped: {SKIP_REASON}", stacklevel=1)
 
 
 def nat_rules() -> str:
-    return subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
+    command = [IPTABLES or "iptables", "-w", "-t", "nat", "-S"]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
 @pytest.fixture
@@ -205,7 +211,7 @@ def target_uid() -> Iterator[int]:
     even when the test failed."""
     known = {entry.pw_uid for entry in pwd.getpwall()}
     uid = random.choice([u for u in range(200_000, 200_500) if u not in known])
-    rules = RedirectRules(uid=uid, to_port=1)
+    rules = RedirectRules(uid=uid, to_port=1, iptables=IPTABLES or "iptables")
     try:
         yield uid
     finally:
@@ -359,7 +365,7 @@ async def test_install_failure_rolls_back(settings: LauncherSettings, stand_in: 
     """An iptables command that fails halfway: LaunchError naming it, partial rules removed, mitmdump stopped."""
     failing = tmp_path / "iptables-failing-on-insert"
     failing.write_text(f'#!/bin/sh\ncase " $* " in *" -I "*) echo "refused by the test" >&2; exit 1;; esac\n'
-                       f'exec {shutil.which("iptables")} "$@"\n')
+                       f'exec {IPTABLES} "$@"\n')
     failing.chmod(0o755)
     async with launched(LauncherSettings(**{**settings.__dict__, "iptables": str(failing)}), stand_in) as launcher:
         with pytest.raises(LaunchError, match="could not install the iptables rules(.|\n)*refused by the test"):
@@ -375,7 +381,7 @@ async def test_existing_chain_refused_and_kept(settings: LauncherSettings, stand
     """A chain for that uid already there (another app server, or a killed one): refused with the removal
     command, and left alone, since it is not ours."""
     chain = f"ABLY_INTERCEPT_{target_uid}"
-    subprocess.run(["iptables", "-w", "-t", "nat", "-N", chain], check=True)
+    subprocess.run([IPTABLES or "iptables", "-w", "-t", "nat", "-N", chain], check=True)
     try:
         async with launched(settings, stand_in) as launcher:
             with pytest.raises(LaunchError, match=f"already exists(.|\n)*appserver.transparent remove {target_uid}"):
@@ -383,7 +389,7 @@ async def test_existing_chain_refused_and_kept(settings: LauncherSettings, stand
         assert f"-N {chain}" in nat_rules()
         assert pids_with_arg(marker(settings)) == []
     finally:
-        subprocess.run(["iptables", "-w", "-t", "nat", "-X", chain], check=False)
+        subprocess.run([IPTABLES or "iptables", "-w", "-t", "nat", "-X", chain], check=False)
 
 
 @needs_iptables
