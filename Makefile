@@ -63,5 +63,8 @@ fuzz: test-deps
 soak: test-deps
 	SOAK=full $(PY) -m pytest tests/test_soak.py -p no:cacheprovider $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

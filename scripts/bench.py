@@ -1,0 +1,562 @@
+"""`make bench`: the app server's cost, as ratios to a direct connection measured in the same run.
+
+Starts, each as a process of its own: an echo upstream (bench_echo.py), the
+app server (``python -m appserver --no-mitmproxy``), a passthrough test suite
+(bench_suite.py), the client that drives the workloads (bench_client.py) and,
+with ``--mitmdump``, mitmdump with the redirector addon. Then, round after
+round, runs every workload on every variant, the variants interleaved and in a
+rotating order so that drift and warm-up fall on all of them alike:
+
+* ``direct``: client ↔ echo upstream;
+* ``suite``: client → app server → echo, every message transformed by the
+  passthrough suite (``replace`` with the same data), in both directions;
+* ``relay``: the same path with no suite attached;
+* ``mitm`` (``--mitmdump``): client → mitmdump (HTTP proxy) → app server → echo,
+  with the suite.
+
+Prints progress on stderr, then a table, the targets of issue 5 (met/missed)
+and one JSON line on stdout. Every process it starts is stopped on exit,
+Ctrl-C and errors included. docs/benchmark.md says how to read the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import json
+import math
+import os
+import platform
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
+
+
+class BenchError(RuntimeError):
+    """A helper process failed or a job went wrong: the run stops."""
+
+
+# -- workloads and variants ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    label: str
+    op: str  # latency | throughput
+    kind: str  # text | binary
+    size: int
+    count: int
+    conns: int = 1
+    warmup: int = 0
+
+    @property
+    def round_trips(self) -> int:
+        return self.count + self.warmup
+
+    def job(self, timeout: float) -> dict[str, Any]:
+        return {"op": self.op, "kind": self.kind, "size": self.size, "count": self.count,
+                "conns": self.conns, "warmup": self.warmup, "timeout": timeout}  # fmt: skip
+
+
+def workloads(quick: bool) -> list[Workload]:
+    k64 = 64 * 1024
+    if quick:
+        return [
+            Workload("lat100", "latency 100 B text", "latency", "text", 100, 500, warmup=50),
+            Workload("tput1", "throughput 100 B, 1 conn", "throughput", "text", 100, 2_000),
+            Workload("tput20", "throughput 100 B, 20 conns", "throughput", "text", 100, 2_000, conns=20),
+            Workload("lat64k", "latency 64 KiB binary", "latency", "binary", k64, 50, warmup=5),
+            Workload("tput64k", "throughput 64 KiB, 1 conn", "throughput", "binary", k64, 100),
+        ]
+    return [
+        Workload("lat100", "latency 100 B text", "latency", "text", 100, 2_000, warmup=100),
+        Workload("tput1", "throughput 100 B, 1 conn", "throughput", "text", 100, 10_000),
+        Workload("tput20", "throughput 100 B, 20 conns", "throughput", "text", 100, 10_000, conns=20),
+        Workload("lat64k", "latency 64 KiB binary", "latency", "binary", k64, 200, warmup=10),
+        Workload("tput64k", "throughput 64 KiB, 1 conn", "throughput", "binary", k64, 500),
+    ]
+
+
+VARIANTS = ("direct", "suite", "relay", "mitm")
+PROXIED = ("suite", "relay", "mitm")
+WITH_SUITE = ("suite", "mitm")
+
+
+# -- child processes ----------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when bench.py dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    """A process of ours; a line-oriented JSON helper when ``talks`` is true."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, talks: bool) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdin=subprocess.PIPE if talks else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if talks else self._log, stderr=self._log,
+            text=talks, start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        self.pid = self.proc.pid
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            state = "exited" if self.proc.poll() is not None else f"no answer within {timeout:g} s"
+            raise BenchError(f"{self.name}: {state}; see {self.log_path}:\n{self.tail()}")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise BenchError(f"{self.name}: {answer['error']}")
+        return answer
+
+    def request(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self.read(timeout)
+
+    def tail(self, lines: int = 15) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, sig: int = signal.SIGTERM, grace: float = 10.0) -> None:
+        """Close its stdin (helpers exit on EOF), else signal it, else kill it."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(3)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+def free_ports(n: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+def wait_listening(child: Child, port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise BenchError(f"{child.name} exited with {child.proc.returncode}:\n{child.tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise BenchError(f"{child.name} is not listening on port {port} after {timeout:g} s:\n{child.tail()}")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (proc(5): fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise BenchError(f"no {key} in /proc/{pid}/status")
+
+
+# -- the harness ----------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    """Everything measured for one (variant, workload), summed over the rounds."""
+
+    rtt_us: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  # messages/s, one per round
+    cpu_ticks: int = 0
+    suite_ticks: int = 0
+    mitm_ticks: int = 0
+    round_trips: int = 0
+    transforms: int = 0
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, log_dir: Path, stack: contextlib.ExitStack) -> None:
+        self.args = args
+        self.log_dir = log_dir
+        self.stack = stack
+        self.children: list[Child] = []
+        self.suite_attached = False
+
+    def start(self, name: str, args: list[str], talks: bool, sig: int = signal.SIGTERM) -> Child:
+        child = Child(name, args, self.log_dir, talks)
+        self.stack.callback(child.stop, sig)  # stopped in reverse order of starting
+        self.children.append(child)
+        return child
+
+    def start_all(self) -> None:
+        py = sys.executable
+        self.echo = self.start("echo", [py, str(SCRIPTS / "bench_echo.py")], talks=True)
+        self.echo_port = self.echo.read(20)["port"]
+        self.control_port, self.proxy_port, self.mitm_port = free_ports(3)
+        self.appserver = self.start("appserver", [
+            py, "-m", "appserver", "--no-mitmproxy", "--control-host", HOST, "--proxy-host", HOST,
+            "--control-port", str(self.control_port), "--proxy-port", str(self.proxy_port),
+        ], talks=False)  # fmt: skip
+        wait_listening(self.appserver, self.control_port)
+        wait_listening(self.appserver, self.proxy_port)
+        self.suite = self.start("suite", [py, str(SCRIPTS / "bench_suite.py")], talks=True)
+        self.client = self.start("client", [py, str(SCRIPTS / "bench_client.py")], talks=True)
+        self.client.request({"op": "ping"}, 20)
+        self.mitmdump: Child | None = None
+        if self.args.mitmdump:
+            self.mitmdump = self.start("mitmdump", mitmdump_args(self), talks=False)
+            wait_listening(self.mitmdump, self.mitm_port, timeout=60)
+
+    def set_suite(self, attached: bool) -> None:
+        if attached and not self.suite_attached:
+            self.suite.request({"op": "attach", "url": f"ws://{HOST}:{self.control_port}/"}, 30)
+        elif not attached and self.suite_attached:
+            self.suite.request({"op": "detach"}, 30)
+            time.sleep(0.05)  # let the app server release the session before traffic flows
+        self.suite_attached = attached
+
+    def endpoint(self, variant: str) -> dict[str, Any]:
+        path = "/bench?v=3&format=json"
+        if variant == "direct":
+            return {"url": f"ws://{HOST}:{self.echo_port}{path}"}
+        if variant == "mitm":
+            # aiohttp sends a proxied ws:// upgrade in absolute form with the ws scheme, which
+            # mitmproxy refuses; with http:// the request line is one mitmproxy accepts.
+            return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
+        headers = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "ws"}
+        return {"url": f"ws://{HOST}:{self.proxy_port}{path}", "headers": headers}
+
+    def run_job(self, variant: str, workload: Workload, cell: Cell | None) -> None:
+        self.set_suite(variant in WITH_SUITE)
+        timeout = self.args.job_timeout
+        answered = self.suite.request({"op": "stats"}, 10)["answered"]
+        before = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
+        result = self.client.request({**workload.job(timeout), **self.endpoint(variant)}, timeout + 10)
+        after = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
+        if cell is None:
+            return
+        if "rtt_us" in result:
+            cell.rtt_us += result["rtt_us"]
+        else:
+            cell.rates.append(workload.count / result["elapsed_s"])
+        if variant != "direct":
+            cell.cpu_ticks += after[0] - before[0]
+            cell.suite_ticks += after[1] - before[1]
+            cell.mitm_ticks += after[2] - before[2]
+        cell.round_trips += workload.round_trips
+        cell.transforms += self.suite.request({"op": "stats"}, 10)["answered"] - answered
+
+    def mitm_ticks(self) -> int:
+        return cpu_ticks(self.mitmdump.pid) if self.mitmdump is not None else 0
+
+    def rss_kb(self) -> int:
+        return status_kb(self.appserver.pid, "VmRSS")
+
+
+def mitmdump_args(h: Harness) -> list[str]:
+    """mitmdump in regular mode with the redirector, set up as appserver/launcher.py does."""
+    binary = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
+    if binary is None:
+        raise BenchError("--mitmdump: no mitmdump binary found")
+    return [binary, "-s", str(ROOT / "redirector" / "addon.py"),
+            "--set", "connection_strategy=lazy", "--set", "websocket=false",
+            "--set", f"appserver_proxy={HOST}:{h.proxy_port}",
+            "--set", f"appserver_control=ws://{HOST}:{h.control_port}/",
+            "--listen-host", HOST, "--listen-port", str(h.mitm_port)]  # fmt: skip
+
+
+def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[dict[str, dict[str, Cell]], dict[str, Any]]:
+    cells = {v: {w.key: Cell() for w in loads} for v in variants}
+    rss: dict[str, Any] = {"start_kb": h.rss_kb(), "after_20x500_kb": []}
+    log(f"warm-up ({', '.join(variants)})")
+    for variant in variants:
+        for workload in loads:
+            h.run_job(variant, warmup_of(workload), None)
+    rss["after_warmup_kb"] = h.rss_kb()
+    for r in range(h.args.rounds):
+        for i, workload in enumerate(loads):
+            shift = (r + i) % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                log(f"round {r + 1}/{h.args.rounds}: {workload.label} [{variant}]")
+                h.run_job(variant, workload, cells[variant][workload.key])
+                if workload.conns == 20 and variant != "direct":
+                    rss["after_20x500_kb"].append(h.rss_kb())
+                    if r == 0:  # before any 64 KiB job has raised the heap's high-water mark
+                        rss["after_20x500_first_round_kb"] = max(rss.get("after_20x500_first_round_kb", 0), h.rss_kb())
+    rss["end_kb"] = h.rss_kb()
+    rss["peak_kb"] = status_kb(h.appserver.pid, "VmHWM")
+    return cells, rss
+
+
+def warmup_of(w: Workload) -> Workload:
+    return Workload(w.key, w.label, w.op, w.kind, w.size, max(w.conns, w.count // 20), w.conns, min(w.warmup, 5))
+
+
+# -- figures, targets, report ---------------------------------------------------
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+def summarise(cells: dict[str, dict[str, Cell]], loads: list[Workload]) -> dict[str, dict[str, dict[str, Any]]]:
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant, by_load in cells.items():
+        out[variant] = {}
+        for w in loads:
+            c = by_load[w.key]
+            fig: dict[str, Any] = {"round_trips": c.round_trips}
+            if c.rtt_us:
+                fig.update(median_us=round(statistics.median(c.rtt_us), 1), p99_us=round(p99(c.rtt_us), 1),
+                           samples=len(c.rtt_us))
+            if c.rates:
+                fig.update(msgs_per_s=round(statistics.median(c.rates)), rounds=len(c.rates))
+                if w.size >= 1024:
+                    fig["mib_per_s"] = round(statistics.median(c.rates) * w.size / 2**20, 1)
+            if variant != "direct" and c.round_trips:
+                per_k = 1000 / c.round_trips * 1000 / CLK_TCK
+                fig.update(cpu_ms_per_1k=round(c.cpu_ticks * per_k, 1))
+                if variant in WITH_SUITE:
+                    fig.update(suite_cpu_ms_per_1k=round(c.suite_ticks * per_k, 1), transforms=c.transforms,
+                               all_transformed=c.transforms >= 2 * c.round_trips)
+                if variant == "mitm":
+                    fig.update(mitmdump_cpu_ms_per_1k=round(c.mitm_ticks * per_k, 1))
+            out[variant][w.key] = fig
+    return out
+
+
+def ratios(figs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    direct = figs.get("direct", {})
+    for variant in (v for v in figs if v != "direct"):
+        out[variant] = {}
+        for key, fig in figs[variant].items():
+            base = direct.get(key, {})
+            out[variant][key] = {m: round(fig[m] / base[m], 2) for m in ("median_us", "p99_us", "msgs_per_s")
+                                 if m in fig and base.get(m)}  # fmt: skip
+    return out
+
+
+# (label, variant, workload, metric, "<=" or ">=", limit, is_ratio)
+TARGETS = [
+    ("suite: median round trip, 100 B", "suite", "lat100", "median_us", "<=", 2.9, True),
+    ("suite: p99 round trip, 100 B", "suite", "lat100", "p99_us", "<=", 8.0, True),
+    ("suite: throughput, 1 conn", "suite", "tput1", "msgs_per_s", ">=", 0.2, True),
+    ("suite: throughput, 20 conns", "suite", "tput20", "msgs_per_s", ">=", 0.25, True),
+    ("suite: app-server CPU ms / 1,000 round trips (100 B)", "suite", "lat100", "cpu_ms_per_1k", "<=", 165, False),
+    ("suite: median round trip, 64 KiB", "suite", "lat64k", "median_us", "<=", 5.0, True),
+    ("relay: median round trip, 100 B", "relay", "lat100", "median_us", "<=", 1.5, True),
+    ("relay: throughput, 1 conn", "relay", "tput1", "msgs_per_s", ">=", 0.5, True),
+    ("relay: throughput, 20 conns", "relay", "tput20", "msgs_per_s", ">=", 0.5, True),
+]
+RSS_LIMIT_MB = 60
+
+
+def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for label, variant, key, metric, op, limit, is_ratio in TARGETS:
+        source = rat if is_ratio else figs
+        value = source.get(variant, {}).get(key, {}).get(metric)
+        if value is None:
+            continue
+        met = value <= limit if op == "<=" else value >= limit
+        checks.append({"target": label, "value": value, "op": op, "limit": limit, "ratio": is_ratio, "met": met})
+    if rss.get("after_20x500_first_round_kb"):
+        value = round(rss["after_20x500_first_round_kb"] / 1024, 1)
+        checks.append({"target": "RSS after the 20-conn job, round 1 (MB)", "value": value, "op": "<=",
+                       "limit": RSS_LIMIT_MB, "ratio": False, "met": value <= RSS_LIMIT_MB})  # fmt: skip
+    return checks
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value >= 100:
+        return f"{value:,.0f}{unit}"
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value:,.1f}{unit}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}×"
+
+
+def table(figs: dict[str, Any], rat: dict[str, Any], loads: list[Workload]) -> str:
+    variants = list(figs)
+    others = [v for v in variants if v != "direct"]
+    head = f"{'workload':<28}{'figure':<18}" + "".join(f"{v:>11}" for v in variants)
+    head += "".join(f"{v + '/dir':>11}" for v in others)
+    lines = [head, "-" * len(head)]
+    rows = [("median_us", "median µs"), ("p99_us", "p99 µs"), ("msgs_per_s", "msgs/s"), ("mib_per_s", "MiB/s"),
+            ("cpu_ms_per_1k", "CPU ms/1k RT"), ("suite_cpu_ms_per_1k", "suite CPU ms/1k"),
+            ("mitmdump_cpu_ms_per_1k", "mitmdump CPU/1k")]  # fmt: skip
+    for w in loads:
+        first = True
+        for metric, name in rows:
+            values = [figs[v][w.key].get(metric) for v in variants]
+            if all(v is None for v in values):
+                continue
+            label = w.label if first else ""
+            first = False
+            line = f"{label:<28}{name:<18}" + "".join(f"{fmt(v):>11}" for v in values)
+            line += "".join(f"{fmt_ratio(rat[v][w.key].get(metric)):>11}" for v in others)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def report(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any], checks: list[dict[str, Any]],
+           loads: list[Workload], meta: dict[str, Any]) -> None:
+    print(f"\nbenchmark {meta['date']} on {meta['machine']} ({meta['mode']}, {meta['rounds']} rounds)\n")
+    print(table(figs, rat, loads))
+    after = rss["after_20x500_kb"]
+    per_conn = next((f"{w.count // w.conns}" for w in loads if w.conns == 20), "?")
+    after_20 = (f"after 20 conns x {per_conn} msgs {rss['after_20x500_first_round_kb'] / 1024:.1f} (round 1), "
+                f"{max(after) / 1024:.1f} (max, later rounds follow 64 KiB jobs), ") if after else ""
+    print(f"\napp-server RSS (MB): start {rss['start_kb'] / 1024:.1f}, after warm-up {rss['after_warmup_kb'] / 1024:.1f}, "
+          f"{after_20}end {rss['end_kb'] / 1024:.1f}, peak (VmHWM) {rss['peak_kb'] / 1024:.1f}")
+    for variant, by_load in figs.items():
+        short = [k for k, f in by_load.items() if f.get("all_transformed") is False]
+        if short:
+            print(f"WARNING: {variant}: not every message was transformed in {', '.join(short)}")
+    if meta["appserver_errors"]:
+        print(f"WARNING: the app server logged {meta['appserver_errors']} ERROR lines (see its log)")
+    print("\ntargets (issue 5):")
+    for c in checks:
+        value = f"{c['value']}{'×' if c['ratio'] else ''}"
+        limit = f"{c['limit']}{'×' if c['ratio'] else ''}"
+        print(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']:<55} {value:>9} {c['op']} {limit}")
+    print(json.dumps({"bench": "appserver", **meta, "figures": figs, "ratios": rat, "rss": rss, "targets": checks}))
+
+
+# -- main -----------------------------------------------------------------------
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run: a few hundred messages per job, 1 round")
+    p.add_argument("--rounds", type=int, help="rounds of every job on every variant (default 3; 1 with --quick)")
+    p.add_argument("--mitmdump", action="store_true", help="add the variant through mitmdump + the app server")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:3])}[,mitm]")
+    p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k")
+    p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
+                   "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
+    p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one job may take (default 120)")
+    args = p.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    chosen = args.variants.split(",") if args.variants else [*VARIANTS[:3], *(["mitm"] if args.mitmdump else [])]
+    unknown = set(chosen) - set(VARIANTS)
+    if unknown or ("mitm" in chosen and not args.mitmdump):
+        p.error(f"unknown variants {sorted(unknown)}" if unknown else "the mitm variant needs --mitmdump")
+    args.variant_list = chosen
+    return args
+
+
+@contextlib.contextmanager
+def py_spy(h: Harness, path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if binary is None:
+        raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
+    fmt_of = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}
+    recorder = h.start("py-spy", [binary, "record", "--pid", str(h.appserver.pid), "--rate", "250", "--nonblocking",
+                                  "--format", fmt_of.get(Path(path).suffix, "flamegraph"), "-o", path], talks=False)
+    time.sleep(1)  # attached before the first measured job
+    yield
+    recorder.stop(signal.SIGINT, grace=30)  # py-spy writes its output on SIGINT
+    log(f"py-spy profile written to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    loads = workloads(args.quick)
+    if args.workloads:
+        keys = args.workloads.split(",")
+        loads = [w for w in loads if w.key in keys]
+    # Ctrl-C and SIGTERM unwind through the ExitStack, which stops every child.
+    # (SIGINT too: a shell starts background jobs with it ignored.)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    started = time.monotonic()
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    with contextlib.ExitStack() as stack:
+        h = Harness(args, log_dir, stack)
+        try:
+            h.start_all()
+            log(f"echo :{h.echo_port}, app server pid {h.appserver.pid} (control :{h.control_port}, "
+                f"proxy :{h.proxy_port}){f', mitmdump :{h.mitm_port}' if args.mitmdump else ''}")
+            with py_spy(h, args.py_spy):
+                cells, rss = run_rounds(h, loads, args.variant_list)
+            errors = sum(" ERROR " in line for line in h.appserver.log_path.read_text(errors="replace").splitlines())
+        except BenchError as exc:
+            log(f"failed: {exc}\n(the processes' logs are kept in {log_dir})")
+            return 1
+        except KeyboardInterrupt:
+            log("interrupted: stopping every process")
+            return 130
+    shutil.rmtree(log_dir, ignore_errors=True)
+    figs = summarise(cells, loads)
+    rat = ratios(figs)
+    meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
+            "mode": "quick" if args.quick else "full", "rounds": args.rounds,
+            "seconds": round(time.monotonic() - started, 1), "appserver_errors": errors}  # fmt: skip
+    report(figs, rat, rss, check_targets(figs, rat, rss), loads, meta)
+    return 0
+
+
+def machine() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return f"{model or platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

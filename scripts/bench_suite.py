@@ -1,0 +1,108 @@
+"""Benchmark helper: the passthrough test suite (a process of its own, started by bench.py).
+
+Commands arrive one JSON line at a time on stdin, each answered by one JSON line:
+
+* ``{"op": "attach", "url": "ws://127.0.0.1:P/"}``: connect to the control API and
+  call ``startInterception`` in proxy mode (retried while the previous session
+  is still being released);
+* ``{"op": "detach"}``: close the control connection (no suite attached);
+* ``{"op": "stats"}``: how many transforms were answered.
+
+While attached, every ``transformInterceptedMessage`` is answered at once, in
+the receive loop, with ``replace`` of the same type and data; notifications
+are ignored. It exits when stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import aiohttp
+
+TRANSFORM = "transformInterceptedMessage"
+START_ID = "bench-start"
+
+
+class Suite:
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.loop_task: asyncio.Task[None] | None = None
+        self.started: asyncio.Future[Any] | None = None
+        self.answered = 0
+
+    async def attach(self, url: str) -> dict[str, Any]:
+        if self.ws is not None:
+            return {"ok": True}
+        self.session = self.session or aiohttp.ClientSession()
+        for _ in range(50):
+            self.ws = await self.session.ws_connect(url, max_msg_size=0, autoping=True)
+            self.started = asyncio.get_running_loop().create_future()
+            self.loop_task = asyncio.create_task(self.serve(self.ws))
+            request = {"jsonrpc": "2.0", "id": START_ID, "method": "startInterception", "params": {"mode": "proxy"}}
+            await self.ws.send_str(json.dumps(request))
+            reply = await asyncio.wait_for(self.started, 10)
+            if "result" in reply:
+                return {"ok": True}
+            await self.detach()  # most likely: our previous session is not released yet
+            await asyncio.sleep(0.05)
+        return {"ok": False, "error": f"startInterception failed: {reply.get('error')}"}
+
+    async def serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            payload = json.loads(msg.data)
+            if payload.get("method") == TRANSFORM:
+                params = payload["params"]
+                result = {"action": "replace", "type": params["type"], "data": params["data"]}
+                await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": payload["id"], "result": result}))
+                self.answered += 1
+            elif payload.get("id") == START_ID and self.started is not None and not self.started.done():
+                self.started.set_result(payload)
+
+    async def detach(self) -> dict[str, Any]:
+        if self.ws is not None:
+            await self.ws.close()
+            self.ws = None
+        if self.loop_task is not None:
+            await self.loop_task
+            self.loop_task = None
+        return {"ok": True}
+
+    async def close(self) -> None:
+        await self.detach()
+        if self.session is not None:
+            await self.session.close()
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    suite = Suite()
+    try:
+        while line := await reader.readline():
+            command = json.loads(line)
+            try:
+                if command["op"] == "attach":
+                    answer = await suite.attach(command["url"])
+                elif command["op"] == "detach":
+                    answer = await suite.detach()
+                else:
+                    answer = {"ok": True, "answered": suite.answered}
+            except Exception as exc:  # reported to bench.py, which stops the run
+                answer = {"ok": False, "error": repr(exc)}
+            print(json.dumps(answer), flush=True)
+    finally:
+        await suite.close()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
