@@ -100,7 +100,7 @@ async def test_direct_mode_end_to_end(
 async def test_direct_mode_close_is_seen_by_suite(
     direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """Closing ably-js sends CLOSE through the proxy; the suite sees the CLOSE, the CLOSED and a clean close event."""
+    """Closing ably-js sends CLOSE through the proxy; the suite sees the CLOSE, the CLOSED, then a clean close."""
     traffic = Traffic().install(intercept)
     async with sdk_via_proxy(direct, binary) as sdk:
         await sdk.wait_for_state("connected")
@@ -110,7 +110,8 @@ async def test_direct_mode_close_is_seen_by_suite(
         closed = await intercept.connection_closed(opened.id)
     await traffic.next(Action.CLOSE, from_client=True)
     await traffic.next(Action.CLOSED, from_client=False)
-    assert closed.clean and closed.code == 1000
+    # After CLOSED both ends close at once: ably-js with a bare close frame, the fake with 1000; either wins.
+    assert closed.clean and (closed.closed_by, closed.code) in {("client", None), ("server", 1000)}, closed
 
 
 # -- local mode by PID --------------------------------------------------------------
