@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 JS_DIR = Path(__file__).parent / "js"
 DRIVER = JS_DIR / "driver.mjs"
+#: The same protocol, ably-js's browser bundle in headless Chromium (see browser_driver.mjs).
+BROWSER_DRIVER = JS_DIR / "browser_driver.mjs"
 
 Event = dict[str, Any]
 
@@ -59,11 +61,20 @@ def fake_ably_options(host: str, **overrides: Any) -> dict[str, Any]:
 
 
 class AblyDriver:
-    """A `node driver.mjs` child process with one Realtime client (made on enter if options are given)."""
+    """A `node driver.mjs` child process with one Realtime client (made on enter if options are given).
 
-    def __init__(self, options: dict[str, Any] | None = None, *, node: str = "node") -> None:
+    ``script`` and ``args`` choose another driver speaking the same protocol, e.g.
+    ``AblyDriver(options, script=BROWSER_DRIVER, args=["--proxy-server", "http://127.0.0.1:8080"])``.
+    """
+
+    def __init__(
+        self, options: dict[str, Any] | None = None, *, node: str = "node", script: Path = DRIVER,
+        args: Sequence[str] = (),
+    ) -> None:  # fmt: skip
         self.options = options
         self.node = node
+        self.script = script
+        self.args = tuple(args)
         self.events: list[Event] = []
         self.stderr = bytearray()
         self._process: asyncio.subprocess.Process | None = None
@@ -98,7 +109,8 @@ class AblyDriver:
             raise DriverError(f"{self.node!r} not found: Node.js 18+ is needed for the ably-js tests")
         self._process = await asyncio.create_subprocess_exec(
             node,
-            str(DRIVER),
+            str(self.script),
+            *self.args,
             cwd=JS_DIR,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
