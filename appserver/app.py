@@ -62,6 +62,8 @@ class AppServer:
         for warning in self.config.non_loopback_binds():
             log.warning("binding the %s to a non-loopback address: anyone who can reach it can use it", warning)
         self._session = aiohttp.ClientSession(
+            # No cap on concurrent upstream connections: the SDKs under test decide how many.
+            connector=aiohttp.TCPConnector(limit=0),
             # Forward the client's headers, not aiohttp's defaults.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout),

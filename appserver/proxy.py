@@ -9,9 +9,10 @@ never accepted and then closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
 from aiohttp import web
@@ -173,7 +174,7 @@ class ProxyEndpoint:
             self._config.close_timeout,
             self._config.max_queued_messages,
         )
-        with self._registry.track(connection):
+        with self._registry.track(connection), _released(upstream):
             log.info("connection %s opened: %s (from %s)", connection.id, target.url, request.remote)
             await self._registry.interception.notify(EVENT_CONNECTION_OPENED, info.to_json())
             await connection.run()
@@ -184,6 +185,19 @@ class ProxyEndpoint:
             )  # fmt: skip
             await self._registry.interception.notify(EVENT_CONNECTION_CLOSED, closed)
         return ws
+
+
+@contextlib.contextmanager
+def _released(ws: aiohttp.ClientWebSocketResponse) -> Iterator[None]:
+    """Give the upstream connection back to aiohttp's connector once the relay is over.
+
+    We close its transport ourselves (never through aiohttp's close(), which cannot send
+    a close frame without a code), so the connector must be told the connection is done.
+    """
+    try:
+        yield
+    finally:
+        ws._response.close()  # noqa: SLF001
 
 
 def _transport_of(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport:

@@ -51,7 +51,12 @@ class UpstreamServer:
         )
         await ws.prepare(request)
         await self.accepted.put((request, ws))
-        await self._done.wait()  # the test owns the socket until the server stops
+        # The test owns the socket until its peer goes away or the server stops.
+        while not self._done.is_set() and request.transport is not None and not request.transport.is_closing():
+            try:
+                await asyncio.wait_for(self._done.wait(), 0.5)
+            except TimeoutError:
+                pass
         return ws
 
     async def start(self) -> None:
@@ -206,3 +211,29 @@ async def close_cleanly(client: Any, server: Any, timeout: float = 5) -> None:
         await server.send_frame(b"\x03\xe8", WSMsgType.CLOSE)
         while (await client.receive()).type is not WSMsgType.CLOSE:
             pass
+
+
+class Router:
+    """Hands each upstream socket to the connection whose path it carries (they arrive in any order)."""
+
+    def __init__(self, upstream: UpstreamServer) -> None:
+        self._upstream = upstream
+        self._sockets: dict[str, asyncio.Future[Any]] = {}
+        self._task = asyncio.ensure_future(self._route())
+        self.host = upstream.host
+
+    def _future(self, path: str) -> asyncio.Future[Any]:
+        return self._sockets.setdefault(path, asyncio.get_running_loop().create_future())
+
+    async def _route(self) -> None:
+        while True:
+            request, ws = await self._upstream.accepted.get()
+            self._future(request.path).set_result(ws)
+
+    async def socket_for(self, path: str) -> Any:
+        async with asyncio.timeout(30):
+            return await self._future(path)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)

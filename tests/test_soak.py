@@ -19,7 +19,7 @@ import aiohttp
 from appserver.app import AppServer
 from shared.client import Intercepted, InterceptionClient
 from shared.wire import Frame
-from tests.peers import UpstreamServer, close_cleanly, connect_client, receive_data
+from tests.peers import Router, UpstreamServer, close_cleanly, connect_client, receive_data
 
 FULL = os.environ.get("SOAK") == "full"
 CONNECTIONS, MESSAGES = (100, 1000) if FULL else (10, 150)
@@ -102,29 +102,3 @@ async def one_connection(http: aiohttp.ClientSession, app_server: AppServer, rou
     assert results[2] == want_up, f"connection {n}, client→server differs (seed {SEED})"
     assert results[3] == want_down, f"connection {n}, server→client differs (seed {SEED})"
     await close_cleanly(sdk, server)
-
-
-class Router:
-    """Hands each upstream socket to the connection whose path it carries (they arrive in any order)."""
-
-    def __init__(self, upstream: UpstreamServer) -> None:
-        self._upstream = upstream
-        self._sockets: dict[str, asyncio.Future[Any]] = {}
-        self._task = asyncio.ensure_future(self._route())
-        self.host = upstream.host
-
-    def _future(self, path: str) -> asyncio.Future[Any]:
-        return self._sockets.setdefault(path, asyncio.get_running_loop().create_future())
-
-    async def _route(self) -> None:
-        while True:
-            request, ws = await self._upstream.accepted.get()
-            self._future(request.path).set_result(ws)
-
-    async def socket_for(self, path: str) -> Any:
-        async with asyncio.timeout(30):
-            return await self._future(path)
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
