@@ -70,8 +70,7 @@ async def publish_and_receive(sdk: AblyDriver, data: str) -> dict[str, Any]:
 async def test_direct_mode_end_to_end(
     direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """Direct mode: ably-js at the proxy endpoint reaches the fake, and both directions go through the suite's
-    transforms, re-encoded in the connection's own format; its REST token request is relayed to the fake."""
+    """Direct mode: ably-js at the proxy endpoint reaches the fake, transformed both ways; its REST call is relayed."""
     traffic = Traffic().install(intercept)
     intercept.transform_client_message = tag_data(" +client")
     intercept.transform_server_message = tag_data(" +server")
@@ -146,8 +145,7 @@ async def start_local_or_skip(client: InterceptionClient, pid: int) -> None:
 
 
 async def test_local_mode_by_pid(local_stack: AppServer, fake: FakeAbly, binary: bool) -> None:
-    """Local mode: with the Node process captured by PID, ably-js connecting straight to the fake's port goes
-    through mitmproxy and the app server; the suite sees the connection and transforms its messages."""
+    """Local mode by PID: ably-js connecting straight to the fake goes through mitmproxy and the suite."""
     async with AblyDriver() as sdk:
         client = await InterceptionClient.connect(f"ws://127.0.0.1:{local_stack.control_port}/")
         try:

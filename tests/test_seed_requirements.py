@@ -48,8 +48,7 @@ def realtime_connections(context: InterceptionContext) -> list[str]:
 async def test_outgoing_message_checked_then_continued(
     direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """An outgoing MESSAGE can be held and checked (channel, name, data, no clientId: the connection carries it),
-    then let go: only then does the server get it and the publish succeed."""
+    """An outgoing MESSAGE held by the suite is checked, then let go: only then is it sent and ACKed."""
     seen: asyncio.Future[Intercepted] = asyncio.get_running_loop().create_future()
     release = asyncio.Event()
 
@@ -79,6 +78,7 @@ async def test_outgoing_message_checked_then_continued(
     assert message is not None and message["channel"] == "room" and message["msgSerial"] == 0
     [entry] = message["messages"]
     assert (entry["name"], entry["data"]) == ("greeting", "hello")
+    # ably-js leaves the clientId off the message: the connection carries it and the server fills it in.
     assert "clientId" not in entry
     assert opened.query["clientId"] == "alice"
     assert (echoed["data"], echoed["clientId"]) == ("hello", "alice")
@@ -144,8 +144,7 @@ async def test_dropped_attach_sabotages_attach(
 async def test_server_auth_gets_client_auth(
     direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """An injected server AUTH makes ably-js fetch a token (REST, relayed) and send it in an outgoing AUTH,
-    staying connected."""
+    """An injected server AUTH makes ably-js fetch a token over REST and send it in an outgoing AUTH."""
     traffic = Traffic().install(intercept)
     async with sdk_via_proxy(direct, binary) as sdk:
         await sdk.wait_for_state("connected")
@@ -226,8 +225,7 @@ async def test_injected_error_fails(direct: AppServer, intercept: InterceptionCo
 async def test_dropped_ack_publish_pending_until_resume(
     direct: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """With its ACK dropped, a publish neither succeeds nor fails; ably-js resends it (same msgSerial) on the
-    resumed connection and the publish succeeds once that ACK gets through."""
+    """With its ACK dropped a publish stays pending; after a resume ably-js resends it and it succeeds."""
     traffic = Traffic().install(intercept)
     dropping = True
     intercept.transform_server_message = lambda item: None if dropping and item.action == Action.ACK else item.message
@@ -275,8 +273,7 @@ async def test_dropped_ack_then_error_fails_publish(
 async def test_dropped_attached_times_out_and_retries(
     direct: AppServer, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """With ATTACHED dropped, attach() fails after realtimeRequestTimeout (90007, channel suspended), ably-js
-    retries the ATTACH by itself, and the channel attaches once ATTACHED gets through."""
+    """With ATTACHED dropped, attach() fails with 90007 after realtimeRequestTimeout and ably-js retries."""
     traffic = Traffic().install(intercept)
     dropping = True
     intercept.transform_server_message = (
@@ -321,8 +318,7 @@ def rewrite_connected(**details: Any) -> Any:
 async def test_rewritten_connection_key_and_client_id_used(
     direct: AppServer, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """A CONNECTED rewritten with connectionKey and clientId sets connection.key and auth.clientId, and the
-    next connection resumes with that key."""
+    """A rewritten CONNECTED sets connection.key and auth.clientId, and the next connection resumes that key."""
     intercept.transform_server_message = rewrite_connected(connectionKey="fixed!key", clientId="fixed-client")
     async with sdk_via_proxy(direct, binary) as sdk:
         await sdk.wait_for_state("connected")
@@ -338,8 +334,7 @@ async def test_rewritten_connection_key_and_client_id_used(
 async def test_rewritten_max_idle_interval_used(
     direct: AppServer, intercept: InterceptionContext, binary: bool
 ) -> None:
-    """A CONNECTED rewritten with maxIdleInterval 300 ms makes ably-js give up on a quiet connection after about
-    maxIdleInterval + realtimeRequestTimeout, not the server's 15 s."""
+    """A CONNECTED rewritten with maxIdleInterval 300 ms makes ably-js drop a quiet connection within ~1 s."""
     intercept.transform_server_message = rewrite_connected(maxIdleInterval=300)
     async with sdk_via_proxy(direct, binary, realtimeRequestTimeout=500) as sdk:
         await sdk.wait_for_state("connected")
@@ -348,7 +343,7 @@ async def test_rewritten_max_idle_interval_used(
         elapsed = time.monotonic() - started
     assert disconnected["reason"]["code"] == 80003
     assert "No activity" in disconnected["reason"]["message"]
-    assert 0.7 < elapsed < 3
+    assert 0.7 < elapsed < 3  # maxIdleInterval + realtimeRequestTimeout, not the fake's 15 s
 
 
 async def test_rewritten_max_message_size_used(direct: AppServer, intercept: InterceptionContext, binary: bool) -> None:
