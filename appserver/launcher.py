@@ -61,6 +61,7 @@ output_logger = logging.getLogger("appserver.mitmdump")
 ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
 CANARY_PATH = Path(canary_probe.__file__).resolve()
 KEEP_LINES = 50
+PF_EXITING = 0x4  # a task's flags in /proc/PID/stat (include/linux/sched.h): it is being torn down
 TAIL_LINES = 20
 STOP_GRACE = 5.0
 OUTPUT_LINE_LIMIT = 1 << 20
@@ -132,6 +133,23 @@ def free_loopback_port() -> int:
         return port
 
 
+def exited(pid: int) -> bool:
+    """Whether our child is exiting or has exited, though asyncio has not reaped it yet.
+
+    Linux only (elsewhere False): after a SIGKILL, its sockets are closed while the kernel
+    is still tearing the process down, state R with PF_EXITING, then it is a zombie (Z),
+    and only then does asyncio see it exit. Meanwhile it must not count as running.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        state, flags = fields[0], int(fields[6])
+    except (OSError, IndexError, ValueError):
+        return True  # no such process any more
+    return state in ("Z", "X") or bool(flags & PF_EXITING)
+
+
 def alive(pid: int, group: bool = False) -> bool:
     """Whether a process (or any member of a process group) still exists."""
     try:
@@ -176,6 +194,8 @@ class MitmproxyLauncher:
         """The mode mitmdump is ready in, with the pid (local mode) or uid (transparent mode)."""
         run = self._run
         if run is None or run.proc is None or run.proc.returncode is not None or not run.outcome.done():
+            return None
+        if exited(run.proc.pid):  # dead, though asyncio has not reaped it yet
             return None
         return run.mode, run.uid if run.mode is ProxyMode.TRANSPARENT else run.pid
 

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ import pytest
 import websockets
 from aiohttp import WSMsgType
 
+from appserver import launcher as launcher_module
 from appserver import transparent
 from appserver.app import AppServer
 from appserver.config import from_args
@@ -174,6 +176,24 @@ async def test_iptables_missing(settings: LauncherSettings, stand_in: StandInApp
         with pytest.raises(LaunchError, match="apt-get install -y iptables"):
             await launcher.ensure(ProxyMode.TRANSPARENT, uid=4242)
     assert pids_with_arg(marker(settings)) == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_exited_before_reaped() -> None:
+    """A killed child counts as exited before anyone reaps it (so a restart is not skipped)."""
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert not launcher_module.exited(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while not launcher_module.exited(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert launcher_module.exited(child.pid)
+        assert child.returncode is None  # not reaped yet
+    finally:
+        child.kill()
+        child.wait()
+    assert launcher_module.exited(child.pid)
 
 
 # -- real rules, real mitmdump (root and iptables) -------------------------------------------
