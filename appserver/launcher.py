@@ -61,10 +61,10 @@ output_logger = logging.getLogger("appserver.mitmdump")
 ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
 CANARY_PATH = Path(canary_probe.__file__).resolve()
 KEEP_LINES = 50
-PF_EXITING = 0x4  # a task's flags in /proc/PID/stat (include/linux/sched.h): it is being torn down
 TAIL_LINES = 20
 STOP_GRACE = 5.0
 OUTPUT_LINE_LIMIT = 1 << 20
+PF_EXITING = 0x4  # a task's flags in /proc/PID/stat (include/linux/sched.h): it is being torn down
 # Output that means local capture cannot work although mitmdump may keep running.
 LOCAL_FATAL_MARKERS = ("eBPF initialization failed", "Failed to run sudo", "Failed to elevate privileges",
                        "[linux-redirector] exited", "failed to establish connection to Linux redirector")
