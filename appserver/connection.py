@@ -65,7 +65,6 @@ class Connection:
         client: Leg,
         upstream: Leg,
         transform: Transform,
-        close_timeout: float,
         max_queued: int = 0,
     ) -> None:
         self.info = info
@@ -73,7 +72,6 @@ class Connection:
         self.id = info.id
         self.legs = {Side.CLIENT: client, Side.SERVER: upstream}
         self._transform = transform
-        self._close_timeout = close_timeout
         self.first_end: tuple[ClosedBy, End] | None = None
 
     async def run(self) -> None:
@@ -86,7 +84,7 @@ class Connection:
                     queue = queues[source.side]
                     tasks.create_task(read_leg(source, dest, queue))
                     tasks.create_task(
-                        pump(queue, source, dest, self._decider(source.side), self._close_timeout, self._on_end)
+                        pump(queue, source, dest, self._decider(source.side), self._on_end)
                     )
         finally:
             for leg in self.legs.values():
@@ -124,7 +122,8 @@ class Connection:
         end = End.drop() if abrupt else End.close(code, reason)
         if self.first_end is None:
             self.first_end = (ClosedBy.PROXY, end)
-        await asyncio.gather(*(pass_on_end(end, self.legs[s], self._close_timeout) for s in sides))
+        for side in sides:
+            await pass_on_end(end, self.legs[side])
 
     def closed_event(self) -> dict[str, Any]:
         """Params of interceptedConnectionClosed."""

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from appserver.errors import SuiteGone
+from shared import jsonfast
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Correlator:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
+            await self._send(jsonfast.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
             async with asyncio.timeout(timeout):
                 return await future
         except ConnectionError as exc:
@@ -101,7 +102,7 @@ class ControlSession:
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         try:
-            await self._send(json.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
+            await self._send(jsonfast.dumps({"jsonrpc": "2.0", "method": method, "params": params}))
         except ConnectionError:
             log.debug("control session %d: notification %s not sent, connection closed", self.id, method)
 
@@ -121,7 +122,7 @@ class ControlSession:
 
     def _on_text(self, text: str) -> None:
         try:
-            payload = json.loads(text, parse_constant=_reject_constant)
+            payload = jsonfast.loads(text)
         except (ValueError, RecursionError) as exc:
             self._spawn(self._reply(_error(-32700, f"Parse error: {exc}")))
             return
@@ -150,9 +151,5 @@ class ControlSession:
         await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"app server shutting down")
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _error(code: int, message: str) -> str:
-    return json.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})
+    return jsonfast.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})

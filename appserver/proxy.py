@@ -168,10 +168,9 @@ class ProxyEndpoint:
         info = _info(request, target)
         connection = Connection(
             info,
-            Leg(Side.CLIENT, ws, request.transport),
-            Leg(Side.SERVER, upstream, _transport_of(upstream)),
+            Leg(Side.CLIENT, ws, request.transport, self._config.close_timeout),
+            Leg(Side.SERVER, upstream, _transport_of(upstream), self._config.close_timeout),
             self._registry.interception.transform,
-            self._config.close_timeout,
             self._config.max_queued_messages,
         )
         with self._registry.track(connection), _released(upstream):

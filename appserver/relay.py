@@ -50,19 +50,29 @@ class WebSocketLike(Protocol):
 class Leg:
     """One side's WebSocket: its state machine and the frames we write to it."""
 
-    def __init__(self, side: Side, ws: WebSocketLike, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, side: Side, ws: WebSocketLike, transport: asyncio.BaseTransport, close_timeout: float) -> None:
         self.side = side
         self.ws = ws
         self.transport = transport
+        self.close_timeout = close_timeout
         self.state = LegState.OPEN
         self.end: End | None = None  # how the peer ended this leg, once known
-        self.closed = asyncio.Event()
+        self._close_timer: asyncio.TimerHandle | None = None
 
     def apply(self, event: LegEvent) -> None:
         self.state = transition(self.state, event)
-        if self.state is LegState.CLOSED:
+        if self.state is LegState.CLOSE_SENT:
+            self._close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self._no_close_answer)
+        elif self.state is LegState.CLOSED:
             self.transport.close()
-            self.closed.set()
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+
+    def _no_close_answer(self) -> None:
+        """The peer has close_timeout seconds to answer our close frame before we drop it."""
+        if self.state is LegState.CLOSE_SENT:
+            log.info("the %s did not answer our close within %.1fs: dropping it", self.side, self.close_timeout)
+            self.abort()
 
     @property
     def can_send(self) -> bool:
@@ -135,7 +145,6 @@ async def pump(
     source: Leg,
     dest: Leg,
     decide: Callable[[Frame], Awaitable[Frame | None]],
-    close_timeout: float,
     on_end: Callable[[Side, End], None],
 ) -> None:
     """Deliver the source leg's messages in order, then pass its End on."""
@@ -143,7 +152,7 @@ async def pump(
         item = await queue.get()
         if isinstance(item, End):
             on_end(source.side, item)
-            await pass_on_end(item, dest, close_timeout)
+            await pass_on_end(item, dest)
             return
         if not dest.can_send:
             log.debug("discarding a %s message: the %s leg is %s", source.side, dest.side, dest.state.value)
@@ -157,21 +166,9 @@ async def pump(
             log.debug("could not deliver to the %s: transport gone", dest.side)
 
 
-async def pass_on_end(end: End, dest: Leg, close_timeout: float) -> None:
+async def pass_on_end(end: End, dest: Leg) -> None:
     action = close_action(end, dest.state)
     if action is CloseAction.ABORT:
         dest.abort()
-    elif action is CloseAction.ANSWER_CLOSE:
+    elif action in (CloseAction.ANSWER_CLOSE, CloseAction.SEND_CLOSE):
         await dest.send_close(end.code, end.reason)
-    elif action is CloseAction.SEND_CLOSE:
-        await dest.send_close(end.code, end.reason)
-        await _await_closed(dest, close_timeout)
-
-
-async def _await_closed(leg: Leg, timeout: float) -> None:
-    """The peer has ``timeout`` seconds to answer our close before we drop it."""
-    try:
-        await asyncio.wait_for(leg.closed.wait(), timeout)
-    except TimeoutError:
-        log.info("the %s did not answer our close within %.1fs: dropping it", leg.side, timeout)
-        leg.abort()

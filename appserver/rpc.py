@@ -24,6 +24,7 @@ from shared.constants import (
     METHOD_MITMPROXY_READY,
     METHOD_START_INTERCEPTION,
 )
+from shared import jsonfast
 from shared.wire import InjectRequest, WireError, require
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ def make_dispatch(methods: dict[str, Method]) -> Callable[[ControlSession, Any],
     """A dispatcher for ControlSession: a parsed payload in, reply text out ("" for none)."""
 
     async def dispatch(session: ControlSession, parsed: Any) -> str:
-        return await async_dispatch("", methods=methods, context=session, deserializer=lambda _: parsed)
+        return await async_dispatch(
+            "", methods=methods, context=session, deserializer=lambda _: parsed, serializer=jsonfast.dumps
+        )
 
     return dispatch

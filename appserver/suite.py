@@ -49,9 +49,10 @@ class Interception:
         if suite is None:
             return frame
         message = InterceptedMessage(next_message_id(), connection_id, frame, from_client)
+        params = message.to_json()
         try:
-            raw = await suite.call(METHOD_TRANSFORM, message.to_json(), self.transform_timeout)
-            result = TransformResult.from_json(raw)
+            raw = await suite.call(METHOD_TRANSFORM, params, self.transform_timeout)
+            result = TransformResult.from_json(raw, sent=frame, sent_data=params["data"])
         except SuiteGone:
             log.debug("message %s released unchanged: the test suite went away", message.id)
             return frame

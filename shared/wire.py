@@ -65,7 +65,7 @@ class Frame:
         if kind == MessageType.TEXT:
             return cls.text(data)
         try:
-            return cls.binary(base64.b64decode(data, validate=True))
+            return cls.binary(binascii.a2b_base64(data, strict_mode=True))
         except (binascii.Error, ValueError) as exc:
             raise WireError("data", "must be Base64 when 'type' is 'binary'") from exc
 
@@ -138,7 +138,17 @@ class TransformResult:
         return {"action": self.action.value, "type": self.frame.type.value, "data": self.frame.wire_data()}
 
     @classmethod
-    def from_json(cls, result: Any) -> TransformResult:
+    def from_json(cls, result: Any, sent: Frame | None = None, sent_data: str | None = None) -> TransformResult:
+        """Parse a result. Given what was sent (``sent`` and its wire ``sent_data``), a replace with
+        the very same type and data returns ``sent`` itself, sparing a Base64 decode per message."""
+        if (
+            sent is not None
+            and isinstance(result, dict)
+            and result.get("action") == Action.REPLACE
+            and result.get("type") == sent.type
+            and result.get("data") == sent_data
+        ):
+            return cls.replace(sent)
         if not isinstance(result, dict):
             raise WireError("result", "must be an object")
         action = result.get("action")

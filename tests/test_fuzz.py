@@ -121,7 +121,10 @@ def wants_answer(frame: str | bytes) -> Any:
         payload = json.loads(frame)
     except (ValueError, RecursionError):
         return NOTHING
+    # A valid Request object (JSON-RPC 2.0 §4): anything else is an Invalid Request, answered with id null.
     if isinstance(payload, dict) and payload.get("jsonrpc") == "2.0" and isinstance(payload.get("method"), str) \
+            and set(payload) <= {"jsonrpc", "method", "params", "id"} \
+            and isinstance(payload.get("params", {}), (dict, list)) \
             and "id" in payload and isinstance(payload["id"], (str, int)) and not isinstance(payload["id"], bool):
         return payload["id"]  # fmt: skip
     return NOTHING
