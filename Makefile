@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install test-deps run run-proxy run-local run-transparent certs test bench fuzz soak clean
+.PHONY: help install test-deps run run-proxy run-local run-transparent certs test bench fuzz soak typecheck clean
 
 help:
 	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
@@ -14,6 +14,8 @@ help:
 	@echo "make test                      the whole test suite (installs what it needs)"
 	@echo "make bench                     the benchmark"
 	@echo "make certs                     create mitmproxy's CA and print its path"
+	@echo "make fuzz / make soak          long fuzzing (10,000 examples) / soak (100 x 1,000 messages)"
+	@echo "make typecheck                 mypy --strict over the product code"
 
 $(STAMP): pyproject.toml scripts/find-python
 	@python=$$(scripts/find-python) || exit 1; \
@@ -56,6 +58,9 @@ certs: $(STAMP)
 
 test: test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict appserver shared redirector
 
 fuzz: test-deps
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)

@@ -50,7 +50,7 @@ class WebSocketLike(Protocol):
 class Leg:
     """One side's WebSocket: its state machine and the frames we write to it."""
 
-    def __init__(self, side: Side, ws: WebSocketLike, transport: asyncio.BaseTransport, close_timeout: float) -> None:
+    def __init__(self, side: Side, ws: WebSocketLike, transport: asyncio.Transport, close_timeout: float) -> None:
         self.side = side
         self.ws = ws
         self.transport = transport

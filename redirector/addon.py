@@ -45,7 +45,7 @@ class Redirector:
             self.control_endpoint = parse_ws_url(opts.appserver_control) if opts.appserver_control else None
             check_options(opts.ready_on, opts.canary_host)
         except ValueError as exc:
-            raise exceptions.OptionsError(str(exc)) from exc
+            raise exceptions.OptionsError(str(exc)) from exc  # type: ignore[no-untyped-call]
 
     def running(self) -> None:
         if ctx.options.ready_on == "running":
