@@ -7,6 +7,7 @@ import os
 import logging
 import signal
 import sys
+from typing import Callable
 
 from appserver.app import AppServer
 from appserver.config import Config, from_args
@@ -73,13 +74,22 @@ async def start_mitmproxy(server: AppServer, spec: str) -> None:
         log.info("%s", line)
 
 
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed: a faster event loop under the same asyncio API."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: list[str] | None = None) -> int:
     config = from_args(argv)
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config), loop_factory=_fast_loop_factory())
     except OSError as exc:
         log.error("could not start: %s", exc)
         return 1

@@ -30,32 +30,58 @@ class RemoteError(Exception):
 
 
 class Correlator:
-    """Pending outgoing requests, matched to responses by id."""
+    """Pending outgoing requests, matched to responses by id.
+
+    Timeouts use one timer per session rather than one per call: every
+    intercepted message is a call, and a per-call timeout costs more than the
+    rest of the bookkeeping together.
+    """
 
     def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
         self._send = send
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], float]] = {}  # id → (future, deadline)
         self._ids = itertools.count(1)
+        self._timer: asyncio.TimerHandle | None = None
         self._gone = False
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         """Send a request and return its result; TimeoutError, RemoteError or SuiteGone."""
         if self._gone:
             raise SuiteGone()
+        loop = asyncio.get_running_loop()
         request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        future: asyncio.Future[Any] = loop.create_future()
+        deadline = loop.time() + timeout
+        self._pending[request_id] = (future, deadline)
+        if self._timer is None or deadline < self._timer.when():
+            self._arm(deadline)
         try:
             await self._send(jsonfast.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
-            async with asyncio.timeout(timeout):
-                return await future
+            return await future
         except ConnectionError as exc:
             raise SuiteGone() from exc
         finally:
             del self._pending[request_id]
 
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the calls that are overdue; re-arm for the earliest deadline left."""
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        waiting = [(future, deadline) for future, deadline in self._pending.values() if not future.done()]
+        for future, deadline in waiting:
+            if deadline <= now:
+                future.set_exception(TimeoutError())
+        later = [deadline for _, deadline in waiting if deadline > now]
+        if later:
+            self._arm(min(later))
+
     def resolve(self, response: dict[str, Any]) -> None:
-        future = self._pending.get(response.get("id"))  # type: ignore[arg-type]
+        future, _ = self._pending.get(response.get("id"), (None, 0.0))  # type: ignore[arg-type]
         if future is None or future.done():
             log.warning("ignoring a response to no pending request: id %r", response.get("id"))
             return
@@ -69,7 +95,10 @@ class Correlator:
     def fail_all(self) -> None:
         """The control socket closed: nothing may wait on it any more."""
         self._gone = True
-        for future in self._pending.values():
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(SuiteGone())
 

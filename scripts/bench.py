@@ -326,6 +326,15 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
                     if r == 0:  # before any 64 KiB job has raised the heap's high-water mark
                         rss["after_20x500_first_round_kb"] = max(rss.get("after_20x500_first_round_kb", 0), h.rss_kb())
     rss["end_kb"] = h.rss_kb()
+    churn_variant = next((v for v in ("relay", "suite") if v in variants), None)
+    if churn_variant is not None and not h.args.quick:
+        count = CHURN_CONNECTIONS
+        log(f"churn: {count} connections opened and closed [{churn_variant}]")
+        # A shorter churn first: the allocator's pools for 25 concurrent connections are not growth.
+        h.run_job(churn_variant, Workload("churn", "churn", "churn", "text", 4, count // 3), None)
+        before = h.rss_kb()
+        h.run_job(churn_variant, Workload("churn", "churn", "churn", "text", 4, count), None)
+        rss["churn"] = {"connections": count, "before_kb": before, "after_kb": h.rss_kb()}
     rss["peak_kb"] = status_kb(h.appserver.pid, "VmHWM")
     return cells, rss
 
@@ -393,6 +402,8 @@ TARGETS = [
     ("relay: throughput, 20 conns", "relay", "tput20", "msgs_per_s", ">=", 0.5, True),
 ]
 RSS_LIMIT_MB = 60
+CHURN_CONNECTIONS = 3_000
+CHURN_GROWTH_LIMIT_MB = 5
 
 
 def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]) -> list[dict[str, Any]]:
@@ -408,6 +419,11 @@ def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]
         value = round(rss["after_20x500_first_round_kb"] / 1024, 1)
         checks.append({"target": "RSS after the 20-conn job, round 1 (MB)", "value": value, "op": "<=",
                        "limit": RSS_LIMIT_MB, "ratio": False, "met": value <= RSS_LIMIT_MB})  # fmt: skip
+    if "churn" in rss:
+        growth = round((rss["churn"]["after_kb"] - rss["churn"]["before_kb"]) / 1024, 1)
+        checks.append({"target": f"RSS growth over {rss['churn']['connections']:,} connections (MB)", "value": growth,
+                       "op": "<=", "limit": CHURN_GROWTH_LIMIT_MB, "ratio": False,
+                       "met": growth <= CHURN_GROWTH_LIMIT_MB})  # fmt: skip
     return checks
 
 
@@ -456,6 +472,10 @@ def report(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any], check
                 f"{max(after) / 1024:.1f} (max, later rounds follow 64 KiB jobs), ") if after else ""
     print(f"\napp-server RSS (MB): start {rss['start_kb'] / 1024:.1f}, after warm-up {rss['after_warmup_kb'] / 1024:.1f}, "
           f"{after_20}end {rss['end_kb'] / 1024:.1f}, peak (VmHWM) {rss['peak_kb'] / 1024:.1f}")
+    if "churn" in rss:
+        churn = rss["churn"]
+        print(f"churn: {churn['connections']:,} connections opened and closed, RSS {churn['before_kb'] / 1024:.1f} → "
+              f"{churn['after_kb'] / 1024:.1f} MB")  # fmt: skip
     for variant, by_load in figs.items():
         short = [k for k, f in by_load.items() if f.get("all_transformed") is False]
         if short:

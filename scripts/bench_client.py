@@ -7,7 +7,9 @@ Every job opens fresh connections (not timed), runs, and closes them:
   one message at a time; answers ``{"rtt_us": [...]}``;
 * ``{"op": "throughput", ..., "conns"}``: ``count`` messages spread over ``conns``
   connections, each connection sending all of its share without waiting for
-  the echoes; answers ``{"elapsed_s": ...}`` (first send to last echo).
+  the echoes; answers ``{"elapsed_s": ...}`` (first send to last echo);
+* ``{"op": "churn", ..., "count"}``: ``count`` short-lived connections, closed by
+  either side, some abruptly; answers ``{"elapsed_s": ...}``.
 
 Every echo is checked (same type, same payload, in order). A job that fails or
 exceeds ``timeout`` answers ``{"error": ...}``. It exits when stdin closes.
@@ -97,6 +99,28 @@ async def throughput(session: aiohttp.ClientSession, job: dict[str, Any]) -> dic
     return {"elapsed_s": elapsed}
 
 
+async def churn(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[str, Any]:
+    """Open, exchange one message and close ``count`` connections, 25 at a time: half closed
+    by the client, half by the server, every fifth client-side close abrupt."""
+    gate = asyncio.Semaphore(25)
+
+    async def one(n: int) -> None:
+        async with gate:
+            ws = await connect(session, job)
+            await send(ws, "ping")
+            await expect(ws, "ping")
+            if n % 2:
+                await ws.send_str("__close__")
+                await ws.receive()
+            elif n % 5 == 0:
+                ws._response.connection.transport.abort()  # type: ignore[union-attr]  # noqa: SLF001
+            await ws.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(job["count"])))
+    return {"elapsed_s": time.perf_counter() - start}
+
+
 async def run_job(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[str, Any]:
     try:
         async with asyncio.timeout(job.get("timeout", 120)):
@@ -104,6 +128,8 @@ async def run_job(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[s
                 return await latency(session, job)
             if job["op"] == "throughput":
                 return await throughput(session, job)
+            if job["op"] == "churn":
+                return await churn(session, job)
             return {"ok": True}
     except TimeoutError:
         return {"error": f"{job['op']} job did not finish within {job.get('timeout', 120)} s"}

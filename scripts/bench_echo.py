@@ -1,7 +1,8 @@
 """Benchmark helper: the echo upstream (a process of its own, started by bench.py).
 
 Binds a free loopback port, prints ``{"port": N}`` on stdout, and echoes every
-data message back with its own frame type until its standard input closes.
+data message back with its own frame type until its standard input closes;
+the text ``__close__`` makes it close that connection (1000) instead.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import sys
 
 from aiohttp import WSMsgType, web
 
+CLOSE_REQUEST = "__close__"
+
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=0, compress=False)
     await ws.prepare(request)
     async for msg in ws:
-        if msg.type is WSMsgType.TEXT:
+        if msg.type is WSMsgType.TEXT and msg.data == CLOSE_REQUEST:  # the churn job's server-side closes
+            await ws.close(code=1000)
+        elif msg.type is WSMsgType.TEXT:
             await ws.send_str(msg.data)
         elif msg.type is WSMsgType.BINARY:
             await ws.send_bytes(msg.data)
