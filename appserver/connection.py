@@ -7,18 +7,15 @@ both transports closed when :meth:`Connection.run` returns.
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import logging
-import uuid
-from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from appserver.errors import LegClosed
 from appserver.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay import Leg, pass_on_end, pump, read_leg
 from shared import ably
-from shared.wire import Frame
+from shared.wire import ClosedBy, ConnectionClosed, ConnectionOpened, Frame
 
 log = logging.getLogger(__name__)
 
@@ -28,40 +25,10 @@ Transform = Callable[[str, Frame, bool], Awaitable[Frame | None]]
 Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
-class ClosedBy(enum.StrEnum):
-    CLIENT = "client"
-    SERVER = "server"
-    PROXY = "proxy"
-
-
-@dataclass(frozen=True)
-class ConnectionInfo:
-    """What the suite is told when a connection opens (interceptedConnectionOpened)."""
-
-    url: str
-    host: str
-    proto: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "connectionID": self.id,
-            "url": self.url,
-            "host": self.host,
-            "proto": self.proto,
-            "path": self.path,
-            "query": self.query,
-            "headers": self.headers,
-        }
-
-
 class Connection:
     def __init__(
         self,
-        info: ConnectionInfo,
+        info: ConnectionOpened,
         client: Leg,
         upstream: Leg,
         transform: Transform,
@@ -125,13 +92,7 @@ class Connection:
         for side in sides:
             await pass_on_end(end, self.legs[side])
 
-    def closed_event(self) -> dict[str, Any]:
-        """Params of interceptedConnectionClosed."""
+    def closed_event(self) -> ConnectionClosed:
+        """What interceptedConnectionClosed says: who closed first, and how."""
         closed_by, end = self.first_end or (ClosedBy.PROXY, End.drop())
-        return {
-            "connectionID": self.id,
-            "closedBy": closed_by.value,
-            "code": None if end.abrupt else end.code,
-            "reason": end.reason,
-            "clean": not end.abrupt,
-        }
+        return ConnectionClosed(self.id, closed_by, None if end.abrupt else end.code, end.reason, not end.abrupt)

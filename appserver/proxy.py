@@ -20,7 +20,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from appserver.config import Config
-from appserver.connection import Connection, ConnectionInfo
+from appserver.connection import Connection
 from appserver.http_relay import end_to_end, relay_http
 from appserver.lifecycle import Side
 from appserver.registry import Registry
@@ -32,6 +32,7 @@ from shared.constants import (
     HEADER_TEST_PROTO,
     TEST_HEADER_PREFIX,
 )
+from shared.wire import ConnectionOpened
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +181,9 @@ class ProxyEndpoint:
             closed = connection.closed_event()
             log.info(
                 "connection %s closed by %s: code=%s reason=%r clean=%s",
-                connection.id, closed["closedBy"], closed["code"], closed["reason"], closed["clean"],
+                connection.id, closed.closed_by, closed.code, closed.reason, closed.clean,
             )  # fmt: skip
-            await self._registry.interception.notify(EVENT_CONNECTION_CLOSED, closed)
+            await self._registry.interception.notify(EVENT_CONNECTION_CLOSED, closed.to_json())
         return ws
 
 
@@ -206,8 +207,8 @@ def _transport_of(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport:
     return transport  # type: ignore[no-any-return]
 
 
-def _info(request: web.Request, target: Target) -> ConnectionInfo:
-    return ConnectionInfo(
+def _info(request: web.Request, target: Target) -> ConnectionOpened:
+    return ConnectionOpened(
         url=str(target.url),
         host=target.host,
         proto=target.proto,

@@ -36,7 +36,15 @@ from shared.constants import (
     METHOD_START_INTERCEPTION,
     METHOD_TRANSFORM,
 )
-from shared.wire import Frame, InjectRequest, InterceptedMessage, MessageType, TransformResult
+from shared.wire import (
+    ConnectionClosed,
+    ConnectionOpened,
+    Frame,
+    InjectRequest,
+    InterceptedMessage,
+    MessageType,
+    TransformResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,46 +56,6 @@ class ProxyCallError(Exception):
         self.code = error.get("code")
         self.proxy_message = error.get("message", "")
         super().__init__(f"{method}: {self.proxy_message} (code {self.code})")
-
-
-@dataclass(frozen=True)
-class ConnectionOpened:
-    """An intercepted connection (interceptedConnectionOpened)."""
-
-    id: str
-    url: str
-    host: str
-    proto: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-
-    @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> ConnectionOpened:
-        return cls(
-            id=params["connectionID"], url=params["url"], host=params["host"], proto=params["proto"],
-            path=params["path"], query=dict(params["query"]), headers=dict(params["headers"]),
-        )  # fmt: skip
-
-    @property
-    def format(self) -> ably.Format:
-        """The connection's protocol format, from its `format` query parameter (Ably's default is JSON)."""
-        return ably.Format.MSGPACK if self.query.get("format") == "msgpack" else ably.Format.JSON
-
-
-@dataclass(frozen=True)
-class ConnectionClosed:
-    """How an intercepted connection ended (interceptedConnectionClosed)."""
-
-    id: str
-    closed_by: str
-    code: int | None
-    reason: str
-    clean: bool
-
-    @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> ConnectionClosed:
-        return cls(params["connectionID"], params["closedBy"], params["code"], params["reason"], params["clean"])
 
 
 @dataclass
