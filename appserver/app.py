@@ -97,7 +97,8 @@ class AppServer:
             log.warning("refused a control connection from origin %r (allowed: %s)", origin,
                         ", ".join(self.config.allowed_origins))  # fmt: skip
             return web.Response(status=403, text=f"origin {origin!r} is not allowed (see --allow-origin)\n")
-        ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size)
+        # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
+        ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False)
         await ws.prepare(request)
         session = ControlSession(ws, self._dispatch)
         self.registry.sessions.add(session)
