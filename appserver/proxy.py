@@ -160,6 +160,8 @@ class ProxyEndpoint:
             autoping=False,
             max_msg_size=0,
         )
+        # The upstream's own handshake headers (cookies, server-specific ones) reach the client too.
+        ws.headers.extend(forwarded_headers(upstream._response.headers))  # noqa: SLF001
         try:
             await ws.prepare(request)
         except Exception:

@@ -49,6 +49,7 @@ class UpstreamServer:
         ws = web.WebSocketResponse(
             autoclose=False, autoping=False, protocols=self.protocols, compress=self.compress, max_msg_size=0
         )
+        ws.headers["X-Upstream-Handshake"] = "yes"
         await ws.prepare(request)
         await self.accepted.put((request, ws))
         # The test owns the socket until its peer goes away or the server stops.

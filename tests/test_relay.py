@@ -59,6 +59,16 @@ async def test_path_query_and_headers_travel_upstream(
     await close_cleanly(client, server)
 
 
+async def test_upstream_handshake_headers_reach_client(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """The upstream's end-to-end handshake response headers reach the client."""
+    client = await connect_client(http, app_server.proxy_port, upstream.host)
+    _, server = await upstream.next()
+    assert client._response.headers["X-Upstream-Handshake"] == "yes"
+    await close_cleanly(client, server)
+
+
 async def test_subprotocol_negotiated_end_to_end(
     http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
 ) -> None:
