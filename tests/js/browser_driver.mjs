@@ -8,25 +8,27 @@
 // loopback included (Chromium bypasses proxies for loopback unless told
 // "<-loopback>"); WebSockets go as CONNECT tunnels, as in any browser.
 //
-// The page (page.html + node_modules/ably/build/ably.js) comes from a small
-// HTTP server of this process on 127.0.0.1 (fetched through the proxy too,
-// which passes plain HTTP on untouched), a real one: Chromium's Local
-// Network Access checks block a page without a loopback address (one made by
-// request interception, say) from opening ws://127.0.0.1. The page's origin
-// is not the SDK's endpoint, so ably-js's REST requests (auth.authorize, the
-// HTTP connectivity check of a slow connection) are cross-origin, and fail
-// against a server that sends no CORS headers, as the fake Ably server does.
+// The page (page.html, the commands.mjs it imports and
+// node_modules/ably/build/ably.js) comes from a small HTTP server of this
+// process on 127.0.0.1 (fetched through the proxy too, which passes plain
+// HTTP on untouched), a real one: Chromium's Local Network Access checks
+// block a page without a loopback address (one made by request interception,
+// say) from opening ws://127.0.0.1. The page's origin is not the SDK's
+// endpoint, so ably-js's REST requests (auth.authorize, the HTTP connectivity
+// check of a slow connection) are cross-origin, and fail against a server
+// that sends no CORS headers, as the fake Ably server does.
 //
 // When stdin closes, the client is closed, then the browser, then the
 // process exits. If this process dies anyway, Playwright's exit handler (or,
 // on SIGKILL, the closed --remote-debugging-pipe) takes Chromium with it.
 
-import * as readline from 'node:readline';
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
+import { errorInfo } from './commands.mjs';
+import { emit, readCommands } from './stdio.mjs';
 
 const { values: flags } = parseArgs({
   options: {
@@ -37,6 +39,7 @@ const { values: flags } = parseArgs({
 
 const FILES = {
   '/page.html': { url: new URL('./page.html', import.meta.url), type: 'text/html; charset=utf-8' },
+  '/commands.mjs': { url: new URL('./commands.mjs', import.meta.url), type: 'text/javascript' },
   '/ably.js': { url: new URL('./node_modules/ably/build/ably.js', import.meta.url), type: 'text/javascript' },
 };
 
@@ -45,16 +48,8 @@ const NOWHERE = 'http://127.0.0.1:1/';
 
 let shuttingDown = false;
 
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + '\n');
-}
-
 function log(text) {
   process.stderr.write(`browser_driver: ${text}\n`);
-}
-
-function errorInfo(err) {
-  return { code: err?.code ?? null, statusCode: err?.statusCode ?? null, message: String(err?.message ?? err) };
 }
 
 function chromiumArgs() {
@@ -157,16 +152,4 @@ async function shutdown() {
   process.exit(0);
 }
 
-const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
-lines.on('line', (line) => {
-  if (!line.trim()) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    emit({ event: 'result', id: null, ok: false, error: errorInfo(err) });
-    return;
-  }
-  run(cmd);
-});
-lines.on('close', shutdown);
+const lines = readCommands(run, shutdown);
