@@ -1,10 +1,13 @@
 """Fixtures: a real app server and a scriptable upstream on loopback, and a
-check that every test leaves no task and no socket behind."""
+check that every test leaves no task and no socket behind; the helpers they
+are made of, for fixtures elsewhere that need another configuration."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
@@ -12,6 +15,7 @@ import pytest
 
 from appserver.app import AppServer
 from appserver.config import Config
+from tests.mitm_helpers import free_port, pids_with_arg
 from tests.peers import Suite, UpstreamServer, suite_connection
 
 
@@ -50,6 +54,38 @@ def make_config(**overrides: object) -> Config:
     return Config(**{**defaults, **overrides})  # type: ignore[arg-type]
 
 
+def launching_config(confdir: Path, **overrides: object) -> Config:
+    """A config whose app server launches a real mitmdump on startInterception (that confdir, a free port)."""
+    return make_config(**{"launch_mitmproxy": True, "mitmproxy_confdir": str(confdir), "mitmproxy_port": free_port(),
+                          **overrides})  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running_app_server(config: Config) -> AsyncIterator[AppServer]:
+    """An app server started with config; once stopped, nothing is left in its registry nor, if it
+    launched mitmdump, running."""
+    server = AppServer(config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+    if config.launch_mitmproxy and config.mitmproxy_confdir:
+        assert pids_with_arg(config.mitmproxy_confdir) == [], "mitmdump left running after the app server stopped"
+    assert not server.registry.connections, "connections left in the app server's registry"
+
+
+@contextlib.asynccontextmanager
+async def intercepting_suite_connection(
+    http: aiohttp.ClientSession, control_port: int, timeout: float = 10
+) -> AsyncIterator[Suite]:
+    """A test suite connected to the control endpoint that has called startInterception {"mode": "proxy"}."""
+    async with suite_connection(http, control_port) as s:
+        response = await s.request("startInterception", {"mode": "proxy"}, timeout=timeout)
+        assert response.get("result") == {}, response
+        yield s
+
+
 @pytest.fixture
 def config() -> Config:
     return make_config()
@@ -57,13 +93,8 @@ def config() -> Config:
 
 @pytest.fixture
 async def app_server(no_leaks: None, config: Config) -> AsyncIterator[AppServer]:
-    server = AppServer(config)
-    await server.start()
-    try:
+    async with running_app_server(config) as server:
         yield server
-    finally:
-        await server.stop()
-    assert not server.registry.connections, "connections left in the registry"
 
 
 @pytest.fixture
@@ -85,7 +116,5 @@ async def http(no_leaks: None) -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 async def suite(app_server: AppServer, http: aiohttp.ClientSession) -> AsyncIterator[Suite]:
     """A test suite that has called startInterception (passthrough unless told otherwise)."""
-    async with suite_connection(http, app_server.control_port) as s:
-        response = await s.request("startInterception", {"mode": "proxy"})
-        assert response.get("result") == {}, response
+    async with intercepting_suite_connection(http, app_server.control_port) as s:
         yield s

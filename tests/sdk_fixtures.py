@@ -7,28 +7,35 @@ in the module's namespace):
 
 - ``fake``: a :class:`FakeAbly` on loopback (the "real server");
 - ``direct``: an :class:`AppServer` in direct mode whose default upstream is the fake;
+- ``mitmdump_stack``: an :class:`AppServer` that launches a real mitmdump on startInterception;
 - ``intercept``: a test-suite client (the product's client library) that has
-  called startInterception on ``direct``, and its per-test context;
+  called startInterception on ``direct``, and its per-test context
+  (:func:`intercepting` makes one for another app server);
 - :func:`sdk_via_proxy`: ably-js pointed at ``direct``'s proxy endpoint;
-- :class:`Traffic`: every message the context saw, decoded and awaitable by action.
+- :class:`Traffic`: every message the context saw, decoded and awaitable by action;
+- :func:`tag_data`, :func:`publish_and_receive`, :func:`round_trip`,
+  :func:`expected_format`: what the end-to-end tests of both drivers do and check.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from yarl import URL
 
 from appserver.app import AppServer
-from shared.ably import Action
-from shared.client import ConnectionOpened, Intercepted, InterceptionClient, InterceptionContext
+from shared.ably import Action, Format
+from shared.client import Intercepted, InterceptionClient, InterceptionContext
+from shared.wire import ConnectionClosed, ConnectionOpened
 from tests.ably_driver import AblyDriver, fake_ably_options
-from tests.conftest import make_config
-from tests.fake_ably import FakeAbly
+from tests.conftest import launching_config, make_config, running_app_server
+from tests.fake_ably import FakeAbly, FakeConnection
 
 #: ClientOptions that keep every SDK retry and timeout short, so that tests run in seconds.
 SHORT_TIMEOUTS: dict[str, Any] = {
@@ -57,25 +64,34 @@ async def fake(no_leaks: None) -> AsyncIterator[FakeAbly]:
 @pytest.fixture
 async def direct(no_leaks: None, fake: FakeAbly) -> AsyncIterator[AppServer]:
     """The app server in direct mode (no mitmproxy): upgrades and plain HTTP go to the fake."""
-    server = AppServer(make_config(default_upstream=URL(f"ws://{fake.host}/")))
-    await server.start()
-    try:
+    async with running_app_server(make_config(default_upstream=URL(f"ws://{fake.host}/"))) as server:
         yield server
-    finally:
-        await server.stop()
-    assert not server.registry.connections, "connections left in the app server's registry"
 
 
 @pytest.fixture
-async def intercept(direct: AppServer) -> AsyncIterator[InterceptionContext]:
-    """The active test suite's interception context, made with the client library."""
-    client = await InterceptionClient.connect(f"ws://127.0.0.1:{direct.control_port}/")
+async def mitmdump_stack(no_leaks: None, tmp_path: Path) -> AsyncIterator[AppServer]:
+    """An app server that launches a real mitmdump (temporary confdir, free port) on startInterception."""
+    async with running_app_server(launching_config(tmp_path / "mitmproxy-conf")) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def intercepting(server: AppServer) -> AsyncIterator[InterceptionContext]:
+    """The interception context of a test suite (the client library) that called startInterception in proxy mode."""
+    client = await InterceptionClient.connect(f"ws://127.0.0.1:{server.control_port}/")
     try:
         await client.start_interception("proxy")
         async with client.intercept() as context:
             yield context
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def intercept(direct: AppServer) -> AsyncIterator[InterceptionContext]:
+    """The active test suite's interception context, made with the client library."""
+    async with intercepting(direct) as context:
+        yield context
 
 
 def sdk_via_proxy(server: AppServer, binary: bool, **overrides: Any) -> AblyDriver:
@@ -91,6 +107,57 @@ async def next_ably_connection(context: InterceptionContext, timeout: float = 10
             opened = await context.next_connection(timeout=timeout)
             if opened.path == ABLY_PATH:
                 return opened
+
+
+def expected_format(binary: bool) -> Format:
+    return Format.MSGPACK if binary else Format.JSON
+
+
+def tag_data(suffix: str, seen: list[Intercepted] | None = None) -> Any:
+    """A transform that appends suffix to the data of every MESSAGE's entries (and leaves the rest alone);
+    with seen, it also records every item it is given there."""
+
+    def transform(item: Intercepted) -> dict[str, Any] | None:
+        if seen is not None:
+            seen.append(item)
+        message = item.message
+        if message is not None and item.action == Action.MESSAGE:
+            for entry in message.get("messages") or []:
+                entry["data"] = f"{entry['data']}{suffix}"
+        return message
+
+    return transform
+
+
+async def publish_and_receive(sdk: AblyDriver, data: str) -> dict[str, Any]:
+    """Attach to "room", subscribe, publish data as "greeting"; the message event the SDK then gets."""
+    await sdk.command("attach", channel="room")
+    await sdk.command("subscribe", channel="room")
+    await sdk.command("publish", channel="room", name="greeting", data=data)
+    return await sdk.next_event("message")
+
+
+class RoundTrip(NamedTuple):
+    """What :func:`round_trip` saw: the suite's and the fake's view of the connection, the message
+    the SDK received, and how the connection closed."""
+
+    opened: ConnectionOpened
+    upstream: FakeConnection
+    received: dict[str, Any]
+    closed: ConnectionClosed
+
+
+async def round_trip(sdk: AblyDriver, context: InterceptionContext, fake: FakeAbly) -> RoundTrip:
+    """The SDK (a client made already) connects, publishes "hello" and receives it (:func:`publish_and_receive`),
+    then closes; returns once the suite has seen the connection closed."""
+    await sdk.wait_for_state("connected")
+    opened = await next_ably_connection(context)
+    upstream = await fake.next_connection()
+    received = await publish_and_receive(sdk, "hello")
+    await sdk.command("close")
+    await sdk.wait_for_state("closed")
+    closed = await context.connection_closed(opened.id)
+    return RoundTrip(opened, upstream, received, closed)
 
 
 def driver_pid(sdk: AblyDriver) -> int:

@@ -16,8 +16,8 @@ import websockets
 from aiohttp import WSMsgType, web
 
 from appserver.app import AppServer
-from tests.conftest import make_config
-from tests.mitm_helpers import free_port, listening_socket, pids_with_arg, ws_connect_via_proxy
+from tests.conftest import intercepting_suite_connection, launching_config, running_app_server
+from tests.mitm_helpers import client_ssl_context, listening_socket, pids_with_arg, run_app, ws_connect_via_proxy
 from tests.peers import Suite, UpstreamServer, receive, suite_connection
 
 
@@ -28,23 +28,13 @@ def confdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def stack(no_leaks: None, confdir: Path, upstream_ca: tuple[Path, Path]) -> AsyncIterator[AppServer]:
-    server = AppServer(
-        make_config(mitmproxy_port=free_port(), launch_mitmproxy=True, mitmproxy_confdir=str(confdir),
-                    upstream_ca=str(upstream_ca[0]))
-    )  # fmt: skip
-    await server.start()
-    try:
+    async with running_app_server(launching_config(confdir, upstream_ca=str(upstream_ca[0]))) as server:
         yield server
-    finally:
-        await server.stop()
-    assert pids_with_arg(str(confdir)) == [], "mitmdump left running after the app server stopped"
 
 
 @pytest.fixture
 async def intercepting_suite(stack: AppServer, http: aiohttp.ClientSession) -> AsyncIterator[Suite]:
-    async with suite_connection(http, stack.control_port) as suite:
-        response = await suite.request("startInterception", {"mode": "proxy"}, timeout=60)
-        assert response.get("result") == {}, response
+    async with intercepting_suite_connection(http, stack.control_port, timeout=60) as suite:
         yield suite
 
 
@@ -72,10 +62,6 @@ async def tls_upstream(no_leaks: None, upstream_ca: tuple[Path, Path]) -> AsyncI
         yield server
     finally:
         await server.stop()
-
-
-def client_tls(confdir: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(confdir / "mitmproxy-ca-cert.pem"))
 
 
 async def test_ws_through_mitmproxy_with_transform(
@@ -126,7 +112,7 @@ async def test_wss_upstream_through_mitmproxy(
     """A wss:// upstream with a self-signed certificate (trusted via --upstream-ca) is reached over TLS,
     and the client, trusting mitmproxy's CA, sees the suite's transform."""
     async with ws_connect_via_proxy(
-        f"wss://{tls_upstream.host}/secure?x=1", stack.config.mitmproxy_port, ssl=client_tls(confdir)
+        f"wss://{tls_upstream.host}/secure?x=1", stack.config.mitmproxy_port, ssl=client_ssl_context(confdir)
     ) as client:
         request, server = await tls_upstream.next()
         assert request.secure and request.raw_path == "/secure?x=1"
@@ -152,17 +138,10 @@ async def test_plain_http_through_mitmproxy_untouched(
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with run_app(app) as port:
         async with http.get(f"http://127.0.0.1:{port}/", proxy=f"http://127.0.0.1:{stack.config.mitmproxy_port}") as r:
             assert await r.text() == "real target"
         assert seen == ["none"]
-    finally:
-        await runner.cleanup()
 
 
 async def test_start_interception_port_taken(
@@ -170,7 +149,7 @@ async def test_start_interception_port_taken(
 ) -> None:
     """startInterception fails with a JSON-RPC error saying the port is taken, and leaves nothing running."""
     with listening_socket() as port:
-        server = AppServer(make_config(mitmproxy_port=port, launch_mitmproxy=True, mitmproxy_confdir=str(confdir)))
+        server = AppServer(launching_config(confdir, mitmproxy_port=port))
         await server.start()
         try:
             async with suite_connection(http, server.control_port) as suite:

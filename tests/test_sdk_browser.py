@@ -23,19 +23,22 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from appserver.app import AppServer
-from shared.ably import Action, Format
-from shared.client import Intercepted, InterceptionClient, InterceptionContext
+from shared.ably import Action
+from shared.client import Intercepted, InterceptionContext
 from tests.ably_driver import BROWSER_DRIVER, AblyDriver, fake_ably_options
-from tests.conftest import make_config
 from tests.fake_ably import FakeAbly
-from tests.mitm_helpers import free_port, pids_with_arg
 from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
     SHORT_TIMEOUTS,
     Traffic,
     binary,
     driver_pid,
+    expected_format,
     fake,
+    intercepting,
+    mitmdump_stack,
     next_ably_connection,
+    round_trip,
+    tag_data,
 )
 
 log = logging.getLogger(__name__)
@@ -46,22 +49,6 @@ pytestmark = pytest.mark.skipif(
     not os.access(CHROMIUM, os.X_OK),
     reason=f"{CHROMIUM} not found: the browser tests need Debian's chromium (apt-get install -y chromium)",
 )
-
-
-@pytest.fixture
-async def proxy_stack(no_leaks: None, tmp_path: Path) -> AsyncIterator[AppServer]:
-    """An app server that launches a real mitmdump (temporary confdir, free port) on startInterception."""
-    confdir = tmp_path / "mitmproxy-conf"
-    server = AppServer(
-        make_config(launch_mitmproxy=True, mitmproxy_confdir=str(confdir), mitmproxy_port=free_port())
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-    assert pids_with_arg(str(confdir)) == [], "mitmdump left running after the app server stopped"
-    assert not server.registry.connections, "connections left in the app server's registry"
 
 
 #: A host mitmdump's log shows the browser asking for: a CONNECT target or an absolute-form URL.
@@ -80,15 +67,10 @@ def loopback_only(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 
 @pytest.fixture
-async def intercept(loopback_only: None, proxy_stack: AppServer) -> AsyncIterator[InterceptionContext]:
+async def intercept(loopback_only: None, mitmdump_stack: AppServer) -> AsyncIterator[InterceptionContext]:
     """The active test suite (startInterception in proxy mode: mitmdump is running) and its context."""
-    client = await InterceptionClient.connect(f"ws://127.0.0.1:{proxy_stack.control_port}/")
-    try:
-        await client.start_interception("proxy")
-        async with client.intercept() as context:
-            yield context
-    finally:
-        await client.close()
+    async with intercepting(mitmdump_stack) as context:
+        yield context
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -149,26 +131,8 @@ async def browser_sdk(stack: AppServer, fake: FakeAbly, binary: bool, **override
     await assert_gone(browser)
 
 
-def tag_data(suffix: str, seen: list[Intercepted]) -> Any:
-    """A transform that records what it is given and appends suffix to the data of every MESSAGE's entries."""
-
-    def transform(item: Intercepted) -> dict[str, Any] | None:
-        seen.append(item)
-        message = item.message
-        if message is not None and item.action == Action.MESSAGE:
-            for entry in message.get("messages") or []:
-                entry["data"] = f"{entry['data']}{suffix}"
-        return message
-
-    return transform
-
-
-def expected_format(binary: bool) -> Format:
-    return Format.MSGPACK if binary else Format.JSON
-
-
 async def test_browser_end_to_end(
-    proxy_stack: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
+    mitmdump_stack: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
     """Chromium's ably-js through mitmproxy: the suite sees the connection (heartbeats=true, its format) and
     transforms decoded messages both ways; the SDK attaches, publishes, is ACKed and receives its message."""
@@ -176,17 +140,8 @@ async def test_browser_end_to_end(
     from_server: list[Intercepted] = []
     intercept.transform_client_message = tag_data(" +client", from_client)
     intercept.transform_server_message = tag_data(" +server", from_server)
-    async with browser_sdk(proxy_stack, fake, binary) as sdk:
-        await sdk.wait_for_state("connected")
-        opened = await next_ably_connection(intercept)
-        upstream = await fake.next_connection()
-        await sdk.command("attach", channel="room")
-        await sdk.command("subscribe", channel="room")
-        await sdk.command("publish", channel="room", name="greeting", data="hello")
-        received = await sdk.next_event("message")
-        await sdk.command("close")
-        await sdk.wait_for_state("closed")
-        closed = await intercept.connection_closed(opened.id)
+    async with browser_sdk(mitmdump_stack, fake, binary) as sdk:
+        opened, upstream, received, closed = await round_trip(sdk, intercept, fake)
     headers = {name.lower(): value for name, value in opened.headers.items()}
     assert (opened.host, opened.proto, opened.path) == (fake.host, "ws", "/")
     assert opened.query["heartbeats"] == "true"  # a browser cannot see WebSocket pings
@@ -210,7 +165,7 @@ async def test_browser_end_to_end(
 
 
 async def test_browser_dropped_ack_resent_after_injected_disconnected(
-    proxy_stack: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
+    mitmdump_stack: AppServer, fake: FakeAbly, intercept: InterceptionContext, binary: bool
 ) -> None:
     """With its ACK dropped, a publish stays pending; after an injected DISCONNECTED the browser's ably-js
     reconnects with resume=<connectionKey>, keeps its connectionId, resends the message and is ACKed."""
@@ -226,7 +181,7 @@ async def test_browser_dropped_ack_resent_after_injected_disconnected(
         return item.message
 
     intercept.transform_server_message = drop_first_ack
-    async with browser_sdk(proxy_stack, fake, binary) as sdk:
+    async with browser_sdk(mitmdump_stack, fake, binary) as sdk:
         await sdk.wait_for_state("connected")
         first = await next_ably_connection(intercept)
         before = await sdk.command("connection")

@@ -13,55 +13,32 @@ events, injections. The "real server" is tests/fake_ably.py on loopback.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any, AsyncIterator
 
 import pytest
 
 from appserver.app import AppServer
-from shared.ably import Action, Format
-from shared.client import Intercepted, InterceptionClient, InterceptionContext, ProxyCallError
+from shared.ably import Action
+from shared.client import InterceptionClient, InterceptionContext, ProxyCallError
 from tests.ably_driver import AblyDriver, fake_ably_options
-from tests.conftest import make_config
 from tests.fake_ably import FakeAbly
-from tests.mitm_helpers import free_port, pids_with_arg
 from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
     SHORT_TIMEOUTS,
     Traffic,
     binary,
     direct,
     driver_pid,
+    expected_format,
     fake,
     intercept,
+    mitmdump_stack,
     next_ably_connection,
+    publish_and_receive,
+    round_trip,
     sdk_via_proxy,
+    tag_data,
 )
 
 log = logging.getLogger(__name__)
-
-
-def tag_data(suffix: str) -> Any:
-    """A transform that appends suffix to the data of every MESSAGE's entries (and leaves the rest alone)."""
-
-    def transform(item: Intercepted) -> dict[str, Any] | None:
-        message = item.message
-        if message is not None and item.action == Action.MESSAGE:
-            for entry in message.get("messages") or []:
-                entry["data"] = f"{entry['data']}{suffix}"
-        return message
-
-    return transform
-
-
-def expected_format(binary: bool) -> Format:
-    return Format.MSGPACK if binary else Format.JSON
-
-
-async def publish_and_receive(sdk: AblyDriver, data: str) -> dict[str, Any]:
-    await sdk.command("attach", channel="room")
-    await sdk.command("subscribe", channel="room")
-    await sdk.command("publish", channel="room", name="greeting", data=data)
-    return await sdk.next_event("message")
 
 
 # -- direct mode ----------------------------------------------------------------
@@ -116,22 +93,6 @@ async def test_direct_mode_close_is_seen_by_suite(
 # -- local mode by PID --------------------------------------------------------------
 
 
-@pytest.fixture
-async def local_stack(no_leaks: None, tmp_path: Path) -> AsyncIterator[AppServer]:
-    """An app server that launches a real mitmdump (temporary confdir, free port) on startInterception."""
-    confdir = tmp_path / "mitmproxy-conf"
-    server = AppServer(
-        make_config(launch_mitmproxy=True, mitmproxy_confdir=str(confdir), mitmproxy_port=free_port())
-    )
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-    assert pids_with_arg(str(confdir)) == [], "mitmdump left running after the app server stopped"
-    assert not server.registry.connections, "connections left in the app server's registry"
-
-
 async def start_local_or_skip(client: InterceptionClient, pid: int) -> None:
     """startInterception in local mode; skip the test, with the launcher's reason, where capture is impossible."""
     try:
@@ -144,10 +105,10 @@ async def start_local_or_skip(client: InterceptionClient, pid: int) -> None:
         raise
 
 
-async def test_local_mode_by_pid(local_stack: AppServer, fake: FakeAbly, binary: bool) -> None:
+async def test_local_mode_by_pid(mitmdump_stack: AppServer, fake: FakeAbly, binary: bool) -> None:
     """Local mode by PID: ably-js connecting straight to the fake goes through mitmproxy and the suite."""
     async with AblyDriver() as sdk:
-        client = await InterceptionClient.connect(f"ws://127.0.0.1:{local_stack.control_port}/")
+        client = await InterceptionClient.connect(f"ws://127.0.0.1:{mitmdump_stack.control_port}/")
         try:
             await start_local_or_skip(client, driver_pid(sdk))
             async with client.intercept() as context:
@@ -155,13 +116,7 @@ async def test_local_mode_by_pid(local_stack: AppServer, fake: FakeAbly, binary:
                 context.transform_server_message = tag_data(" +server")
                 options = fake_ably_options(fake.host, useBinaryProtocol=binary, **SHORT_TIMEOUTS)
                 await sdk.command("create", options=options)
-                await sdk.wait_for_state("connected")
-                opened = await next_ably_connection(context)
-                upstream = await fake.next_connection()
-                received = await publish_and_receive(sdk, "hello")
-                await sdk.command("close")
-                await sdk.wait_for_state("closed")
-                closed = await context.connection_closed(opened.id)
+                opened, upstream, received, closed = await round_trip(sdk, context, fake)
         finally:
             await client.close()
     assert (opened.host, opened.proto, opened.path) == (fake.host, "ws", "/")
