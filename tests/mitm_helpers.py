@@ -2,7 +2,10 @@
 
 Reusable by integration tests: free ports, mitmproxy's CA, a `websockets`
 client through the proxy, a stand-in app server, a plain HTTP target, and a
-process scan to prove nothing was left running.
+process scan to prove nothing was left running. Two fixtures, for tests of the
+launcher (import them into the test module; pytest finds fixtures by name):
+``stand_in``, a running :class:`StandInAppServer`, and ``settings``, launcher
+settings pointing at it (see :func:`marker`).
 """
 
 import asyncio
@@ -15,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import websockets
 import websockets.asyncio.client
 from aiohttp import WSMsgType, web
@@ -141,6 +145,25 @@ async def stand_in_app_server() -> AsyncIterator[StandInAppServer]:
     proxy_app.router.add_route("*", "/{tail:.*}", server.proxy)
     async with run_app(control_app) as server.control_port, run_app(proxy_app) as server.proxy_port:
         yield server
+
+
+@pytest.fixture
+async def stand_in(no_leaks: None) -> AsyncIterator[StandInAppServer]:
+    async with stand_in_app_server() as server:
+        yield server
+
+
+@pytest.fixture
+def settings(tmp_path: Path, stand_in: StandInAppServer) -> LauncherSettings:
+    """Settings for one test: own port, own confdir (also the marker to find its processes)."""
+    return LauncherSettings(listen_port=free_port(), appserver_proxy=stand_in.proxy_endpoint,
+                            appserver_control=stand_in.control_url, ready_timeout=20.0,
+                            extra_args=("--set", f"confdir={tmp_path}"))
+
+
+def marker(settings: LauncherSettings) -> str:
+    """What the command line of every process launched with settings contains (its confdir option)."""
+    return settings.extra_args[-1]
 
 
 @contextlib.asynccontextmanager

@@ -16,8 +16,9 @@ import websockets.asyncio.server
 from appserver import launcher as launcher_module
 from appserver.launcher import CANARY_PATH, LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
 from tests.mitm_helpers import (LOOPBACK, STAND_IN_PREFIX, StandInAppServer, ca_cert_path, free_port, http_target,
-                          launched, listening_socket, pids_with_arg, run_app, stand_in_app_server,
+                          launched, listening_socket, marker, pids_with_arg, run_app,
                           wait_until, ws_connect_via_proxy)
+from tests.mitm_helpers import settings, stand_in  # noqa: F401 - fixtures are found by name
 from shared.constants import HEADER_TEST_HOST, HEADER_TEST_PROTO
 
 # no_leaks (conftest): every task and socket a test opened is gone once its fixtures are.
@@ -25,28 +26,10 @@ pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_leaks")]
 
 
 @pytest.fixture
-async def stand_in() -> AsyncIterator[StandInAppServer]:
-    async with stand_in_app_server() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(tmp_path: Path, stand_in: StandInAppServer) -> LauncherSettings:
-    """Settings for one test: own port, own confdir (also the marker to find its processes)."""
-    return LauncherSettings(listen_port=free_port(), appserver_proxy=stand_in.proxy_endpoint,
-                            appserver_control=stand_in.control_url, ready_timeout=20.0,
-                            extra_args=("--set", f"confdir={tmp_path}"))
-
-
-@pytest.fixture
 async def proxy_launcher(settings: LauncherSettings, stand_in: StandInAppServer) -> AsyncIterator[MitmproxyLauncher]:
     async with launched(settings, stand_in) as launcher:
         await launcher.ensure(ProxyMode.PROXY)
         yield launcher
-
-
-def marker(settings: LauncherSettings) -> str:
-    return settings.extra_args[-1]
 
 
 # -- proxy mode -------------------------------------------------------------

@@ -43,9 +43,9 @@ from appserver.config import from_args
 from appserver.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
 from appserver.transparent import RedirectRules
 from shared.constants import HEADER_TEST_HOST
-from tests.conftest import make_config
-from tests.mitm_helpers import (StandInAppServer, free_port, launched, pids_with_arg, stand_in_app_server,
-                                wait_until)
+from tests.conftest import launching_config
+from tests.mitm_helpers import StandInAppServer, free_port, launched, marker, pids_with_arg, wait_until
+from tests.mitm_helpers import settings, stand_in  # noqa: F401 - fixtures are found by name
 from tests.peers import UpstreamServer, receive, suite_connection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,24 +123,6 @@ def test_make_target_needs_user() -> None:
 
 
 # -- the launcher's checks before anything starts (no root needed) ----------------------
-
-@pytest.fixture
-async def stand_in(no_leaks: None) -> AsyncIterator[StandInAppServer]:
-    async with stand_in_app_server() as server:
-        yield server
-
-
-@pytest.fixture
-def settings(tmp_path: Path, stand_in: StandInAppServer) -> LauncherSettings:
-    """Own ports, own confdir (also the marker to find its mitmdump)."""
-    return LauncherSettings(listen_port=free_port(), appserver_proxy=stand_in.proxy_endpoint,
-                            appserver_control=stand_in.control_url, ready_timeout=20.0,
-                            extra_args=("--set", f"confdir={tmp_path}"))
-
-
-def marker(settings: LauncherSettings) -> str:
-    return settings.extra_args[-1]
-
 
 @pytest.mark.skipif(sys.platform != "linux", reason="transparent mode by uid is Linux only")
 async def test_needs_root(settings: LauncherSettings, stand_in: StandInAppServer,
@@ -291,7 +273,7 @@ def confdir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def transparent_stack(no_leaks: None, confdir: Path, target_uid: int) -> AsyncIterator[AppServer]:
     """A real app server whose launcher runs mitmdump in transparent mode for target_uid."""
-    server = AppServer(make_config(mitmproxy_port=free_port(), launch_mitmproxy=True, mitmproxy_confdir=str(confdir)))
+    server = AppServer(launching_config(confdir))
     await server.start()
     try:
         assert isinstance(server.launcher, MitmproxyLauncher)
