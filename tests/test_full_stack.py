@@ -16,9 +16,9 @@ import websockets
 from aiohttp import WSMsgType, web
 
 from appserver.app import AppServer
-from tests.conftest import intercepting_suite_connection, launching_config, running_app_server
+from tests.conftest import intercepting_suite_connection, launching_config, make_config, running_app_server
 from tests.mitm_helpers import client_ssl_context, listening_socket, pids_with_arg, run_app, ws_connect_via_proxy
-from tests.peers import Suite, UpstreamServer, receive, suite_connection
+from tests.peers import Suite, UpstreamServer, close_cleanly, connect_client, receive, suite_connection
 
 
 @pytest.fixture
@@ -171,3 +171,23 @@ async def test_start_interception_twice_starts_once(
     response = await intercepting_suite.request("startInterception", {"mode": "proxy"})
     assert response["result"] == {}
     assert pids_with_arg(str(confdir)) == before
+
+
+@pytest.mark.parametrize("trust", ["ca", "insecure", "none"])
+async def test_wss_upstream_trust_flags(
+    no_leaks: None, http: aiohttp.ClientSession, tls_upstream: UpstreamServer, upstream_ca: tuple[Path, Path],
+    trust: str,
+) -> None:  # fmt: skip
+    """A self-signed wss:// upstream is reached with --upstream-ca or --upstream-insecure, and without
+    either the client's handshake fails with 502 (the certificate is not trusted)."""
+    overrides = {"ca": {"upstream_ca": str(upstream_ca[0])}, "insecure": {"upstream_insecure": True}, "none": {}}
+    async with running_app_server(make_config(**overrides[trust])) as server:
+        if trust == "none":
+            with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+                await connect_client(http, server.proxy_port, tls_upstream.host, headers={"Ably-Test-Proto": "wss"})
+            assert caught.value.status == 502
+            return
+        client = await connect_client(http, server.proxy_port, tls_upstream.host, headers={"Ably-Test-Proto": "wss"})
+        request, upstream_ws = await tls_upstream.next()
+        assert request.secure
+        await close_cleanly(client, upstream_ws)
