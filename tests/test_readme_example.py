@@ -1,0 +1,75 @@
+"""The README's "Writing a test" example, run exactly as written against the real ably-js.
+
+The two fixtures the example uses are set up here: the pytest plugin's
+``interception`` (pointed at an app server in direct mode, in front of the
+fake Ably server) and ``ably``, this repository's driver of ably-js in Node.
+A test suite has its own way of driving its SDK; the interception side is
+the product's, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from appserver.app import AppServer
+from shared.client import InterceptionClient
+from tests.ably_driver import AblyDriver
+from tests.sdk_fixtures import direct, fake, sdk_via_proxy  # noqa: F401 - fixtures are found by name
+
+
+@pytest.fixture
+async def interception_client(direct: AppServer) -> AsyncIterator[InterceptionClient]:  # noqa: F811
+    """The plugin's fixture of that name, pointed at this test's app server."""
+    client = await InterceptionClient.connect(f"ws://127.0.0.1:{direct.control_port}/")
+    try:
+        await client.start_interception("proxy")
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def ably(direct: AppServer) -> AsyncIterator[AblyDriver]:  # noqa: F811
+    async with sdk_via_proxy(direct, binary=False) as sdk:
+        yield sdk
+
+
+# --- the README's example ---------------------------------------------------------------------
+from shared.ably import Action  # noqa: E402
+
+
+async def test_publish_without_ack_is_resent_after_a_drop(interception, ably):  # type: ignore[no-untyped-def]
+    """A publish whose ACK is dropped stays pending; after an abrupt drop the SDK resends it and it succeeds."""
+    published = []
+    interception.spy_client_message = lambda m: published.append(m.message) if m.action == Action.MESSAGE else None
+    interception.transform_server_message = lambda m: None if m.action == Action.ACK else m.message
+
+    await ably.wait_for_state("connected")
+    conn = await interception.next_connection()  # interceptedConnectionOpened
+    assert conn.query["v"] == "6" and conn.query["format"] == "json"
+
+    await ably.command("attach", channel="room")
+    publish = asyncio.ensure_future(ably.command("publish", channel="room", name="greeting", data="hello"))
+    await asyncio.sleep(1)
+    assert not publish.done()  # its ACK was dropped
+    assert published[0]["channel"] == "room" and published[0]["messages"][0]["data"] == "hello"
+
+    interception.transform_server_message = None  # let ACKs through again
+    await interception.close_connection(conn.id, abrupt=True)  # TCP dropped, no close frame
+    await publish  # the SDK resumed, resent the message, and got its ACK
+    assert len(published) == 2 and published[1]["msgSerial"] == published[0]["msgSerial"]
+# --- end of the README's example ----------------------------------------------------------------
+
+
+def test_readme_shows_this_example() -> None:
+    """The README's example is this file's, word for word."""
+    source = inspect.getsource(test_publish_without_ack_is_resent_after_a_drop).replace(
+        "  # type: ignore[no-untyped-def]", ""
+    )
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert source in readme, "the README's 'Writing a test' example differs from tests/test_readme_example.py"
