@@ -4,26 +4,9 @@ Independent of the rest of appserver/: the app server's ``startInterception``
 handler calls ``MitmproxyLauncher.ensure()``, and forwards the
 ``mitmproxyReady`` notification of its control API to ``notify_ready()``.
 
-Local mode on Linux, as measured with mitmproxy 12.3.1 / mitmproxy_rs 0.12.15
-on kernel 6.18 (running as root, no sudo installed, cgroup2 at
-/sys/fs/cgroup/unified):
-
-* mitmproxy_rs starts its eBPF redirector through ``sudo`` (``sudo echo -n``,
-  then ``sudo --non-interactive --preserve-env mitmproxy-linux-redirector``).
-  With no sudo binary mitmdump logs "Failed to run sudo." and exits. As root
-  we put a pass-through ``sudo`` shim first on mitmdump's PATH.
-* The redirector attaches its BPF program to /sys/fs/cgroup. When that is not
-  the cgroup2 root it logs "eBPF initialization failed" and mitmdump keeps
-  running, capturing nothing. We run mitmdump in a private mount namespace
-  with the cgroup2 mount (found in /proc/self/mountinfo) bound over
-  /sys/fs/cgroup.
-* With both, capture works, and loopback is captured too: a captured process's
-  connection to 127.0.0.1:PORT reaches mitmproxy (peer 169.254.0.1). Only
-  sockets created after the BPF program is attached are captured, and the
-  ``running`` hook fires before that, hence the canary (see canary.py): a
-  process in the capture spec that probes 127.0.0.1 on a port we listen on,
-  with the canary host name, until the addon answers it (ready_on=canary).
-* "object BTF couldn't be loaded" from aya is harmless on this kernel.
+Local mode (by pid) on Linux needs root, a cgroup2 bind mount, a sudo shim and
+a canary process: see local_capture.py. Ready means the canary's probe was
+captured (ready_on=canary).
 
 Transparent mode (Linux, root), the alternative to local mode: every TCP
 connection of one user id is redirected by iptables (see transparent.py) to
@@ -43,15 +26,13 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from appserver import canary as canary_probe
-from appserver import transparent
+from appserver import local_capture, transparent
 from shared.constants import DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, \
     DEFAULT_PROXY_PORT
 
@@ -59,18 +40,11 @@ logger = logging.getLogger(__name__)
 output_logger = logging.getLogger("appserver.mitmdump")
 
 ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
-CANARY_PATH = Path(canary_probe.__file__).resolve()
 KEEP_LINES = 50
 TAIL_LINES = 20
 STOP_GRACE = 5.0
 OUTPUT_LINE_LIMIT = 1 << 20
 PF_EXITING = 0x4  # a task's flags in /proc/PID/stat (include/linux/sched.h): it is being torn down
-# Output that means local capture cannot work although mitmdump may keep running.
-LOCAL_FATAL_MARKERS = ("eBPF initialization failed", "Failed to run sudo", "Failed to elevate privileges",
-                       "[linux-redirector] exited", "failed to establish connection to Linux redirector")
-SUDO_SHIM = '#!/bin/sh\n# We are root already: drop sudo\'s options and run the command.\n' \
-            'while [ $# -gt 0 ]; do case "$1" in --) shift; break;; -*) shift;; *) break;; esac; done\n' \
-            'exec "$@"\n'
 
 
 class ProxyMode(enum.Enum):
@@ -100,17 +74,6 @@ class LauncherSettings:
 
 class LaunchError(Exception):
     """mitmdump could not be started in the requested mode, or was not ready in time."""
-
-
-def cgroup2_mount() -> str | None:
-    """Where the cgroup2 hierarchy is mounted, from /proc/self/mountinfo."""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    found = [before.split(" ")[4] for before, _, after in (line.partition(" - ") for line in lines)
-             if after.split(" ", 1)[0] == "cgroup2"]
-    return "/sys/fs/cgroup" if "/sys/fs/cgroup" in found else next(iter(found), None)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -239,12 +202,15 @@ class MitmproxyLauncher:
         if binary is None:
             raise LaunchError(f"mitmdump binary not found: {self.settings.mitmdump!r}")
         rules = None
-        if mode is ProxyMode.PROXY:
-            await self._start_proxy(binary)
-        elif mode is ProxyMode.TRANSPARENT:
-            rules = await self._start_transparent(binary, uid)
-        else:
-            await self._start_local(binary, pid)
+        try:
+            if mode is ProxyMode.PROXY:
+                await self._start_proxy(binary)
+            elif mode is ProxyMode.TRANSPARENT:
+                rules = await self._start_transparent(binary, uid)
+            else:
+                await self._start_local(binary, pid)
+        except (local_capture.LocalCaptureError, transparent.Unavailable) as exc:
+            raise LaunchError(str(exc)) from exc
         run = self._run
         assert run is not None and run.proc is not None
         await self._await_ready(run)
@@ -272,17 +238,7 @@ class MitmproxyLauncher:
         s = self.settings
         if uid is None:
             raise LaunchError("transparent mode needs the uid of the user whose connections to capture")
-        if sys.platform != "linux":
-            raise LaunchError("transparent mode by user id needs Linux and iptables; use local mode (by pid) here")
-        if os.geteuid() != 0:
-            raise LaunchError("transparent mode needs root (it installs iptables rules); run the app server as root")
-        if uid in (0, os.geteuid()):
-            raise LaunchError(f"transparent mode cannot capture uid {uid}: mitmdump runs as that user, its own "
-                              "connections would be redirected to itself; run the SDK's tests as another user")
-        iptables = transparent.find_iptables(s.iptables)
-        if iptables is None:
-            raise LaunchError(f"transparent mode needs iptables, not found ({s.iptables!r}); "
-                              "on Debian/Ubuntu: apt-get install -y iptables")
+        iptables = transparent.check_target(uid, s.iptables)
         if port_in_use(s.listen_host, s.listen_port):
             raise LaunchError(f"cannot start mitmdump: port {s.listen_host}:{s.listen_port} is already in use")
         port = s.transparent_port or free_loopback_port()
@@ -290,11 +246,7 @@ class MitmproxyLauncher:
             raise LaunchError(f"cannot start mitmdump: port 127.0.0.1:{port} (transparent mode) is already in use")
         rules = transparent.RedirectRules(uid=uid, to_port=port, iptables=iptables,
                                           exclude_ports=(*appserver_ports(s), s.listen_port, port))
-        if await asyncio.to_thread(transparent.chain_exists, rules):
-            removal = "; ".join(transparent.shell_line(c) for c in rules.teardown_commands())
-            raise LaunchError(f"iptables chain {rules.chain} already exists: another app server is capturing "
-                              f"uid {uid}, or one was killed before it could remove its rules. If nothing "
-                              f"uses it, remove it (python -m appserver.transparent remove {uid}, or: {removal})")
+        await asyncio.to_thread(transparent.check_chain_free, rules)
         host = f"[{s.listen_host}]" if ":" in s.listen_host else s.listen_host
         args = [binary, *self._common_args("running"),
                 "--mode", f"regular@{host}:{s.listen_port}", "--mode", f"transparent@127.0.0.1:{port}"]
@@ -311,12 +263,8 @@ class MitmproxyLauncher:
         # Until _spawn has recorded them in a _Run, these are ours to clean up.
         run = _Run(ProxyMode.LOCAL, pid, tmpdir=tmpdir)
         try:
-            wrapper = linux_local_wrapper(env, tmpdir) if sys.platform == "linux" else []
-            run.listener, port = await canary_probe.start_listener()
-            run.canary = await asyncio.create_subprocess_exec(
-                sys.executable, str(CANARY_PATH), str(port), DEFAULT_CANARY_HOST,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            wrapper = local_capture.linux_local_wrapper(env, tmpdir) if sys.platform == "linux" else []
+            run.listener, run.canary = await local_capture.start_canary()
             args = [*wrapper, binary, *self._common_args("canary"), "--mode", f"local:{pid},{run.canary.pid}"]
             await self._spawn(run, args, env)
         except BaseException:
@@ -370,8 +318,8 @@ class MitmproxyLauncher:
             self._tail.append(line)
             output_logger.info("mitmdump: %s", line)
             if run.mode is ProxyMode.LOCAL and not run.outcome.done():
-                if any(marker in line for marker in LOCAL_FATAL_MARKERS):
-                    run.outcome.set_result(f"local capture is impossible on this host: {line.strip()}")
+                if (reason := local_capture.fatal_reason(line)) is not None:
+                    run.outcome.set_result(reason)
 
     async def _watch(self, run: _Run) -> None:
         assert run.proc is not None
@@ -455,28 +403,3 @@ async def terminate_group(proc: asyncio.subprocess.Process) -> None:
         if not alive(pgid, group=True):
             break
     await proc.wait()
-
-
-def linux_local_wrapper(env: dict[str, str], tmpdir: str) -> list[str]:
-    """Command prefix (and PATH change) so mitmproxy's eBPF redirector can work here."""
-    if os.geteuid() != 0:
-        raise LaunchError("local capture on Linux needs root (mitmproxy's eBPF redirector); "
-                          "run the app server as root")
-    mount = cgroup2_mount()
-    if mount is None:
-        raise LaunchError("local capture is impossible on this host: no cgroup2 hierarchy is mounted")
-    if shutil.which("sudo", path=env.get("PATH")) is None:
-        shim = Path(tmpdir) / "sudo"
-        shim.write_text(SUDO_SHIM)
-        shim.chmod(stat.S_IRWXU)
-        env["PATH"] = f"{tmpdir}{os.pathsep}{env.get('PATH', os.defpath)}"
-    if mount == "/sys/fs/cgroup":
-        return []
-    unshare = shutil.which("unshare", path=env.get("PATH"))
-    if unshare is None:
-        raise LaunchError(f"local capture needs cgroup2 at /sys/fs/cgroup (it is at {mount}) "
-                          "and unshare(1) to bind-mount it there; unshare not found")
-    # A private mount namespace: the bind mount is seen by mitmdump and its
-    # redirector only, the host's /sys/fs/cgroup stays as it is.
-    return [unshare, "--mount", "--propagation", "private", "--", "sh", "-c",
-            'mount --bind "$0" /sys/fs/cgroup && exec "$@"', mount]

@@ -19,7 +19,8 @@ are left alone, so the user's test suite can reach the control API.
 Command construction is pure (:class:`RedirectRules`); :func:`install`,
 :func:`remove` and :func:`chain_exists` run them, synchronously (callers in
 asyncio use ``asyncio.to_thread``, which also lets a removal finish when its
-caller is cancelled).
+caller is cancelled). :func:`check_target` and :func:`check_chain_free` are the
+launcher's checks before it starts anything.
 
 ``python -m appserver.transparent show|remove USER`` prints or runs the
 removal by hand, e.g. after the app server was killed with SIGKILL.
@@ -28,6 +29,7 @@ removal by hand, e.g. after the app server was killed with SIGKILL.
 from __future__ import annotations
 
 import logging
+import os
 import pwd
 import shutil
 import subprocess
@@ -48,6 +50,10 @@ _lock = threading.RLock()
 
 class RuleError(Exception):
     """An iptables command failed; the message has its stderr."""
+
+
+class Unavailable(Exception):
+    """Transparent capture cannot work on this host, or for that uid (the message says why)."""
 
 
 def find_iptables(name: str = IPTABLES) -> str | None:
@@ -141,6 +147,31 @@ def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 def chain_exists(rules: RedirectRules) -> bool:
     return _run(rules.show_command()).returncode == 0
+
+
+def check_target(uid: int, iptables: str) -> str:
+    """The iptables binary to capture that uid's connections with; Unavailable if this host or uid will not do."""
+    if sys.platform != "linux":
+        raise Unavailable("transparent mode by user id needs Linux and iptables; use local mode (by pid) here")
+    if os.geteuid() != 0:
+        raise Unavailable("transparent mode needs root (it installs iptables rules); run the app server as root")
+    if uid in (0, os.geteuid()):
+        raise Unavailable(f"transparent mode cannot capture uid {uid}: mitmdump runs as that user, its own "
+                          "connections would be redirected to itself; run the SDK's tests as another user")
+    found = find_iptables(iptables)
+    if found is None:
+        raise Unavailable(f"transparent mode needs iptables, not found ({iptables!r}); "
+                          "on Debian/Ubuntu: apt-get install -y iptables")
+    return found
+
+
+def check_chain_free(rules: RedirectRules) -> None:
+    """Unavailable if the rules' chain exists already: someone else's, or left behind by a killed app server."""
+    if chain_exists(rules):
+        removal = "; ".join(shell_line(c) for c in rules.teardown_commands())
+        raise Unavailable(f"iptables chain {rules.chain} already exists: another app server is capturing "
+                          f"uid {rules.uid}, or one was killed before it could remove its rules. If nothing "
+                          f"uses it, remove it (python -m appserver.transparent remove {rules.uid}, or: {removal})")
 
 
 def install(rules: RedirectRules) -> None:

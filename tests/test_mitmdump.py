@@ -14,7 +14,9 @@ import websockets
 import websockets.asyncio.server
 
 from appserver import launcher as launcher_module
-from appserver.launcher import CANARY_PATH, LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
+from appserver import local_capture
+from appserver.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
+from appserver.local_capture import CANARY_PATH
 from tests.mitm_helpers import (LOOPBACK, STAND_IN_PREFIX, StandInAppServer, ca_cert_path, free_port, http_target,
                           launched, listening_socket, marker, pids_with_arg, run_app,
                           wait_until, ws_connect_via_proxy)
@@ -280,7 +282,7 @@ async def test_local_mode_impossible_reported(settings: LauncherSettings, stand_
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """When the eBPF redirector cannot attach (cgroup2 not where it looks), ensure() says local capture is impossible."""
     # Pretend cgroup2 is already at /sys/fs/cgroup, so no bind mount is made.
-    monkeypatch.setattr(launcher_module, "cgroup2_mount", lambda: "/sys/fs/cgroup")
+    monkeypatch.setattr(local_capture, "cgroup2_mount", lambda: "/sys/fs/cgroup")
     if os.geteuid() != 0 or (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
         pytest.skip("needs root on a host whose cgroup2 is not at /sys/fs/cgroup")
     async with launched(settings, stand_in) as launcher:
@@ -313,7 +315,7 @@ def test_port_in_use_bind_test() -> None:
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/mountinfo")
 def test_cgroup2_mount_found() -> None:
     """cgroup2_mount() names a directory that really is a cgroup2 root (it has cgroup.controllers)."""
-    mount = launcher_module.cgroup2_mount()
+    mount = local_capture.cgroup2_mount()
     if mount is None:
         pytest.skip("no cgroup2 mounted on this host")
     assert (Path(mount) / "cgroup.controllers").exists()
