@@ -109,12 +109,14 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> N
     A full queue stops this reader, so TCP pushes back on the peer instead of
     memory growing without bound while the suite is slow.
     """
+    warned = False
     while True:
         msg = await leg.ws.receive()
         kind = msg.type  # type: ignore[attr-defined]
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             frame = Frame(MessageType.TEXT if kind is WSMsgType.TEXT else MessageType.BINARY, msg.data)  # type: ignore[attr-defined]
-            if queue.full():
+            if queue.full() and not warned:
+                warned = True  # once per leg: under sustained load this would repeat for every message
                 log.warning("%s messages from the %s are queued: reading paused until the suite catches up",
                             queue.maxsize, leg.side)  # fmt: skip
             await queue.put(frame)
