@@ -7,7 +7,6 @@ both transports closed when :meth:`Connection.run` returns.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import Any, Awaitable, Callable
 

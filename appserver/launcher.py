@@ -24,8 +24,6 @@ import enum
 import logging
 import os
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from appserver import local_capture, transparent
+from appserver.processes import alive, exited, free_loopback_port, port_in_use, terminate_group
 from shared.constants import DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, \
     DEFAULT_PROXY_PORT
 
@@ -42,9 +41,7 @@ output_logger = logging.getLogger("appserver.mitmdump")
 ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
 KEEP_LINES = 50
 TAIL_LINES = 20
-STOP_GRACE = 5.0
 OUTPUT_LINE_LIMIT = 1 << 20
-PF_EXITING = 0x4  # a task's flags in /proc/PID/stat (include/linux/sched.h): it is being torn down
 
 
 class ProxyMode(enum.Enum):
@@ -74,54 +71,6 @@ class LauncherSettings:
 
 class LaunchError(Exception):
     """mitmdump could not be started in the requested mode, or was not ready in time."""
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Bind-test the way mitmproxy binds (SO_REUSEADDR, so TIME_WAIT is no obstacle)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_loopback_port() -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def exited(pid: int) -> bool:
-    """Whether our child is exiting or has exited, though asyncio has not reaped it yet.
-
-    Linux only (elsewhere False): after a SIGKILL, its sockets are closed while the kernel
-    is still tearing the process down, state R with PF_EXITING, then it is a zombie (Z),
-    and only then does asyncio see it exit. Meanwhile it must not count as running.
-    """
-    if sys.platform != "linux":
-        return False
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        state, flags = fields[0], int(fields[6])
-    except (OSError, IndexError, ValueError):
-        return True  # no such process any more
-    return state in ("Z", "X") or bool(flags & PF_EXITING)
-
-
-def alive(pid: int, group: bool = False) -> bool:
-    """Whether a process (or any member of a process group) still exists."""
-    try:
-        (os.killpg if group else os.kill)(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 @dataclass
@@ -381,25 +330,3 @@ async def cleanup(run: _Run) -> None:
     await asyncio.gather(*run.tasks, return_exceptions=True)
     if run.tmpdir is not None:
         shutil.rmtree(run.tmpdir, ignore_errors=True)
-
-
-async def terminate_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process group, SIGKILL whatever is left after a grace period."""
-    pgid = proc.pid  # start_new_session: the process leads its own group
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = asyncio.get_running_loop().time() + STOP_GRACE
-        while alive(pgid, group=True) and asyncio.get_running_loop().time() < deadline:
-            if proc.returncode is None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.05)
-                except TimeoutError:
-                    pass
-            else:
-                await asyncio.sleep(0.05)
-        if not alive(pgid, group=True):
-            break
-    await proc.wait()

@@ -18,7 +18,7 @@ from appserver import local_capture
 from appserver.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
 from appserver.local_capture import CANARY_PATH
 from tests.mitm_helpers import (LOOPBACK, STAND_IN_PREFIX, StandInAppServer, ca_cert_path, free_port, http_target,
-                          launched, listening_socket, marker, pids_with_arg, run_app,
+                          launched, listening_socket, marker, pids_with_arg,
                           wait_until, ws_connect_via_proxy)
 from tests.mitm_helpers import settings, stand_in  # noqa: F401 - fixtures are found by name
 from shared.constants import HEADER_TEST_HOST, HEADER_TEST_PROTO

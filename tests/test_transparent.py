@@ -20,7 +20,6 @@ import asyncio
 import os
 import pwd
 import random
-import shutil
 import signal
 import subprocess
 import sys
