@@ -143,6 +143,8 @@ class ControlSession:
                     self._on_text(msg.data)
                 elif msg.type is WSMsgType.BINARY:
                     self._spawn(self._reply(_error(-32600, "Invalid Request: control messages must be text frames")))
+                elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes with 1009
+                    log.warning("control session %d closed by a protocol error: %s", self.id, msg.data)
         finally:
             # What was sent before the close still counts (mitmproxyReady is sent and the
             # socket closed at once): let dispatched calls finish; each has its own bound.

@@ -90,12 +90,18 @@ async def test_queue_limit_pauses_reading_without_losing_anything(
     await close_cleanly(client, server)
 
 
-async def test_oversized_control_frame_closes_with_1009(http: aiohttp.ClientSession, app_server: AppServer) -> None:
-    """A control frame over --max-control-message-size closes that connection with 1009; others keep working."""
+async def test_oversized_control_frame_closes_with_1009(
+    http: aiohttp.ClientSession, app_server: AppServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A control frame over --max-control-message-size closes that connection with 1009 (logged);
+    others keep working."""
     async with http.ws_connect(f"ws://127.0.0.1:{app_server.control_port}/") as ws:
         await ws.send_str('{"jsonrpc": "2.0", "method": "x", "params": {"pad": "' + "x" * 2000 + '"}, "id": 1}')
         msg = await ws.receive()
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
         assert ws.close_code == 1009
+    async with asyncio.timeout(5):
+        while not any("protocol error" in r.getMessage() and "1000" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.02)
     async with suite_connection(http, app_server.control_port) as suite:
         assert (await suite.request("startInterception", {"mode": "proxy"}))["result"] == {}
