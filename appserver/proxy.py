@@ -182,8 +182,8 @@ class ProxyEndpoint:
             await connection.run()
             closed = connection.closed_event()
             log.info(
-                "connection %s closed by %s: code=%s reason=%r clean=%s",
-                connection.id, closed.closed_by, closed.code, closed.reason, closed.clean,
+                "connection %s closed by %s: code=%s reason=%r clean=%s (%s)",
+                connection.id, closed.closed_by, closed.code, closed.reason, closed.clean, target.url,
             )  # fmt: skip
             await self._registry.interception.notify(EVENT_CONNECTION_CLOSED, closed.to_json())
         return ws
