@@ -164,8 +164,9 @@ class ProxyEndpoint:
         ws.headers.extend(forwarded_headers(upstream._response.headers))  # noqa: SLF001
         try:
             await ws.prepare(request)
-        except Exception:
+        except Exception:  # the client went away mid-handshake: so does the upstream
             _transport_of(upstream).abort()
+            upstream._response.close()  # noqa: SLF001
             raise
         assert request.transport is not None
         info = _info(request, target)
