@@ -31,6 +31,7 @@ class UpstreamServer:
         self.protocols: tuple[str, ...] = ()
         self.compress = True
         self.ssl_context: Any = None
+        self.bind_host = "127.0.0.1"
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._done: asyncio.Event = asyncio.Event()
@@ -65,7 +66,7 @@ class UpstreamServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, self.bind_host, 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -83,7 +84,7 @@ class UpstreamServer:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.bind_host}]:{self.port}" if ":" in self.bind_host else f"{self.bind_host}:{self.port}"
 
 
 def redirect_headers(host: str, proto: str = "ws") -> dict[str, str]:

@@ -41,6 +41,22 @@ async def test_passthrough_without_suite(http: aiohttp.ClientSession, app_server
     await close_cleanly(client, server)
 
 
+async def test_ipv6_loopback_upstream(http: aiohttp.ClientSession, app_server: AppServer, no_leaks: None) -> None:
+    """An Ably-Test-Host with an IPv6 literal ([::1]:port) reaches that upstream."""
+    upstream = UpstreamServer()
+    upstream.bind_host = "::1"
+    await upstream.start()
+    try:
+        client = await connect_client(http, app_server.proxy_port, upstream.host, "/v6")
+        request, server = await upstream.next()
+        assert request.raw_path == "/v6" and request.headers["Host"] == upstream.host
+        await client.send_str("over ipv6")
+        assert await receive_data(server, 1) == ["over ipv6"]
+        await close_cleanly(client, server)
+    finally:
+        await upstream.stop()
+
+
 async def test_path_query_and_headers_travel_upstream(
     http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
 ) -> None:
