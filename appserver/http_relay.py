@@ -10,6 +10,8 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from shared.headers import connection_tokens
+
 log = logging.getLogger(__name__)
 
 HOP_BY_HOP = frozenset(
@@ -19,7 +21,7 @@ HOP_BY_HOP = frozenset(
 
 
 def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    named = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    named = connection_tokens(headers.getall("Connection", []))
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
 
 

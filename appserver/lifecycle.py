@@ -74,6 +74,12 @@ def transition(state: LegState, event: LegEvent) -> LegState:
         raise IllegalTransition(state, event) from None
 
 
+def awaits_close_answer(state: LegState) -> bool:
+    """A leg we sent a close frame to waits for the peer's (RFC 6455 §7.1.1), but only for
+    the close timeout: a peer that never answers is then dropped, so nothing hangs."""
+    return state is LegState.CLOSE_SENT
+
+
 class Delivery(enum.Enum):
     NOW = "now"
     NEVER = "never"

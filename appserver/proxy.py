@@ -32,6 +32,7 @@ from shared.constants import (
     HEADER_TEST_PROTO,
     TEST_HEADER_PREFIX,
 )
+from shared import headers as shared_headers
 from shared.wire import ConnectionOpened
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,7 @@ class Target:
 
 
 def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
-    tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
-    return headers.get("Upgrade", "").strip().lower() == "websocket" and "upgrade" in tokens
+    return shared_headers.is_websocket_upgrade(headers.get("Upgrade", ""), headers.getall("Connection", []))
 
 
 def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:

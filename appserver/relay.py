@@ -23,6 +23,7 @@ from appserver.lifecycle import (
     LegEvent,
     LegState,
     Side,
+    awaits_close_answer,
     close_action,
     close_payload,
     code_from_wire,
@@ -56,12 +57,11 @@ class Leg:
         self.transport = transport
         self.close_timeout = close_timeout
         self.state = LegState.OPEN
-        self.end: End | None = None  # how the peer ended this leg, once known
         self._close_timer: asyncio.TimerHandle | None = None
 
     def apply(self, event: LegEvent) -> None:
         self.state = transition(self.state, event)
-        if self.state is LegState.CLOSE_SENT:
+        if awaits_close_answer(self.state):
             self._close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self._no_close_answer)
         elif self.state is LegState.CLOSED:
             self.transport.close()
@@ -70,7 +70,7 @@ class Leg:
 
     def _no_close_answer(self) -> None:
         """The peer has close_timeout seconds to answer our close frame before we drop it."""
-        if self.state is LegState.CLOSE_SENT:
+        if awaits_close_answer(self.state):
             log.info("the %s did not answer our close within %.1fs: dropping it", self.side, self.close_timeout)
             self.abort()
 
@@ -124,14 +124,12 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> N
             # Pings are the peers' business: relayed end to end, never answered here.
             await _relay_control(other, kind, msg.data)  # type: ignore[attr-defined]
         elif kind is WSMsgType.CLOSE:
-            leg.end = End.close(code_from_wire(msg.data), msg.extra or "")  # type: ignore[attr-defined]
             leg.apply(LegEvent.RECEIVED_CLOSE)
-            await queue.put(leg.end)
+            await queue.put(End.close(code_from_wire(msg.data), msg.extra or ""))  # type: ignore[attr-defined]
             return
         else:  # CLOSED, CLOSING or ERROR: the transport is gone without a close frame
-            leg.end = End.drop()
             leg.apply(LegEvent.TRANSPORT_LOST)
-            await queue.put(leg.end)
+            await queue.put(End.drop())
             return
 
 

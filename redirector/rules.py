@@ -4,6 +4,8 @@ from urllib.parse import urlsplit
 
 from mitmproxy import http
 
+from shared import headers as shared_headers
+
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 READY_ON = ("running", "canary")
 
@@ -49,10 +51,7 @@ def same_endpoint(a: tuple[str, int], b: tuple[str, int]) -> bool:
 
 
 def is_websocket_upgrade(headers: http.Headers) -> bool:
-    """RFC 6455 §4.1: Upgrade is websocket and Connection lists "upgrade"
-    among its comma-separated tokens (browsers send "keep-alive, Upgrade")."""
-    tokens = {t.strip().lower() for v in headers.get_all("connection") for t in v.split(",")}
-    return headers.get("upgrade", "").strip().lower() == "websocket" and "upgrade" in tokens
+    return shared_headers.is_websocket_upgrade(headers.get("upgrade", ""), headers.get_all("connection"))
 
 
 def intended_host(host: str, port: int, tls: bool) -> str:

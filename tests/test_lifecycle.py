@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from appserver.lifecycle import (
+    awaits_close_answer,
     DELIVERY,
     TRANSITIONS,
     CloseAction,
@@ -19,6 +20,8 @@ from appserver.lifecycle import (
     code_from_wire,
     transition,
 )
+
+from shared.headers import is_websocket_upgrade
 
 S, E = LegState, LegEvent
 
@@ -133,3 +136,20 @@ def test_check_sendable_accepts(code: int | None) -> None:
 def test_end_without_code_has_no_reason() -> None:
     """A close frame without a code cannot carry a reason."""
     assert End.close(None, "ignored") == End(abrupt=False, code=None, reason="")
+
+
+@pytest.mark.parametrize("state", list(S))
+def test_only_a_sent_close_awaits_an_answer(state: LegState) -> None:
+    """Only a leg we sent a close frame to waits (with the close timeout) for the peer's answer."""
+    assert awaits_close_answer(state) is (state is S.CLOSE_SENT)
+
+
+@pytest.mark.parametrize(
+    "upgrade, connection, expected",
+    [("websocket", ["Upgrade"], True), ("WebSocket", ["keep-alive, Upgrade"], True),
+     ("websocket", ["keep-alive", " upgrade "], True), ("websocket", [], False), ("h2c", ["Upgrade"], False),
+     ("", ["Upgrade"], False)],
+)  # fmt: skip
+def test_websocket_upgrade_rule(upgrade: str, connection: list[str], expected: bool) -> None:
+    """The upgrade rule both the redirector and the app server use: tokens in any case, spacing or header."""
+    assert is_websocket_upgrade(upgrade, connection) is expected
