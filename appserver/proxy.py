@@ -44,6 +44,17 @@ PER_HOP_WEBSOCKET = frozenset(
 )  # fmt: skip
 
 
+class _NoOverlapWarning(logging.Filter):
+    """aiohttp warns when the protocol we answer with is not on the client's first
+    Sec-WebSocket-Protocol line; we then set the header ourselves, so the warning is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("%s: Client protocols")
+
+
+logging.getLogger("aiohttp.websocket").addFilter(_NoOverlapWarning())
+
+
 class BadTarget(ValueError):
     """The upgrade does not say where it should go."""
 
@@ -152,16 +163,22 @@ class ProxyEndpoint:
     async def _relay(
         self, request: web.Request, target: Target, upstream: aiohttp.ClientWebSocketResponse
     ) -> web.StreamResponse:
-        # Offer the client exactly what the upstream agreed to: its subprotocol and deflate or not.
+        # Answer the client exactly what the upstream agreed to: its subprotocol and deflate or not.
+        upstream_headers = upstream._response.headers  # noqa: SLF001
+        chosen = upstream_headers.get("Sec-WebSocket-Protocol")
         ws = web.WebSocketResponse(
-            protocols=(upstream.protocol,) if upstream.protocol else (),
+            protocols=(chosen,) if chosen else (),
             compress=bool(upstream.compress),
             autoclose=False,
             autoping=False,
             max_msg_size=0,
         )
         # The upstream's own handshake headers (cookies, server-specific ones) reach the client too.
-        ws.headers.extend(forwarded_headers(upstream._response.headers))  # noqa: SLF001
+        ws.headers.extend(forwarded_headers(upstream_headers))
+        if chosen:
+            # aiohttp looks for the protocol in the client's first Sec-WebSocket-Protocol line only;
+            # a client may offer it on a later line (RFC 6455 §11.3.4), and must then still get it.
+            ws.headers["Sec-WebSocket-Protocol"] = chosen
         try:
             await ws.prepare(request)
         except Exception:  # the client went away mid-handshake: so does the upstream

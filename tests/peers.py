@@ -8,9 +8,11 @@ see exactly the frames that arrive, pings and close frames included.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
+import os
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -239,3 +241,29 @@ class Router:
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def raw_handshake(
+    port: int, target: str, lines: list[tuple[str, str]], via_proxy: int | None = None, path: str = "/"
+) -> tuple[int, list[tuple[str, str]]]:
+    """A WebSocket handshake written byte for byte (e.g. one header on several lines), straight to
+    127.0.0.1:port or, with ``via_proxy``, through a CONNECT proxy on that port; the status and the
+    response's header lines. The socket is closed at once: only the handshake is looked at."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", via_proxy or port)
+    try:
+        if via_proxy is not None:
+            writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200"), head
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = [f"GET {path} HTTP/1.1", f"Host: {target}", "Upgrade: websocket", "Connection: Upgrade",
+                   f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", *(f"{k}: {v}" for k, v in lines)]
+        writer.write(("\r\n".join(request) + "\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = [(k.strip(), v.strip()) for k, _, v in (h.partition(":") for h in header_lines if h)]
+    return int(status_line.split()[1]), headers

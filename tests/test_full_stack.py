@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from appserver.app import AppServer
 from tests.conftest import intercepting_suite_connection, launching_config, make_config, running_app_server
 from tests.mitm_helpers import client_ssl_context, listening_socket, pids_with_arg, run_app, ws_connect_via_proxy
-from tests.peers import Suite, UpstreamServer, close_cleanly, connect_client, receive, suite_connection
+from tests.peers import Suite, UpstreamServer, close_cleanly, connect_client, raw_handshake, receive, suite_connection
 
 
 @pytest.fixture
@@ -191,3 +191,17 @@ async def test_wss_upstream_trust_flags(
         request, upstream_ws = await tls_upstream.next()
         assert request.secure
         await close_cleanly(client, upstream_ws)
+
+
+@pytest.mark.parametrize("offer", [["probe.v1"], ["probe.v0", "probe.v1"]], ids=["one line", "two lines"])
+async def test_subprotocol_through_mitmproxy(
+    stack: AppServer, intercepting_suite: Suite, upstream: UpstreamServer, offer: list[str]
+) -> None:
+    """Through mitmdump, the client's 101 carries exactly the subprotocol the upstream chose."""
+    upstream.protocols = ("probe.v1",)
+    lines = [("Sec-WebSocket-Protocol", value) for value in offer]
+    status, headers = await raw_handshake(0, upstream.host, lines, via_proxy=stack.config.mitmproxy_port)
+    request, _ = await upstream.next(timeout=10)
+    assert "probe.v1" in request.headers["Sec-WebSocket-Protocol"]
+    assert status == 101
+    assert [v for k, v in headers if k.lower() == "sec-websocket-protocol"] == ["probe.v1"]

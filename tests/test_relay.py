@@ -12,7 +12,8 @@ import pytest
 from aiohttp import WSMsgType
 
 from appserver.app import AppServer
-from tests.peers import NO_ANSWER, Suite, UpstreamServer, close_cleanly, connect_client, receive, receive_data, suite_connection
+from tests.peers import (NO_ANSWER, Suite, UpstreamServer, close_cleanly, connect_client, raw_handshake, receive,
+                         receive_data, redirect_headers, suite_connection)
 
 DIRECTIONS = ["client-to-server", "server-to-client"]
 
@@ -95,6 +96,32 @@ async def test_subprotocol_negotiated_end_to_end(
     assert request.headers["Sec-WebSocket-Protocol"] == "chat.v1,chat.v2"
     assert client.protocol == "chat.v2"
     await close_cleanly(client, server)
+
+
+SUBPROTOCOL_OFFERS = {"one line": ["probe.v1"], "two lines": ["probe.v0", "probe.v1"], "one list": ["probe.v0, probe.v1"]}
+
+
+@pytest.mark.parametrize("offer", SUBPROTOCOL_OFFERS.values(), ids=SUBPROTOCOL_OFFERS.keys())
+async def test_subprotocol_the_upstream_chose_reaches_the_client(
+    app_server: AppServer, upstream: UpstreamServer, offer: list[str]
+) -> None:
+    """The 101 carries exactly the subprotocol the upstream chose, however the client spread its offer over lines."""
+    upstream.protocols = ("probe.v1",)
+    lines = [*redirect_headers(upstream.host).items(), *(("Sec-WebSocket-Protocol", value) for value in offer)]
+    status, headers = await raw_handshake(app_server.proxy_port, upstream.host, lines)
+    request, _ = await upstream.next()
+    assert "probe.v1" in request.headers["Sec-WebSocket-Protocol"]
+    assert status == 101
+    assert [v for k, v in headers if k.lower() == "sec-websocket-protocol"] == ["probe.v1"]
+
+
+async def test_no_subprotocol_when_the_upstream_chose_none(app_server: AppServer, upstream: UpstreamServer) -> None:
+    """An upstream that picks none of the offered subprotocols: the client's 101 names none either."""
+    lines = [*redirect_headers(upstream.host).items(), ("Sec-WebSocket-Protocol", "probe.v1")]
+    status, headers = await raw_handshake(app_server.proxy_port, upstream.host, lines)
+    await upstream.next()
+    assert status == 101
+    assert not [v for k, v in headers if k.lower() == "sec-websocket-protocol"]
 
 
 @pytest.mark.parametrize("upstream_deflate", [True, False])
