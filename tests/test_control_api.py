@@ -38,6 +38,8 @@ async def raw_reply(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5) -> 
         ("{\"hello\": \"world\"}", -32600),
         ("[]", -32600),
         ("{\"jsonrpc\": \"1.0\", \"method\": \"startInterception\", \"id\": 1}", -32600),
+        ("{\"jsonrpc\": \"2.0\", \"id\": 1}", -32600),
+        ("{\"jsonrpc\": \"2.0\", \"method\": \"injectMessage\", \"id\": 1, \"extra\": true}", -32600),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"noSuchMethod\", \"id\": 1}", -32601),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"id\": 1}", -32602),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": 7}, \"id\": 1}", -32602),
@@ -53,11 +55,37 @@ async def test_bad_input_gets_the_specified_error(
 ) -> None:
     """Each kind of bad input gets its JSON-RPC error code, and the server still works afterwards."""
     async with suite_connection(http, app_server.control_port) as suite:
-        # An invalid request's error has id null (JSON-RPC 2.0 §5).
-        response = await suite.send_raw(frame, expect_id=1 if code not in (-32700, -32600) else None)
+        # The error carries the request's id whenever it can be read, else null (JSON-RPC 2.0 §5).
+        response = await suite.send_raw(frame, expect_id=1 if '"id": 1' in frame else None)
         assert response["jsonrpc"] == "2.0"
         assert response["error"]["code"] == code, response
         await still_works(suite)
+
+
+@pytest.mark.parametrize("params, kind", [("\"x\"", "a string"), ("5", "a number"), ("true", "a boolean"),
+                                         ("null", "null"), ("[\"proxy\"]", "an array")])
+async def test_params_not_an_object_answered_with_the_request_id(
+    http: aiohttp.ClientSession, app_server: AppServer, params: str, kind: str
+) -> None:
+    """Params that are not an object get -32602 saying what they were, with the caller's id, so its call resolves."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        frame = f'{{"jsonrpc": "2.0", "id": 5, "method": "injectMessage", "params": {params}}}'
+        response = await suite.send_raw(frame, expect_id=5)
+        assert response["id"] == 5
+        assert response["error"] == {"code": -32602, "message": f"Invalid params: expected an object, got {kind}"}
+
+
+async def test_batch_answers_each_request_with_its_own_id(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """In a batch, each request is answered on its own: an invalid one gets its error, with its id, beside the others."""
+    async with suite_connection(http, app_server.control_port) as suite:
+        batch = [{"jsonrpc": "2.0", "id": "a", "method": "injectMessage", "params": "x"},
+                 {"jsonrpc": "1.0", "id": "b", "method": "injectMessage", "params": {}},
+                 {"jsonrpc": "2.0", "id": "c", "method": "nope"}, 7,
+                 {"jsonrpc": "2.0", "method": "mitmproxyReady"}]  # fmt: skip
+        answers: Any = await suite.send_raw(json.dumps(batch))  # a batch's answer is a list: no id to wait on
+        assert isinstance(answers, list), answers
+        codes = {answer["id"]: answer["error"]["code"] for answer in answers}
+        assert codes == {"a": -32602, "b": -32600, "c": -32601, None: -32600}
 
 
 @pytest.mark.parametrize(
