@@ -42,6 +42,9 @@ class Launcher(Protocol):
 
 Method = Callable[..., Awaitable[Result]]
 
+MODE_NONE = "none"
+START_MODES = (ProxyMode.PROXY.value, ProxyMode.LOCAL.value, MODE_NONE)
+
 
 def _guarded(method: Callable[..., Awaitable[Any]]) -> Method:
     @functools.wraps(method)
@@ -60,16 +63,19 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
     """The methods dict, bound to this app server's registry and (once it listens) launcher."""
 
     async def start_interception(session: ControlSession, **params: Any) -> dict[str, Any]:
-        mode = require(params, "mode", str)
-        if mode not in (ProxyMode.PROXY.value, ProxyMode.LOCAL.value):
-            raise WireError("mode", "must be 'proxy' or 'local'")
+        launcher = launcher_of()
+        # Without a launcher (--no-mitmproxy, direct mode) there is no mode to choose: {} will do.
+        mode = params.get("mode", MODE_NONE if launcher is None else None)
+        if mode not in START_MODES:
+            problem = "is required" if mode is None else f"must be one of {', '.join(map(repr, START_MODES))}"
+            raise WireError("mode", f"{problem}: 'proxy' (mitmproxy as an HTTP proxy), 'local' (with 'pid': capture "
+                                    "that process) or 'none' (start no mitmproxy: direct mode)")  # fmt: skip
         pid = require(params, "pid", int) if mode == ProxyMode.LOCAL.value else None
         if pid is not None and pid <= 0:
             raise WireError("pid", "must be a positive process id")
         was_active = registry.interception.active is session
         registry.interception.claim(session)
-        launcher = launcher_of()
-        if launcher is not None:
+        if launcher is not None and mode != MODE_NONE:
             try:
                 await launcher.ensure(ProxyMode(mode), pid)
             except LaunchError as exc:

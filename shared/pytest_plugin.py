@@ -1,10 +1,13 @@
 """pytest plugin: fixtures that connect a test suite to the interception proxy.
 
-Enabled automatically once this project is installed (entry point
-``pytest11``). Options: ``--interception-url`` (the control API, default
-ws://127.0.0.1:8001/, or $INTERCEPTION_CONTROL_URL) and
-``--interception-mode`` (proxy, local or none; local captures
-``--interception-pid``, default this process).
+Enabled automatically once this project is installed with its ``pytest`` extra
+(entry point ``pytest11``). Options: ``--interception-url`` (the control API,
+default ws://127.0.0.1:8001/, or $INTERCEPTION_CONTROL_URL) and
+``--interception-mode``: ``proxy``, ``local`` (captures ``--interception-pid``,
+default this process) or ``none`` (direct mode: the app server starts no
+mitmproxy; the SDK is pointed at its proxy endpoint). Whatever the mode, the
+fixture makes this connection the active test suite, or fails the test
+saying why: a suite never runs believing it intercepts when it does not.
 
     async def test_drops_ack(interception):
         interception.transform_server_message = lambda m: None if m.action == Action.ACK else m.message
@@ -13,12 +16,15 @@ ws://127.0.0.1:8001/, or $INTERCEPTION_CONTROL_URL) and
 from __future__ import annotations
 
 import os
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
-from shared.client import InterceptionClient, InterceptionContext
+from shared.client import InterceptionClient, InterceptionContext, ProxyCallError
+
+MODES = ("proxy", "local", "none")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -30,23 +36,43 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--interception-mode",
-        choices=("proxy", "local", "none"),
+        choices=MODES,
         default="proxy",
-        help="startInterception mode; none: do not call it (default %(default)s)",
+        help="startInterception mode: proxy, local (capture --interception-pid) or none (direct mode, no "
+        "mitmproxy) (default %(default)s)",
     )
     group.addoption("--interception-pid", type=int, default=None, help="process to capture in local mode")
+
+
+async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
+    """A control connection that is the active test suite in that mode; pytest.fail saying why if not."""
+    try:
+        client = await InterceptionClient.connect(url)
+    except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+        pytest.fail(f"interception proxy: cannot reach the control API at {url}: {exc!r} "
+                    "(is the app server running? `make run-proxy`, or `make run ARGS=...` for direct mode)",
+                    pytrace=False)  # fmt: skip
+    params: dict[str, Any] = {"mode": mode, **({"pid": pid} if pid is not None else {})}
+    try:
+        await client.start_interception(mode, pid)
+    except ProxyCallError as exc:
+        await client.close()
+        pytest.fail(f"interception proxy: startInterception {params} failed at {url}: {exc.proxy_message} "
+                    f"(code {exc.code})", pytrace=False)  # fmt: skip
+    except BaseException:
+        await client.close()
+        raise
+    return client
 
 
 @pytest_asyncio.fixture
 async def interception_client(request: pytest.FixtureRequest) -> AsyncIterator[InterceptionClient]:
     """A control connection that has called startInterception: the active test suite for this test."""
     config = request.config
-    client = await InterceptionClient.connect(config.getoption("--interception-url"))
+    mode = config.getoption("--interception-mode")
+    pid = (config.getoption("--interception-pid") or os.getpid()) if mode == "local" else None
+    client = await start(config.getoption("--interception-url"), mode, pid)
     try:
-        mode = config.getoption("--interception-mode")
-        if mode != "none":
-            pid = config.getoption("--interception-pid") or os.getpid() if mode == "local" else None
-            await client.start_interception(mode, pid)
         yield client
     finally:
         await client.close()

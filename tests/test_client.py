@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import subprocess
+import sys
 import textwrap
-from typing import Any, AsyncIterator
+import time
+from typing import Any, AsyncIterator, Iterator
 
 import aiohttp
 import msgpack
@@ -14,6 +18,7 @@ import pytest
 from appserver.app import AppServer
 from shared.ably import Action
 from shared.client import Intercepted, InterceptionClient, ProxyCallError
+from tests.mitm_helpers import free_port
 from tests.peers import UpstreamServer, close_cleanly, connect_client, receive_data
 
 
@@ -166,22 +171,70 @@ def test_pytest_plugin_fixtures(pytester: pytest.Pytester, appserver_for_plugin:
     result.assert_outcomes(passed=1)
 
 
+def test_plugin_mode_none_makes_the_suite_active(pytester: pytest.Pytester, appserver_for_plugin: int) -> None:
+    """--interception-mode none (direct mode) still makes the test's connection the active suite."""
+    pytester.makepyfile(
+        textwrap.dedent(
+            f"""
+            import pytest
+            from shared.client import InterceptionClient, ProxyCallError
+
+            async def test_active(interception):
+                other = await InterceptionClient.connect("ws://127.0.0.1:{appserver_for_plugin}/")
+                try:
+                    with pytest.raises(ProxyCallError) as refused:
+                        await other.start_interception("none")
+                    assert refused.value.code == -32001  # another connection is the active suite
+                finally:
+                    await other.close()
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess(
+        f"--interception-url=ws://127.0.0.1:{appserver_for_plugin}/", "--interception-mode=none",
+        "-p", "asyncio", "-o", "asyncio_mode=auto",
+    )  # fmt: skip
+    result.assert_outcomes(passed=1)
+
+
+TRIVIAL_TEST = "async def test_anything(interception):\n    pass\n"
+
+
+def test_plugin_fails_loudly_when_the_proxy_is_unreachable(pytester: pytest.Pytester) -> None:
+    """No app server at the URL: the test errors, saying which URL could not be reached and what to run."""
+    pytester.makepyfile(TRIVIAL_TEST)
+    port = free_port()
+    result = pytester.runpytest_subprocess(f"--interception-url=ws://127.0.0.1:{port}/", "-p", "asyncio",
+                                           "-o", "asyncio_mode=auto")  # fmt: skip
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*cannot reach the control API at ws://127.0.0.1:{port}/*make run-proxy*"])
+
+
+@pytest.mark.parametrize("appserver_for_plugin", [("--mitmproxy-port", str(free_port()))], indirect=True)
+def test_plugin_fails_loudly_when_interception_cannot_start(
+    pytester: pytest.Pytester, appserver_for_plugin: int
+) -> None:
+    """startInterception refused (local mode, no such process): the test errors with the proxy's reason."""
+    pytester.makepyfile(TRIVIAL_TEST)
+    result = pytester.runpytest_subprocess(
+        f"--interception-url=ws://127.0.0.1:{appserver_for_plugin}/", "--interception-mode=local",
+        "--interception-pid=999999999", "-p", "asyncio", "-o", "asyncio_mode=auto",
+    )  # fmt: skip
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*startInterception {'mode': 'local', 'pid': 999999999} failed*"
+                                 "no process with pid 999999999*(code -32004)*"])
+
+
 @pytest.fixture
-def appserver_for_plugin() -> Any:
-    import subprocess
-    import sys
-    import time
-
-    from tests.test_process import free_port
-
+def appserver_for_plugin(request: pytest.FixtureRequest) -> Iterator[int]:
+    """`python -m appserver` on free ports: --no-mitmproxy unless the test gives other flags (indirect)."""
+    args = getattr(request, "param", ("--no-mitmproxy",))
     control, proxy = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "appserver", "--no-mitmproxy", "--control-port", str(control), "--proxy-port", str(proxy)],
+        [sys.executable, "-m", "appserver", *args, "--control-port", str(control), "--proxy-port", str(proxy)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        import socket
-
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with socket.socket() as s:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -13,7 +14,7 @@ from aiohttp import WSMsgType
 
 from appserver.app import AppServer
 from appserver.config import Config
-from tests.conftest import make_config
+from tests.conftest import launching_config, make_config, running_app_server
 from tests.peers import NO_ANSWER, Suite, UpstreamServer, close_cleanly, connect_client, receive_data, suite_connection
 
 
@@ -41,7 +42,6 @@ async def raw_reply(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5) -> 
         ("{\"jsonrpc\": \"2.0\", \"id\": 1}", -32600),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"injectMessage\", \"id\": 1, \"extra\": true}", -32600),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"noSuchMethod\", \"id\": 1}", -32601),
-        ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"id\": 1}", -32602),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": 7}, \"id\": 1}", -32602),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": \"bogus\"}, \"id\": 1}", -32602),
         ("{\"jsonrpc\": \"2.0\", \"method\": \"startInterception\", \"params\": {\"mode\": \"local\"}, \"id\": 1}", -32602),
@@ -88,16 +88,58 @@ async def test_batch_answers_each_request_with_its_own_id(http: aiohttp.ClientSe
         assert codes == {"a": -32602, "b": -32600, "c": -32601, None: -32600}
 
 
+@pytest.fixture
+async def launching_app_server(no_leaks: None, tmp_path: Path) -> AsyncIterator[AppServer]:
+    """An app server that would launch mitmdump (none of these tests gets that far)."""
+    async with running_app_server(launching_config(tmp_path)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("params", [{}, {"mode": "direct"}])
+async def test_start_interception_names_the_accepted_modes(
+    http: aiohttp.ClientSession, launching_app_server: AppServer, params: dict[str, Any]
+) -> None:
+    """Where mitmproxy can be launched, a missing or unknown mode is -32602 naming every accepted value."""
+    async with suite_connection(http, launching_app_server.control_port) as suite:
+        error = (await suite.request("startInterception", params))["error"]
+        assert error["code"] == -32602
+        assert all(f"'{mode}'" in error["message"] for mode in ("mode", "proxy", "local", "pid", "none")), error
+
+
+@pytest.mark.parametrize("params", [{}, {"mode": "none"}, {"mode": "proxy"}], ids=["no mode", "none", "proxy"])
+async def test_direct_mode_start_interception_makes_the_suite_active(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, params: dict[str, Any]
+) -> None:
+    """With --no-mitmproxy, startInterception {} (or mode none) makes the caller the active suite: it is asked."""
+    assert app_server.launcher is None
+    async with suite_connection(http, app_server.control_port) as suite:
+        assert (await suite.request("startInterception", params))["result"] == {}
+        client = await connect_client(http, app_server.proxy_port, upstream.host)
+        _, server = await upstream.next()
+        await client.send_str("asked")
+        assert await receive_data(server, 1) == ["asked"]
+        assert suite.transform_requests[0]["data"] == "asked"
+        await close_cleanly(client, server)
+
+
+async def test_mode_none_starts_no_mitmproxy(http: aiohttp.ClientSession, launching_app_server: AppServer) -> None:
+    """Where mitmproxy could be launched, mode none still makes the suite active without starting it."""
+    async with suite_connection(http, launching_app_server.control_port) as suite:
+        assert (await suite.request("startInterception", {"mode": "none"}))["result"] == {}
+        assert launching_app_server.registry.interception.active is not None
+        assert launching_app_server.launcher is not None and launching_app_server.launcher.running_mode is None
+
+
 @pytest.mark.parametrize(
     "params, field",
     [({}, "mode"), ({"mode": 7}, "mode"), ({"mode": "local"}, "pid"), ({"mode": "local", "pid": True}, "pid"),
      ({"mode": "local", "pid": -3}, "pid")],
 )  # fmt: skip
 async def test_invalid_params_name_the_field(
-    http: aiohttp.ClientSession, app_server: AppServer, params: dict[str, Any], field: str
+    http: aiohttp.ClientSession, launching_app_server: AppServer, params: dict[str, Any], field: str
 ) -> None:
     """-32602 says which field was wrong."""
-    async with suite_connection(http, app_server.control_port) as suite:
+    async with suite_connection(http, launching_app_server.control_port) as suite:
         response = await suite.request("startInterception", params)
         assert response["error"]["code"] == -32602
         assert f"'{field}'" in response["error"]["message"]
