@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,19 @@ from appserver.suite import Interception
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+IPV4_LOOPBACK, IPV6_LOOPBACK = "127.0.0.1", "::1"
+
+
+def ipv6_loopback_available() -> bool:
+    """Whether this host has an IPv6 loopback to listen on (containers may have none)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind((IPV6_LOOPBACK, 0))
+    except OSError:
+        return False
+    return True
 
 
 def launcher_for(config: Config, control_port: int, proxy_port: int) -> MitmproxyLauncher:
@@ -78,8 +92,9 @@ class AppServer:
         if self.launcher is None and self.config.launch_mitmproxy:
             self.launcher = launcher_for(self.config, self.control_port, self.proxy_port)
         log.info(
-            "control API on ws://%s:%d/, proxy endpoint on http://%s:%d/",
+            "control API on ws://%s:%d/, proxy endpoint on http://%s:%d/%s",
             self.config.control_host, self.control_port, self.config.proxy_host, self.proxy_port,
+            " (each on [::1] too)" if self.config.ipv6_loopback and ipv6_loopback_available() else "",
         )  # fmt: skip
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
@@ -88,7 +103,13 @@ class AppServer:
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port)
         await site.start()
-        return int(runner.addresses[0][1])
+        port = int(runner.addresses[0][1])
+        if host == IPV4_LOOPBACK and self.config.ipv6_loopback and ipv6_loopback_available():
+            try:
+                await web.TCPSite(runner, IPV6_LOOPBACK, port).start()
+            except OSError as exc:
+                log.warning("listening on %s:%d only: [::1]:%d is not free (%s)", host, port, port, exc.strerror)
+        return port
 
     async def _control_handler(self, request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")

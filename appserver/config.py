@@ -46,6 +46,9 @@ class Config:
     max_control_message_size: int = 16 * 1024 * 1024
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     log_level: str = "INFO"
+    #: A control API or proxy endpoint on 127.0.0.1 also listens on [::1] (same port), so that
+    #: "localhost" reaches it whichever loopback family the client's resolver lists first.
+    ipv6_loopback: bool = True
 
     def origin_allowed(self, origin: str) -> bool:
         """Whether a control connection's Origin matches an allowed pattern (``*`` matches a port)."""
@@ -166,6 +169,9 @@ def parser() -> argparse.ArgumentParser:
                    help="allow control connections from this browser Origin (glob, e.g. 'http://example.test:*'); "
                         "repeatable; connections without an Origin header are always allowed "
                         "(default: localhost, 127.0.0.1 and [::1] on any port)")  # fmt: skip
+    p.add_argument("--no-ipv6-loopback", action="store_true",
+                   help="a control API or proxy endpoint on 127.0.0.1 listens there only (by default it also "
+                        "listens on [::1], so that localhost works whichever family a client tries first)")
     p.add_argument("--log-level", default=d.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -200,4 +206,5 @@ def from_args(argv: list[str] | None = None) -> Config:
         max_control_message_size=args.max_control_message_size,
         allowed_origins=DEFAULT_ORIGINS + tuple(args.allow_origin or ()),
         log_level=args.log_level,
+        ipv6_loopback=not args.no_ipv6_loopback,
     )

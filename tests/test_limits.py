@@ -10,10 +10,11 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from appserver.app import AppServer
+from appserver.app import AppServer, ipv6_loopback_available
 from appserver.config import Config, from_args
-from tests.conftest import make_config
-from tests.peers import Suite, UpstreamServer, close_cleanly, connect_client, receive_data, suite_connection
+from tests.conftest import make_config, running_app_server
+from tests.peers import (Suite, UpstreamServer, close_cleanly, connect_client, receive_data, redirect_headers,
+                         suite_connection)
 
 
 @pytest.mark.parametrize(
@@ -105,3 +106,45 @@ async def test_oversized_control_frame_closes_with_1009(
             await asyncio.sleep(0.02)
     async with suite_connection(http, app_server.control_port) as suite:
         assert (await suite.request("startInterception", {"mode": "proxy"}))["result"] == {}
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="this host has no IPv6 loopback")
+
+
+@needs_ipv6
+async def test_control_api_and_proxy_endpoint_answer_on_ipv6_loopback_too(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """By default a client forced onto ::1 (as Node 18 is when localhost resolves to ::1 first) reaches both."""
+    assert app_server.config.control_host == "127.0.0.1"
+    async with http.ws_connect(f"ws://[::1]:{app_server.control_port}/") as control:
+        await control.send_json({"jsonrpc": "2.0", "id": 1, "method": "startInterception", "params": {}})
+        assert (await control.receive_json(timeout=5)) == {"jsonrpc": "2.0", "result": {}, "id": 1}
+    client = await http.ws_connect(f"http://[::1]:{app_server.proxy_port}/v6", headers=redirect_headers(upstream.host),
+                                   autoclose=False, autoping=False)  # fmt: skip
+    request, server = await upstream.next()
+    assert request.raw_path == "/v6"
+    await client.send_str("over ::1")
+    assert await receive_data(server, 1) == ["over ::1"]
+    await close_cleanly(client, server)
+
+
+@needs_ipv6
+async def test_no_ipv6_loopback_flag(http: aiohttp.ClientSession, no_leaks: None) -> None:
+    """--no-ipv6-loopback: 127.0.0.1 only; [::1] refuses."""
+    assert from_args(["--no-ipv6-loopback"]).ipv6_loopback is False
+    async with running_app_server(make_config(ipv6_loopback=False)) as server:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await http.ws_connect(f"ws://[::1]:{server.control_port}/")
+        async with http.ws_connect(f"ws://127.0.0.1:{server.control_port}/"):
+            pass
+
+
+@needs_ipv6
+async def test_another_host_binds_only_there(http: aiohttp.ClientSession, no_leaks: None) -> None:
+    """A --control-host other than 127.0.0.1 is the only address listened on: [::1] is added to 127.0.0.1 alone."""
+    async with running_app_server(make_config(control_host="127.0.0.2")) as server:
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await http.ws_connect(f"ws://[::1]:{server.control_port}/")
+        async with http.ws_connect(f"ws://127.0.0.2:{server.control_port}/"):
+            pass
