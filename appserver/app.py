@@ -7,6 +7,7 @@ Nothing listens at construction: :meth:`AppServer.start` binds,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from typing import Any
@@ -18,6 +19,7 @@ from appserver.config import Config
 from appserver.control import ControlSession
 from appserver.launcher import LauncherSettings, MitmproxyLauncher
 from appserver.lifecycle import Side
+from appserver.processes import peer_inode, socket_inodes_of_group, tcp_socket_inodes, wait_released
 from appserver.proxy import ProxyEndpoint
 from appserver.registry import Registry
 from appserver.rpc import Launcher, make_dispatch, make_methods
@@ -26,6 +28,8 @@ from appserver.suite import Interception
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+SERVICE_RESTART = 1012  # RFC 6455 §7.4.1 via the IANA registry: the service is restarting
+RELEASE_WAIT = 2.0  # seconds for mitmdump to pass on the ends of what ran through it
 IPV4_LOOPBACK, IPV6_LOOPBACK = "127.0.0.1", "::1"
 
 
@@ -91,6 +95,8 @@ class AppServer:
         self.proxy_port = await self._serve(proxy, self.config.proxy_host, self.config.proxy_port)
         if self.launcher is None and self.config.launch_mitmproxy:
             self.launcher = launcher_for(self.config, self.control_port, self.proxy_port)
+        if isinstance(self.launcher, MitmproxyLauncher):
+            self.launcher.before_stop = self.release_through
         log.info(
             "control API on ws://%s:%d/, proxy endpoint on http://%s:%d/%s",
             self.config.control_host, self.control_port, self.config.proxy_host, self.proxy_port,
@@ -121,7 +127,7 @@ class AppServer:
         # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
         ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False)
         await ws.prepare(request)
-        session = ControlSession(ws, self._dispatch)
+        session = ControlSession(ws, self._dispatch, request.transport)
         self.registry.sessions.add(session)
         log.info("control session %d opened from %s", session.id, request.remote)
         try:
@@ -132,17 +138,46 @@ class AppServer:
             log.info("control session %d closed", session.id)
         return ws
 
+    async def release_through(self, pgid: int) -> None:
+        """Before a mitmdump (process group ``pgid``) is stopped, end from our side everything that
+        runs through it, while it can still pass the ends on: in local mode its captured peers
+        would otherwise see nothing when it goes (their TCP ends inside mitmdump). Proxied
+        connections are dropped abruptly, as a network path going away; control sessions are
+        closed with 1012 saying why."""
+        inodes = socket_inodes_of_group(pgid)
+        table = tcp_socket_inodes()
+        owned = {peer_inode(c.legs[Side.CLIENT].transport, table): c for c in self.registry.connections.values()}
+        connections = [c for inode, c in owned.items() if inode in inodes]
+        sessions = [s for s in self.registry.sessions
+                    if s.transport is not None and peer_inode(s.transport, table) in inodes]  # fmt: skip
+        if not connections and not sessions:
+            return
+        log.info("mitmproxy is stopping: ending the %d connection(s) and %d control session(s) through it",
+                 len(connections), len(sessions))  # fmt: skip
+        await asyncio.gather(
+            *(c.close((Side.CLIENT, Side.SERVER), None, "", abrupt=True) for c in connections),
+            *(s.close(SERVICE_RESTART, "interception is restarting: mitmproxy is stopping") for s in sessions),
+            return_exceptions=True,
+        )
+        await wait_released(inodes & set(table.values()), RELEASE_WAIT)
+
     async def stop(self) -> None:
-        """1. stop mitmproxy; 2. close proxied connections and control sessions with 1001;
-        3. stop listening and wait for handlers; 4. close the upstream client session."""
-        if self.launcher is not None:
-            await self.launcher.stop()
+        """1. close proxied connections and control sessions with 1001 (first: in local mode
+        mitmdump must still be there to pass the closes on); 2. stop mitmproxy; 3. stop listening
+        and wait for handlers; 4. close the upstream client session."""
         closing: list[Any] = [
             c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "app server shutting down", abrupt=False)
             for c in list(self.registry.connections.values())
         ]
         closing += [s.shutdown() for s in list(self.registry.sessions)]
         await asyncio.gather(*closing, return_exceptions=True)
+        # Each leg's peer has close_timeout to answer before it is dropped: wait for the handshakes.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout + 1):
+                while self.registry.connections:
+                    await asyncio.sleep(0.02)
+        if self.launcher is not None:
+            await self.launcher.stop()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

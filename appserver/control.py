@@ -114,9 +114,10 @@ Dispatch = Callable[["ControlSession", Any], Awaitable[str]]
 class ControlSession:
     """One control-API WebSocket; the test suite it belongs to, if it calls startInterception."""
 
-    def __init__(self, ws: web.WebSocketResponse, dispatch: Dispatch) -> None:
+    def __init__(self, ws: web.WebSocketResponse, dispatch: Dispatch, transport: asyncio.BaseTransport | None = None) -> None:
         self.id = next(_session_ids)
         self.ws = ws
+        self.transport = transport
         self._dispatch = dispatch
         self.correlator = Correlator(self._send)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,7 +180,11 @@ class ControlSession:
         task.add_done_callback(self._tasks.discard)
 
     async def shutdown(self) -> None:
-        await self.ws.close(code=WSCloseCode.GOING_AWAY, message=b"app server shutting down")
+        await self.close(WSCloseCode.GOING_AWAY, "app server shutting down")
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the control connection with that code and reason (waiting for the peer's answer)."""
+        await self.ws.close(code=code, message=reason.encode())
 
 
 def _error(code: int, message: str) -> str:

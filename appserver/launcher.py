@@ -28,6 +28,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from appserver import local_capture, transparent
@@ -42,6 +43,7 @@ ADDON_PATH = Path(__file__).resolve().parent.parent / "redirector" / "addon.py"
 KEEP_LINES = 50
 TAIL_LINES = 20
 OUTPUT_LINE_LIMIT = 1 << 20
+RELEASE_TIMEOUT = 5.0  # seconds for before_stop to end what runs through a mitmdump being stopped
 
 
 class ProxyMode(enum.Enum):
@@ -94,6 +96,9 @@ class _Run:
 class MitmproxyLauncher:
     def __init__(self, settings: LauncherSettings) -> None:
         self.settings = settings
+        #: Called with mitmdump's process group before a ready mitmdump is stopped on purpose, so the
+        #: app server can end, while mitmdump can still pass the ends on, what runs through it.
+        self.before_stop: Callable[[int], Awaitable[None]] | None = None
         self._lock = asyncio.Lock()
         self._run: _Run | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
@@ -297,8 +302,20 @@ class MitmproxyLauncher:
     async def _stop_locked(self) -> None:
         run, self._run = self._run, None
         if run is not None:
+            await self._before_stop(run)
             await cleanup(run)
             logger.info("mitmdump stopped (%s mode)", run.mode.value)
+
+
+    async def _before_stop(self, run: _Run) -> None:
+        proc = run.proc
+        ready = run.outcome.done() and run.outcome.result() is None
+        if self.before_stop is None or proc is None or proc.returncode is not None or not ready:
+            return
+        try:
+            await asyncio.wait_for(self.before_stop(proc.pid), RELEASE_TIMEOUT)
+        except TimeoutError:
+            logger.warning("mitmdump stopped before every connection through it was ended (%gs)", RELEASE_TIMEOUT)
 
 
 def appserver_ports(settings: LauncherSettings) -> tuple[int, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import signal
 import socket
@@ -81,3 +82,78 @@ async def terminate_group(proc: asyncio.subprocess.Process) -> None:
         if not alive(pgid, group=True):
             break
     await proc.wait()
+
+
+# -- which of our peers are mitmdump's sockets (Linux /proc) -------------------------------------
+
+Address = tuple[str, int]
+
+
+def socket_inodes_of_group(pgid: int) -> set[int]:
+    """The inodes of every socket open in that process group (mitmdump and the redirector it started)."""
+    inodes: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile, or not ours to read
+    return inodes
+
+
+def _proc_net_address(text: str) -> Address:
+    """An address of /proc/net/tcp{,6}: hex IP in 32-bit words of host byte order, hex port."""
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
+    ip = ipaddress.ip_address(packed)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(port, 16)
+
+
+def tcp_socket_inodes() -> dict[tuple[Address, Address], int]:
+    """Every TCP socket of this host (network namespace): (local, remote) → inode."""
+    table: dict[tuple[Address, Address], int] = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            table[(_proc_net_address(fields[1]), _proc_net_address(fields[2]))] = int(fields[9])
+    return table
+
+
+def normalised(address: tuple[object, ...] | None) -> Address | None:
+    """A socket's peername/sockname as (ip, port), IPv4-mapped IPv6 as IPv4."""
+    if not address:
+        return None
+    ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip), int(str(address[1]))
+
+
+def peer_inode(transport: asyncio.BaseTransport, table: dict[tuple[Address, Address], int]) -> int | None:
+    """The inode of the socket at the other end of one of our loopback connections, if it is on this host."""
+    ours = normalised(transport.get_extra_info("sockname"))
+    theirs = normalised(transport.get_extra_info("peername"))
+    return table.get((theirs, ours)) if ours and theirs else None  # type: ignore[arg-type]
+
+
+async def wait_released(inodes: set[int], timeout: float) -> bool:
+    """Wait until none of these sockets exists any more (their owner closed them); False on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while inodes & set(tcp_socket_inodes().values()):
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

@@ -10,15 +10,21 @@ import textwrap
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import json
+
 import aiohttp
 import pytest
 import websockets
+import websockets.asyncio.server
 from aiohttp import WSMsgType
 
 from appserver.app import AppServer
+from shared.client import InterceptionClient
 from tests.mitm_helpers import free_port, pids_with_arg, ws_connect_via_proxy
 from tests.peers import Suite, UpstreamServer, connect_client, receive, receive_data, redirect_headers
+from tests.sdk_fixtures import mitmdump_stack  # noqa: F401  (fixture)
 from tests.test_full_stack import confdir, intercepting_suite, stack, upstream_ca  # noqa: F401  (fixtures)
+from tests.test_sdk_node import start_local_or_skip
 
 ECHO_UPSTREAM = textwrap.dedent(
     """
@@ -172,3 +178,71 @@ async def test_sigterm_stops_mitmdump_too(tmp_path: Path, no_leaks: None) -> Non
         if proc.returncode is None:
             proc.kill()
             await proc.communicate()
+
+
+CAPTURED = textwrap.dedent(
+    """
+    import asyncio, json, sys, websockets
+
+    async def watch(name, conn):
+        try:
+            await asyncio.wait_for(conn.wait_closed(), 20)
+        except TimeoutError:
+            return {name: "hung"}
+        rcvd = conn.protocol.close_rcvd
+        return {name: None if rcvd is None else [rcvd.code, rcvd.reason]}
+
+    async def main():
+        control_url, upstream_url = sys.argv[1], sys.argv[2]
+        sys.stdin.readline()  # "go": capture applies to sockets created after it started
+        async with websockets.connect(control_url, proxy=None) as control, \\
+                websockets.connect(upstream_url, proxy=None) as ws:
+            await ws.send("through?")
+            print(json.dumps({"echo": await ws.recv()}), flush=True)
+            ends = await asyncio.gather(watch("control", control), watch("ws", ws))
+            print(json.dumps({k: v for end in ends for k, v in end.items()}), flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["mode switch", "shutdown"])
+async def test_stopping_local_mitmdump_ends_what_runs_through_it(
+    mitmdump_stack: AppServer, how: str  # noqa: F811
+) -> None:
+    """Local mode: when the app server stops mitmdump (to switch mode, or shutting down), the captured process
+    sees its WebSocket and its control connection end at once: the WebSocket dropped (or 1001 on shutdown),
+    the control connection closed with 1012 'interception is restarting' (1001 on shutdown), nothing hangs."""
+    async def echo(ws: websockets.asyncio.server.ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(f"echo:{message!s}")
+
+    async with websockets.serve(echo, "127.0.0.1", 0) as upstream:
+        upstream_url = f"ws://127.0.0.1:{upstream.sockets[0].getsockname()[1]}/"
+        control_url = f"ws://127.0.0.1:{mitmdump_stack.control_port}/"
+        captured = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CAPTURED, control_url, upstream_url,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)  # fmt: skip
+        assert captured.stdin is not None and captured.stdout is not None
+        suite = await InterceptionClient.connect(control_url)
+        try:
+            await start_local_or_skip(suite, captured.pid)
+            captured.stdin.write(b"go\n")
+            await captured.stdin.drain()
+            assert json.loads(await asyncio.wait_for(captured.stdout.readline(), 20)) == {"echo": "echo:through?"}
+            assert len(mitmdump_stack.registry.sessions) == 2  # the suite's, and the captured one through mitmdump
+            if how == "mode switch":
+                await suite.start_interception("proxy")
+            else:
+                await mitmdump_stack.stop()
+            ends = json.loads(await asyncio.wait_for(captured.stdout.readline(), 30))
+        finally:
+            await suite.close()
+            if captured.returncode is None:
+                captured.kill()
+            await captured.wait()
+    if how == "mode switch":
+        assert ends == {"control": [1012, "interception is restarting: mitmproxy is stopping"], "ws": None}
+    else:
+        assert ends == {"control": [1001, "app server shutting down"], "ws": [1001, "app server shutting down"]}
