@@ -91,6 +91,37 @@ async def test_close_connection_one_side_with_code(
     assert closed["closedBy"] == "proxy"
 
 
+async def test_close_connection_client_side_passes_the_clients_answer_upstream(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
+) -> None:
+    """side client: the upstream gets nothing until the client answers; then the client's answer reaches it."""
+    client = await connect_client(http, app_server.proxy_port, upstream.host)
+    _, server = await upstream.next()
+    connection_id = (await next_event(suite, "interceptedConnectionOpened"))["connectionID"]
+    await suite.request("closeConnection", {"connectionID": connection_id, "side": "client", "code": 4321})
+    assert (await receive(client)).data == 4321
+    with pytest.raises(TimeoutError):
+        await receive(server, timeout=0.3)  # nothing yet: the proxy waits for the client's answer
+    await client.send_frame(b"\x0f\xa0answered", WSMsgType.CLOSE)  # the client answers 4000 'answered'
+    msg = await receive(server)
+    assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4000, "answered")
+    await server.send_frame(b"\x0f\xa0", WSMsgType.CLOSE)
+
+
+async def test_close_connection_after_it_closed_is_unknown(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
+) -> None:
+    """A connection that has closed is forgotten: closeConnection and injectMessage on it are -32002."""
+    client = await connect_client(http, app_server.proxy_port, upstream.host)
+    _, server = await upstream.next()
+    connection_id = (await next_event(suite, "interceptedConnectionOpened"))["connectionID"]
+    await close_cleanly(client, server)
+    await next_event(suite, "interceptedConnectionClosed")
+    for method, params in (("closeConnection", {}), ("injectMessage", {"fromClient": True, "type": "text", "data": "x"})):
+        error = (await suite.request(method, {"connectionID": connection_id, **params}))["error"]
+        assert error["code"] == -32002 and "no open connection" in error["message"], error
+
+
 async def test_close_connection_abrupt_both(
     http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
 ) -> None:

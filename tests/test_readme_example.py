@@ -18,8 +18,7 @@ import pytest
 
 from appserver.app import AppServer
 from shared.client import InterceptionClient
-from tests.ably_driver import AblyDriver
-from tests.sdk_fixtures import direct, fake, sdk_via_proxy  # noqa: F401 - fixtures are found by name
+from tests.sdk_fixtures import direct, fake  # noqa: F401 - fixtures are found by name
 
 
 @pytest.fixture
@@ -34,9 +33,22 @@ async def interception_client(direct: AppServer) -> AsyncIterator[InterceptionCl
 
 
 @pytest.fixture
-async def ably(direct: AppServer) -> AsyncIterator[AblyDriver]:  # noqa: F811
-    async with sdk_via_proxy(direct, binary=False) as sdk:
+def proxy_endpoint(direct: AppServer) -> str:  # noqa: F811
+    """This test's app server in direct mode (the README's is `make run ARGS="--default-upstream …"`)."""
+    return f"127.0.0.1:{direct.proxy_port}"
+
+
+# --- the README's `ably` fixture ------------------------------------------------------------------
+from tests.ably_driver import AblyDriver, fake_ably_options  # noqa: E402
+
+
+@pytest.fixture
+async def ably(proxy_endpoint):  # type: ignore[no-untyped-def]
+    """ably-js 2.x in Node (this repository's driver), pointed at the proxy endpoint in direct mode."""
+    options = fake_ably_options(proxy_endpoint, useBinaryProtocol=False, disconnectedRetryTimeout=300)  # JSON
+    async with AblyDriver(options) as sdk:  # starts `node tests/js/driver.mjs`, creates a Realtime client
         yield sdk
+# --- end of the README's `ably` fixture -----------------------------------------------------------
 
 
 # --- the README's example ---------------------------------------------------------------------
@@ -66,10 +78,9 @@ async def test_publish_without_ack_is_resent_after_a_drop(interception, ably):  
 # --- end of the README's example ----------------------------------------------------------------
 
 
-def test_readme_shows_this_example() -> None:
-    """The README's example is this file's, word for word."""
-    source = inspect.getsource(test_publish_without_ack_is_resent_after_a_drop).replace(
-        "  # type: ignore[no-untyped-def]", ""
-    )
+@pytest.mark.parametrize("shown", [test_publish_without_ack_is_resent_after_a_drop, ably], ids=["test", "fixture"])
+def test_readme_shows_this_example(shown: object) -> None:
+    """The README's example test and its `ably` fixture are this file's, word for word."""
+    source = inspect.getsource(getattr(shown, "__wrapped__", shown)).replace("  # type: ignore[no-untyped-def]", "")
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert source in readme, "the README's 'Writing a test' example differs from tests/test_readme_example.py"

@@ -1,0 +1,71 @@
+"""docs/api.md's JavaScript test suite (tests/js/api_example.mjs, word for word) run for real in Node,
+with the `ws` and `@msgpack/msgpack` packages, against an app server in direct mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import msgpack
+import pytest
+from aiohttp import WSMsgType
+
+from appserver.app import AppServer
+from tests.peers import UpstreamServer, close_cleanly, connect_client, receive
+
+EXAMPLE = Path(__file__).parent / "js" / "api_example.mjs"
+
+
+@pytest.fixture
+async def js_suite(app_server: AppServer) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The example, connected and the active suite."""
+    node = shutil.which("node")
+    assert node is not None, "Node.js is needed for this test"
+    proc = await asyncio.create_subprocess_exec(
+        node, str(EXAMPLE), cwd=EXAMPLE.parent, stdout=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "CONTROL_URL": f"ws://127.0.0.1:{app_server.control_port}/"},
+    )  # fmt: skip
+    try:
+        assert await next_line(proc) == {"ready": True}
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+async def next_line(proc: asyncio.subprocess.Process) -> Any:
+    assert proc.stdout is not None
+    return json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+async def test_javascript_example_drops_acks_and_injects_in_the_connections_format(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer,
+    js_suite: asyncio.subprocess.Process, fmt: str,
+) -> None:  # fmt: skip
+    """The docs' JavaScript suite injects its greeting in the connection's format and drops the server's ACKs."""
+    binary = fmt == "msgpack"
+    encode = msgpack.packb if binary else json.dumps
+    decode = msgpack.unpackb if binary else json.loads
+    client = await connect_client(http, app_server.proxy_port, upstream.host, f"/?v=6&format={fmt}")
+    _, server = await upstream.next()
+    assert await next_line(js_suite) == {"opened": f"ws://{upstream.host}/?v=6&format={fmt}"}
+    greeting = await receive(client)
+    assert greeting.type is (WSMsgType.BINARY if binary else WSMsgType.TEXT)
+    assert decode(greeting.data) == {"action": 0, "channel": "from-the-suite"}
+    for message in ({"action": 1, "msgSerial": 0}, {"action": 15, "channel": "room"}):
+        frame = encode(message)
+        await (server.send_bytes(frame) if binary else server.send_str(frame))
+    assert decode((await receive(client)).data) == {"action": 15, "channel": "room"}  # the ACK was dropped
+    await close_cleanly(client, server)
+
+
+def test_api_md_shows_the_example() -> None:
+    """docs/api.md's JavaScript client is tests/js/api_example.mjs, word for word."""
+    docs = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    assert EXAMPLE.read_text() in docs, "docs/api.md's JavaScript example differs from tests/js/api_example.mjs"
