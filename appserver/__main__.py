@@ -10,8 +10,10 @@ import sys
 from typing import Callable
 
 from appserver.app import AppServer
+from appserver.capture.launcher import LaunchError, MitmproxyLauncher
+from appserver.capture.spec import CaptureSpec, ProxyMode
+from appserver.capture.transparent import CHAIN_PREFIX, target_gid
 from appserver.config import Config, from_args
-from appserver.launcher import LaunchError, ProxyMode
 
 log = logging.getLogger("appserver")
 
@@ -25,31 +27,26 @@ async def serve(config: Config) -> None:
     await server.start()
     try:
         if config.start_mitmproxy:
-            await start_mitmproxy(server, config.start_mitmproxy)
+            await start_mitmproxy(server, CaptureSpec.parse(config.start_mitmproxy))
         await stop.wait()
         log.info("shutting down")
     finally:
         await server.stop()
 
 
-async def start_mitmproxy(server: AppServer, spec: str) -> None:
-    """Start mitmproxy now (``proxy``, ``local:PID`` or ``transparent:USER``), and tell the user
-    how to point an SDK at it and trust its CA."""
-    from appserver.launcher import MitmproxyLauncher
-    from appserver.transparent import CHAIN_PREFIX, target_gid, target_uid
-
-    mode, _, target = spec.partition(":")
+async def start_mitmproxy(server: AppServer, spec: CaptureSpec) -> None:
+    """Start mitmproxy now, and tell the user how to point an SDK at it and trust its CA."""
     launcher = server.launcher
     assert launcher is not None
     confdir = server.config.mitmproxy_confdir or os.path.expanduser("~/.mitmproxy")
     ca = os.path.join(confdir, "mitmproxy-ca-cert.pem")
     address = f"{server.config.mitmproxy_host}:{server.config.mitmproxy_port}"
-    if mode == ProxyMode.TRANSPARENT.value:
-        uid = target_uid(target)
-        assert isinstance(launcher, MitmproxyLauncher), "transparent mode needs the mitmdump launcher"
+    if spec.mode is ProxyMode.TRANSPARENT:
+        uid = spec.uid
+        assert uid is not None and isinstance(launcher, MitmproxyLauncher), "transparent mode needs mitmdump"
         await launcher.ensure(ProxyMode.TRANSPARENT, uid=uid)
         lines = [
-            f"mitmproxy is intercepting every TCP connection of user {target} (uid {uid}), by iptables rules "
+            f"mitmproxy is intercepting every TCP connection of uid {uid}, by iptables rules "
             f"(chain {CHAIN_PREFIX}{uid} in the nat table; removed when this stops)",
             f"  run the SDK's tests as that user: setpriv --reuid={uid} --regid={target_gid(uid)} --clear-groups "
             "<command> (or su, runuser, sudo -u)",
@@ -59,9 +56,9 @@ async def start_mitmproxy(server: AppServer, spec: str) -> None:
             "--mitmproxy-confdir with a directory others can read)",
         ]
     else:
-        await launcher.ensure(ProxyMode(mode), int(target) if target else None)
-        lines = [f"mitmproxy is intercepting ({'process ' + target if target else 'proxy at http://' + address})"]
-        if not target:
+        await launcher.ensure(spec.mode, spec.pid)
+        lines = [f"mitmproxy is intercepting ({f'process {spec.pid}' if spec.pid else 'proxy at http://' + address})"]
+        if spec.mode is ProxyMode.PROXY:
             lines.append(f"  point the SDK at the proxy: HTTPS_PROXY=http://{address}; "
                          f"Chromium: --proxy-server=http://{address} --proxy-bypass-list=\"<-loopback>\"")  # fmt: skip
     lines += [

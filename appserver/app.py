@@ -1,6 +1,9 @@
 """The app server: the control API and the proxy endpoint, started and stopped as one.
 
-Nothing listens at construction: :meth:`AppServer.start` binds,
+This is where the packages meet: relay/ is given its decider chain (the
+active suite, last) and its sinks (the log, the suite's notifications);
+control/ its registry and the launcher; capture/ the app server's bound
+ports. Nothing listens at construction: :meth:`AppServer.start` binds,
 :meth:`AppServer.stop` shuts down in numbered steps.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 from typing import Any
@@ -15,15 +19,18 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from appserver.capture.launcher import LauncherSettings, MitmproxyLauncher
+from appserver.capture.processes import owned_by_group, wait_released
 from appserver.config import Config
-from appserver.control import ControlSession
-from appserver.launcher import LauncherSettings, MitmproxyLauncher
-from appserver.lifecycle import Side
-from appserver.processes import peer_inode, socket_inodes_of_group, tcp_socket_inodes, wait_released
-from appserver.proxy import ProxyEndpoint
-from appserver.registry import Registry
-from appserver.rpc import Launcher, make_dispatch, make_methods
-from appserver.suite import Interception
+from appserver.control.methods import Launcher, make_methods
+from appserver.control.registry import Registry
+from appserver.control.rpc import make_dispatch
+from appserver.control.session import ControlSession
+from appserver.control.suite import ActiveSuite
+from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
+from appserver.relay.events import LogSink
+from appserver.relay.lifecycle import Side
+from appserver.relay.table import Connections
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +76,12 @@ class AppServer:
         """``launcher``: by default one is made at start if config.launch_mitmproxy."""
         self.config = config
         self.launcher = launcher
-        self.registry = Registry(Interception(config.transform_timeout))
+        message_ids = itertools.count(1)
+        self._session_ids = itertools.count(1)
+        self.registry = Registry(
+            ActiveSuite(config.transform_timeout, lambda: str(next(message_ids))), Connections(),
+            lambda: str(next(message_ids)),
+        )  # fmt: skip
         self._dispatch = make_dispatch(make_methods(self.registry, lambda: self.launcher))
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
@@ -77,30 +89,36 @@ class AppServer:
         self.proxy_port = 0
 
     async def start(self) -> None:
-        for warning in self.config.non_loopback_binds():
+        config = self.config
+        for warning in config.non_loopback_binds():
             log.warning("binding the %s to a non-loopback address: anyone who can reach it can use it", warning)
         self._session = aiohttp.ClientSession(
             # No cap on concurrent upstream connections: the SDKs under test decide how many.
             connector=aiohttp.TCPConnector(limit=0),
             # Forward the client's headers, not aiohttp's defaults.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout),
+            timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
         )
-        endpoint = ProxyEndpoint(self.registry, self._session, self.config)
+        suite = self.registry.suite
+        endpoint = ProxyEndpoint(
+            EndpointSettings(config.default_upstream, config.upstream_ssl(), config.connect_timeout,
+                             config.close_timeout, config.max_queued_messages),
+            self._session, self.registry.connections, chain=[suite], sinks=[LogSink(), suite],
+        )  # fmt: skip
         control = web.Application()
         control.router.add_get("/", self._control_handler)
         proxy = web.Application()
         proxy.router.add_route("*", "/{tail:.*}", endpoint.handle)
-        self.control_port = await self._serve(control, self.config.control_host, self.config.control_port)
-        self.proxy_port = await self._serve(proxy, self.config.proxy_host, self.config.proxy_port)
-        if self.launcher is None and self.config.launch_mitmproxy:
-            self.launcher = launcher_for(self.config, self.control_port, self.proxy_port)
+        self.control_port = await self._serve(control, config.control_host, config.control_port)
+        self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
+        if self.launcher is None and config.launch_mitmproxy:
+            self.launcher = launcher_for(config, self.control_port, self.proxy_port)
         if isinstance(self.launcher, MitmproxyLauncher):
             self.launcher.before_stop = self.release_through
         log.info(
             "control API on ws://%s:%d/, proxy endpoint on http://%s:%d/%s",
-            self.config.control_host, self.control_port, self.config.proxy_host, self.proxy_port,
-            " (each on [::1] too)" if self.config.ipv6_loopback and ipv6_loopback_available() else "",
+            config.control_host, self.control_port, config.proxy_host, self.proxy_port,
+            " (each on [::1] too)" if config.ipv6_loopback and ipv6_loopback_available() else "",
         )  # fmt: skip
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
@@ -127,14 +145,14 @@ class AppServer:
         # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
         ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False)
         await ws.prepare(request)
-        session = ControlSession(ws, self._dispatch, request.transport)
+        session = ControlSession(next(self._session_ids), ws, self._dispatch, request.transport)
         self.registry.sessions.add(session)
         log.info("control session %d opened from %s", session.id, request.remote)
         try:
             await session.serve()
         finally:
             self.registry.sessions.discard(session)
-            self.registry.interception.release(session)
+            self.registry.suite.release(session)
             log.info("control session %d closed", session.id)
         return ws
 
@@ -144,12 +162,10 @@ class AppServer:
         would otherwise see nothing when it goes (their TCP ends inside mitmdump). Proxied
         connections are dropped abruptly, as a network path going away; control sessions are
         closed with 1012 saying why."""
-        inodes = socket_inodes_of_group(pgid)
-        table = tcp_socket_inodes()
-        owned = {peer_inode(c.legs[Side.CLIENT].transport, table): c for c in self.registry.connections.values()}
-        connections = [c for inode, c in owned.items() if inode in inodes]
-        sessions = [s for s in self.registry.sessions
-                    if s.transport is not None and peer_inode(s.transport, table) in inodes]  # fmt: skip
+        connections, ends = owned_by_group(
+            pgid, [(c, c.legs[Side.CLIENT].transport) for c in self.registry.connections.values()])
+        sessions, session_ends = owned_by_group(
+            pgid, [(s, s.transport) for s in self.registry.sessions if s.transport is not None])
         if not connections and not sessions:
             return
         log.info("mitmproxy is stopping: ending the %d connection(s) and %d control session(s) through it",
@@ -159,7 +175,7 @@ class AppServer:
             *(s.close(SERVICE_RESTART, "interception is restarting: mitmproxy is stopping") for s in sessions),
             return_exceptions=True,
         )
-        await wait_released(inodes & set(table.values()), RELEASE_WAIT)
+        await wait_released(ends | session_ends, RELEASE_WAIT)
 
     async def stop(self) -> None:
         """1. close proxied connections and control sessions with 1001 (first: in local mode

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from yarl import URL
 
+from appserver.capture.spec import CaptureSpec
 from shared.constants import DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_MITMPROXY_PORT, DEFAULT_PROXY_PORT
 
 log = logging.getLogger(__name__)
@@ -108,22 +109,11 @@ def _upstream(text: str) -> URL:
 
 
 def _start_mode(text: str) -> str:
-    mode, _, pid = text.partition(":")
-    if mode == "proxy" and not pid:
-        return text
-    if mode == "local" and pid.isdigit() and int(pid) > 0:
-        return text
-    if mode == "transparent" and pid:
-        from appserver.transparent import target_uid
-
-        try:
-            target_uid(pid)  # a user name or uid, not root
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"transparent:USER: {exc}") from exc
-        return text
-    raise argparse.ArgumentTypeError(
-        f"must be 'proxy', 'local:PID' with a process id, or 'transparent:USER' with a user name or id, got {text!r}"
-    )
+    try:
+        CaptureSpec.parse(text)  # checked here; parsed again where it is used (__main__)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
 
 
 def parser() -> argparse.ArgumentParser:

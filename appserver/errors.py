@@ -1,4 +1,6 @@
-"""The app server's errors, and their JSON-RPC codes (mapped in rpc.py only)."""
+"""The app server's errors, and their JSON-RPC codes (mapped in control/rpc.py only).
+
+A suite that goes away while we wait on it is shared.jsonrpc.PeerGone."""
 
 from __future__ import annotations
 
@@ -29,7 +31,3 @@ class InterceptionFailed(ProxyError):
     """mitmproxy could not be started, or is not ready (the message says why)."""
 
     code = -32004
-
-
-class SuiteGone(Exception):
-    """The test suite's control connection closed while we waited on it."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 
-from shared import ably
+from shared import ably, jsonrpc
 from shared.constants import (
     EVENT_CONNECTION_CLOSED,
     EVENT_CONNECTION_OPENED,
@@ -36,6 +35,7 @@ from shared.constants import (
     METHOD_START_INTERCEPTION,
     METHOD_TRANSFORM,
 )
+from shared.jsonrpc import Peer, PeerGone, RemoteError
 from shared.wire import (
     ConnectionClosed,
     ConnectionOpened,
@@ -143,8 +143,7 @@ class InterceptionClient:
         self._session = session
         self._ws = ws
         self._owns_session = owns_session
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._peer = Peer(self._send)
         self._context: InterceptionContext | None = None
         self._formats: dict[str, ably.Format] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -177,19 +176,17 @@ class InterceptionClient:
 
     # --- calls to the proxy -------------------------------------------------
 
+    async def _send(self, text: str) -> None:
+        if self._ws.closed:
+            raise PeerGone("the control connection is closed")
+        await self._ws.send_str(text)
+
     async def call(self, method: str, params: Mapping[str, Any], timeout: float = 60) -> Any:
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        """Call a proxy method; its result, or ProxyCallError with the proxy's error."""
         try:
-            await self._ws.send_str(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}))
-            async with asyncio.timeout(timeout):
-                response = await future
-        finally:
-            self._pending.pop(request_id, None)
-        if "error" in response:
-            raise ProxyCallError(method, response["error"])
-        return response.get("result")
+            return await self._peer.call(method, params, timeout)
+        except RemoteError as exc:
+            raise ProxyCallError(method, exc.error) from None
 
     async def start_interception(self, mode: str = "proxy", pid: int | None = None) -> None:
         params: dict[str, Any] = {"mode": mode}
@@ -236,23 +233,32 @@ class InterceptionClient:
     # --- what the proxy sends us --------------------------------------------
 
     async def _read(self) -> None:
-        async for msg in self._ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            payload = json.loads(msg.data)
-            if "method" not in payload:
-                future = self._pending.get(payload.get("id"))
-                if future is not None and not future.done():
-                    future.set_result(payload)
-            elif payload["method"] == METHOD_TRANSFORM and "id" in payload:
-                task = asyncio.ensure_future(self._answer_transform(payload))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
-                self._on_notification(payload["method"], payload.get("params") or {})
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(ConnectionError("the control connection closed"))
+        why = "the control connection closed"
+        try:
+            while True:
+                msg = await self._ws.receive()
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    payload = json.loads(msg.data)
+                    # A batch may carry several notifications at once.
+                    for item in payload if isinstance(payload, list) else [payload]:
+                        self._on_payload(item)
+                elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                                  aiohttp.WSMsgType.ERROR):  # fmt: skip
+                    if msg.type is aiohttp.WSMsgType.CLOSE:
+                        why += f" (code {msg.data}{f': {msg.extra}' if msg.extra else ''})"
+                    break
+        finally:
+            self._peer.close(why)
+
+    def _on_payload(self, item: Any) -> None:
+        if self._peer.feed(item) or not isinstance(item, dict) or not isinstance(item.get("method"), str):
+            return
+        if item["method"] == METHOD_TRANSFORM and "id" in item:
+            task = asyncio.ensure_future(self._answer_transform(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._on_notification(item["method"], item.get("params") or {})
 
     def _on_notification(self, method: str, params: Mapping[str, Any]) -> None:
         context = self._context
@@ -274,9 +280,8 @@ class InterceptionClient:
         message = InterceptedMessage.from_json(request["params"])
         frame = await self._decide(message)
         result = TransformResult.drop() if frame is None else TransformResult.replace(frame)
-        reply = {"jsonrpc": "2.0", "id": request["id"], "result": result.to_json()}
         with contextlib.suppress(ConnectionError):
-            await self._ws.send_str(json.dumps(reply))
+            await self._send(jsonrpc.response(request["id"], result.to_json()))
 
     async def _decide(self, message: InterceptedMessage) -> Frame | None:
         fmt = ably.Format.for_frame(message.frame.type is MessageType.BINARY)

@@ -23,7 +23,7 @@ import websockets
 import websockets.asyncio.client
 from aiohttp import WSMsgType, web
 
-from appserver.launcher import LauncherSettings, MitmproxyLauncher
+from appserver.capture.launcher import LauncherSettings, MitmproxyLauncher
 from shared.constants import METHOD_MITMPROXY_READY
 
 LOOPBACK = "127.0.0.1"

@@ -126,7 +126,7 @@ async def test_mode_none_starts_no_mitmproxy(http: aiohttp.ClientSession, launch
     """Where mitmproxy could be launched, mode none still makes the suite active without starting it."""
     async with suite_connection(http, launching_app_server.control_port) as suite:
         assert (await suite.request("startInterception", {"mode": "none"}))["result"] == {}
-        assert launching_app_server.registry.interception.active is not None
+        assert launching_app_server.registry.suite.active is not None
         assert launching_app_server.launcher is not None and launching_app_server.launcher.running_mode is None
 
 

@@ -158,7 +158,7 @@ async def test_start_interception_port_taken(
                 assert "in use" in response["error"]["message"] and str(port) in response["error"]["message"]
                 assert pids_with_arg(str(confdir)) == []
                 # the failed call did not leave this connection as the active suite
-                assert server.registry.interception.active is None
+                assert server.registry.suite.active is None
         finally:
             await server.stop()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appserver.lifecycle import (
+from appserver.relay.lifecycle import (
     awaits_close_answer,
     DELIVERY,
     TRANSITIONS,

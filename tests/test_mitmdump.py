@@ -13,10 +13,10 @@ import pytest
 import websockets
 import websockets.asyncio.server
 
-from appserver import launcher as launcher_module
-from appserver import local_capture
-from appserver.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
-from appserver.local_capture import CANARY_PATH
+from appserver.capture import modes as modes_module, processes
+from appserver.capture import local as local_capture
+from appserver.capture.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
+from appserver.capture.local import CANARY_PATH
 from tests.mitm_helpers import (LOOPBACK, STAND_IN_PREFIX, StandInAppServer, ca_cert_path, free_port, http_target,
                           launched, listening_socket, marker, pids_with_arg,
                           wait_until, ws_connect_via_proxy)
@@ -148,7 +148,7 @@ async def test_port_taken(settings: LauncherSettings, stand_in: StandInAppServer
 async def test_port_taken_detected_from_output(settings: LauncherSettings, stand_in: StandInAppServer,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """If the port is taken after the pre-check, mitmdump's own exit is reported with its output tail."""
-    monkeypatch.setattr(launcher_module, "port_in_use", lambda host, port: False)
+    monkeypatch.setattr(modes_module, "port_in_use", lambda host, port: False)
     with listening_socket() as port:
         busy = LauncherSettings(**{**settings.__dict__, "listen_port": port})
         async with launched(busy, stand_in) as launcher:
@@ -296,7 +296,7 @@ async def test_local_mode_impossible_reported(settings: LauncherSettings, stand_
 async def test_local_mode_needs_root(settings: LauncherSettings, stand_in: StandInAppServer,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Local mode on Linux without root is a LaunchError that says root is needed, with nothing started."""
-    monkeypatch.setattr(launcher_module.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     async with launched(settings, stand_in) as launcher:
         with pytest.raises(LaunchError, match="needs root"):
             await launcher.ensure(ProxyMode.LOCAL, os.getpid())
@@ -308,8 +308,8 @@ async def test_local_mode_needs_root(settings: LauncherSettings, stand_in: Stand
 def test_port_in_use_bind_test() -> None:
     """The pre-check sees a listening port as busy and a free one as free."""
     with listening_socket() as port:
-        assert launcher_module.port_in_use(LOOPBACK, port)
-    assert not launcher_module.port_in_use(LOOPBACK, free_port())
+        assert processes.port_in_use(LOOPBACK, port)
+    assert not processes.port_in_use(LOOPBACK, free_port())
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/mountinfo")

@@ -35,12 +35,12 @@ import pytest
 import websockets
 from aiohttp import WSMsgType
 
-from appserver import launcher as launcher_module
-from appserver import transparent
+from appserver.capture import processes
+from appserver.capture import transparent
 from appserver.app import AppServer
 from appserver.config import from_args
-from appserver.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
-from appserver.transparent import RedirectRules
+from appserver.capture.launcher import LaunchError, LauncherSettings, MitmproxyLauncher, ProxyMode
+from appserver.capture.transparent import RedirectRules
 from shared.constants import HEADER_TEST_HOST
 from tests.conftest import launching_config
 from tests.mitm_helpers import StandInAppServer, free_port, launched, marker, pids_with_arg, wait_until
@@ -164,17 +164,17 @@ def test_exited_before_reaped() -> None:
     """A killed child counts as exited before anyone reaps it (so a restart is not skipped)."""
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert not launcher_module.exited(child.pid)
+        assert not processes.exited(child.pid)
         os.kill(child.pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while not launcher_module.exited(child.pid) and time.monotonic() < deadline:
+        while not processes.exited(child.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert launcher_module.exited(child.pid)
+        assert processes.exited(child.pid)
         assert child.returncode is None  # not reaped yet
     finally:
         child.kill()
         child.wait()
-    assert launcher_module.exited(child.pid)
+    assert processes.exited(child.pid)
 
 
 # -- real rules, real mitmdump (root and iptables) -------------------------------------------

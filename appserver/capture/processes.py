@@ -9,6 +9,9 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 PF_EXITING = 0x4  # a task's flags in /proc/PID/stat (include/linux/sched.h): it is being torn down
@@ -157,3 +160,11 @@ async def wait_released(inodes: set[int], timeout: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def owned_by_group(pgid: int, peers: list[tuple[T, asyncio.BaseTransport]]) -> tuple[list[T], set[int]]:
+    """Which of our loopback connections have their other end in that process group; and those ends' inodes."""
+    inodes = socket_inodes_of_group(pgid)
+    table = tcp_socket_inodes()
+    owned = [(item, peer_inode(transport, table)) for item, transport in peers]
+    return [item for item, inode in owned if inode in inodes], {inode for _, inode in owned if inode in inodes}

@@ -1,27 +1,27 @@
 """One proxied WebSocket connection: two legs, two queues, four tasks.
 
 The connection owns its tasks (a TaskGroup) and, whatever happens, leaves
-both transports closed when :meth:`Connection.run` returns.
+both transports closed when :meth:`Connection.run` returns. It asks its
+decider chain about every frame and tells its sinks what happened
+(events.py); it knows neither the suite nor any other observer by name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Sequence
+from typing import Awaitable, Callable
 
 from appserver.errors import LegClosed
-from appserver.lifecycle import End, LegState, Side, check_sendable
-from appserver.relay import Leg, pass_on_end, pump, read_leg
-from shared import ably
+from appserver.relay.events import Closed, Decided, Injected, Opened, Sink, publish
+from appserver.relay.leg import Leg, read_leg
+from appserver.relay.lifecycle import End, LegState, Side, check_sendable
+from appserver.relay.pump import OnDecided, pass_on_end, pump
+from appserver.verdict import Decider, Verdict, decide
 from shared.wire import ClosedBy, ConnectionClosed, ConnectionOpened, Frame
 
 log = logging.getLogger(__name__)
-
-#: Asks the active suite about one message: (connection id, frame, from_client) → frame or None.
-Transform = Callable[[str, Frame, bool], Awaitable[Frame | None]]
-#: Sends a notification to the active suite, if any.
-Notify = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class Connection:
@@ -30,18 +30,24 @@ class Connection:
         info: ConnectionOpened,
         client: Leg,
         upstream: Leg,
-        transform: Transform,
+        chain: Sequence[Decider],
+        sinks: Sequence[Sink] = (),
         max_queued: int = 0,
+        remote: str | None = None,
     ) -> None:
         self.info = info
-        self._max_queued = max_queued
         self.id = info.id
         self.legs = {Side.CLIENT: client, Side.SERVER: upstream}
-        self._transform = transform
+        self._chain = tuple(chain)
+        self._sinks = tuple(sinks)
+        self._frame_sinks = tuple(s for s in sinks if s.frames)
+        self._max_queued = max_queued
+        self._remote = remote
         self.first_end: tuple[ClosedBy, End] | None = None
 
     async def run(self) -> None:
-        """Relay until both legs are closed."""
+        """Publish Opened, relay until both legs are closed, publish Closed."""
+        await publish(self._sinks, Opened(self.info, self._remote))
         client, upstream = self.legs[Side.CLIENT], self.legs[Side.SERVER]
         queues: dict[Side, asyncio.Queue[Frame | End]] = {side: asyncio.Queue(self._max_queued) for side in Side}
         try:
@@ -49,24 +55,31 @@ class Connection:
                 for source, dest in ((client, upstream), (upstream, client)):
                     queue = queues[source.side]
                     tasks.create_task(read_leg(source, dest, queue))
-                    tasks.create_task(
-                        pump(queue, source, dest, self._decider(source.side), self._on_end)
-                    )
+                    tasks.create_task(pump(queue, source, dest, self._decider(source.side),
+                                           self._on_decided(source.side), self._on_end))  # fmt: skip
         finally:
             for leg in self.legs.values():
                 if leg.state is not LegState.CLOSED:
                     leg.abort()
+        await publish(self._sinks, Closed(self.closed_event(), self.info.url))
 
-    def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Frame | None]]:
+    def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Verdict]]:
         from_client = source is Side.CLIENT
-        arrow = ">" if from_client else "<"
 
-        async def decide(frame: Frame) -> Frame | None:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("connection %s %s %s", self.id, arrow, ably.describe(frame.data))
-            return await self._transform(self.id, frame, from_client)
+        async def verdict(frame: Frame) -> Verdict:
+            return await decide(self._chain, self.id, frame, from_client)
 
-        return decide
+        return verdict
+
+    def _on_decided(self, source: Side) -> OnDecided | None:
+        if not self._frame_sinks:
+            return None
+        from_client = source is Side.CLIENT
+
+        async def decided(frame: Frame, verdict: Verdict) -> None:
+            await publish(self._frame_sinks, Decided(self.id, from_client, frame, verdict))
+
+        return decided
 
     def _on_end(self, side: Side, end: End) -> None:
         if self.first_end is None:
@@ -81,6 +94,7 @@ class Connection:
             await leg.send(frame)
         except ConnectionError as exc:
             raise LegClosed(f"the {leg.side} leg of connection {self.id} is gone") from exc
+        await publish(self._frame_sinks, Injected(self.id, from_client, frame))
 
     async def close(self, sides: tuple[Side, ...], code: int | None, reason: str, abrupt: bool) -> None:
         """Close legs on the proxy's own initiative (closeConnection, shutdown)."""

@@ -1,6 +1,6 @@
 """What mitmproxy's local mode (capture by pid) needs on Linux, and the canary that proves it works.
 
-The launcher (launcher.py) runs mitmdump behind :func:`linux_local_wrapper`,
+The launcher (launcher.py, modes.py) runs mitmdump behind :func:`linux_local_wrapper`,
 starts the canary with :func:`start_canary`, and watches mitmdump's output
 with :func:`fatal_reason`. As measured with mitmproxy 12.3.1 / mitmproxy_rs
 0.12.15 on kernel 6.18 (running as root, no sudo installed, cgroup2 at
@@ -31,7 +31,7 @@ import stat
 import sys
 from pathlib import Path
 
-from appserver import canary as canary_probe
+from appserver.capture import canary as canary_probe
 from shared.constants import DEFAULT_CANARY_HOST
 
 CANARY_PATH = Path(canary_probe.__file__).resolve()

@@ -7,28 +7,11 @@ import logging
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from shared.headers import connection_tokens
+from appserver.relay.headers import end_to_end, http_base
 
 log = logging.getLogger(__name__)
-
-HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
-     "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
-)  # fmt: skip
-
-
-def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    named = connection_tokens(headers.getall("Connection", []))
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
-
-
-def http_base(upstream: URL) -> URL:
-    """The HTTP(S) origin of a ws(s):// or http(s):// upstream URL."""
-    scheme = {"ws": "http", "wss": "https"}.get(upstream.scheme, upstream.scheme)
-    return upstream.with_scheme(scheme).with_path("/").with_query(None)
 
 
 async def relay_http(

@@ -1,30 +1,28 @@
-"""Moving frames between the two legs of a proxied WebSocket connection.
+"""One leg of a proxied WebSocket connection, and the task that reads it.
 
-One reader task per leg puts what arrives into that direction's queue; one
-pump task per direction takes the next item, asks the test suite about it,
-and delivers it. Ordering comes from this structure alone. What a leg's state
-allows is asked of lifecycle.py; this module only moves frames and awaits.
+A leg is one side's WebSocket (the client's, where we are the server; the
+upstream's, where we are the client) with its state machine. Its reader puts
+each data frame, and finally the leg's End, on the queue of its direction
+(pump.py takes them from there); pings and pongs are relayed at once. What a
+leg's state allows is asked of lifecycle.py; this module only moves frames.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 from aiohttp import WSMsgType
 
-from appserver.lifecycle import (
-    CloseAction,
-    Delivery,
+from appserver.relay.lifecycle import (
     DELIVERY,
+    Delivery,
     End,
     LegEvent,
     LegState,
     Side,
     awaits_close_answer,
-    close_action,
     close_payload,
     code_from_wire,
     transition,
@@ -32,14 +30,6 @@ from appserver.lifecycle import (
 from shared.wire import Frame, MessageType
 
 log = logging.getLogger(__name__)
-
-_message_ids = itertools.count(1)
-
-
-def next_message_id() -> str:
-    """Ids unique per message for this app server's lifetime (transforms and injects)."""
-    return str(next(_message_ids))
-
 
 class WebSocketLike(Protocol):
     """What aiohttp's server and client WebSocket objects have in common."""
@@ -138,37 +128,3 @@ async def _relay_control(other: Leg, kind: WSMsgType, payload: bytes) -> None:
         await other.send_control(kind, payload)
     except ConnectionError:
         log.debug("could not relay %s to the %s: transport gone", kind.name, other.side)
-
-
-async def pump(
-    queue: asyncio.Queue[Frame | End],
-    source: Leg,
-    dest: Leg,
-    decide: Callable[[Frame], Awaitable[Frame | None]],
-    on_end: Callable[[Side, End], None],
-) -> None:
-    """Deliver the source leg's messages in order, then pass its End on."""
-    while True:
-        item = await queue.get()
-        if isinstance(item, End):
-            on_end(source.side, item)
-            await pass_on_end(item, dest)
-            return
-        if not dest.can_send:
-            log.debug("discarding a %s message: the %s leg is %s", source.side, dest.side, dest.state.value)
-            continue
-        frame = await decide(item)
-        if frame is None or not dest.can_send:
-            continue
-        try:
-            await dest.send(frame)
-        except ConnectionError:
-            log.debug("could not deliver to the %s: transport gone", dest.side)
-
-
-async def pass_on_end(end: End, dest: Leg) -> None:
-    action = close_action(end, dest.state)
-    if action is CloseAction.ABORT:
-        dest.abort()
-    elif action in (CloseAction.ANSWER_CLOSE, CloseAction.SEND_CLOSE):
-        await dest.send_close(end.code, end.reason)

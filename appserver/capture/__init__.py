@@ -1,0 +1,1 @@
+"""mitmdump and its capture modes: launching, supervising, proving capture works, certificates."""

@@ -1,0 +1,105 @@
+"""The control API's WebSocket sessions: the suite's requests in, our calls out.
+
+Every text frame is one JSON-RPC object or batch. Responses to *our* calls
+(the suite answering ``transformInterceptedMessage``) go to the session's
+:class:`~shared.jsonrpc.Peer` and never reach the dispatcher; requests and
+notifications go to the dispatcher (rpc.py), each in its own task so a slow
+method never blocks the receive loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from shared import jsonfast
+from shared.jsonrpc import Peer
+
+log = logging.getLogger(__name__)
+
+#: Answers a parsed request, notification or batch; returns the reply text ("" for none).
+Dispatch = Callable[["ControlSession", Any], Awaitable[str]]
+
+
+class ControlSession:
+    """One control-API WebSocket; the test suite it belongs to, if it calls startInterception."""
+
+    def __init__(
+        self, session_id: int, ws: web.WebSocketResponse, dispatch: Dispatch,
+        transport: asyncio.BaseTransport | None = None,
+    ) -> None:  # fmt: skip
+        self.id = session_id
+        self.ws = ws
+        self.transport = transport  # to tell, in local mode, whether it runs through mitmdump
+        self._dispatch = dispatch
+        self.peer = Peer(self._send)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _send(self, text: str) -> None:
+        if self.ws.closed:
+            raise ConnectionResetError("control connection closed")
+        await self.ws.send_str(text)
+
+    async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
+        return await self.peer.call(method, params, timeout)
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        try:
+            await self.peer.notify(method, params)
+        except ConnectionError:
+            log.debug("control session %d: notification %s not sent, connection closed", self.id, method)
+
+    async def serve(self) -> None:
+        """Receive until the socket closes; then fail whatever waits on it."""
+        try:
+            async for msg in self.ws:
+                if msg.type is WSMsgType.TEXT:
+                    self._on_text(msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    self._spawn(self._reply(_error(-32600, "Invalid Request: control messages must be text frames")))
+                elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes with 1009
+                    log.warning("control session %d closed by a protocol error: %s", self.id, msg.data)
+        finally:
+            # What was sent before the close still counts (mitmproxyReady is sent and the
+            # socket closed at once): let dispatched calls finish; each has its own bound.
+            self.peer.close()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _on_text(self, text: str) -> None:
+        try:
+            payload = jsonfast.loads(text)
+        except (ValueError, RecursionError) as exc:
+            self._spawn(self._reply(_error(-32700, f"Parse error: {exc}")))
+            return
+        if not self.peer.feed(payload):
+            self._spawn(self._answer(payload))
+
+    async def _answer(self, payload: Any) -> None:
+        reply = await self._dispatch(self, payload)
+        if reply:
+            await self._reply(reply)
+
+    async def _reply(self, text: str) -> None:
+        try:
+            await self._send(text)
+        except ConnectionError:
+            log.debug("control session %d: reply not sent, connection closed", self.id)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self) -> None:
+        await self.close(WSCloseCode.GOING_AWAY, "app server shutting down")
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the control connection with that code and reason (waiting for the peer's answer)."""
+        await self.ws.close(code=code, message=reason.encode())
+
+
+def _error(code: int, message: str) -> str:
+    return jsonfast.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})

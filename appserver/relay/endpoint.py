@@ -1,0 +1,102 @@
+"""The proxy endpoint: where redirected upgrades (and direct mode's plain HTTP) arrive.
+
+An upgrade's way, once: its target from the headers (headers.py), the
+upstream dialled first (upstream.py), the client's handshake completed only
+once the upstream has accepted (a refusal is passed back as the same HTTP
+status, 502 when the upstream could not be reached: a client is never
+accepted and then closed), then a :class:`Connection` relays until both legs
+are closed. Plain HTTP goes to http.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from appserver.relay import upstream as upstreams
+from appserver.relay.connection import Connection
+from appserver.relay.events import Sink
+from appserver.relay.headers import BadTarget, Target, is_websocket_upgrade, opened_info, target_of
+from appserver.relay.http import relay_http
+from appserver.relay.leg import Leg
+from appserver.relay.lifecycle import Side
+from appserver.relay.table import Connections
+from appserver.verdict import Decider
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    default_upstream: URL | None
+    upstream_ssl: object  # an ssl.SSLContext, or False: not verified
+    connect_timeout: float
+    close_timeout: float
+    max_queued_messages: int
+
+
+class ProxyEndpoint:
+    def __init__(
+        self, settings: EndpointSettings, session: aiohttp.ClientSession, connections: Connections,
+        chain: Sequence[Decider], sinks: Sequence[Sink],
+    ) -> None:  # fmt: skip
+        self._settings = settings
+        self._session = session
+        self._connections = connections
+        self._chain = tuple(chain)
+        self._sinks = tuple(sinks)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        s = self._settings
+        if not is_websocket_upgrade(request.headers):
+            if s.default_upstream is not None:
+                return await relay_http(request, self._session, s.default_upstream, s.upstream_ssl)
+            return web.Response(
+                status=400,
+                text="the proxy endpoint takes WebSocket upgrades only "
+                "(start the app server with --default-upstream URL to relay plain HTTP)\n",
+            )
+        try:
+            target = target_of(request, s.default_upstream)
+        except BadTarget as exc:
+            log.warning("refused an upgrade for %s: %s", request.raw_path, exc)
+            return web.Response(status=400, text=f"{exc}\n")
+        try:
+            upstream = await upstreams.dial(self._session, request, target, s.upstream_ssl, s.connect_timeout)
+        except aiohttp.WSServerHandshakeError as exc:
+            status = exc.status if 300 <= exc.status < 600 else 502
+            log.info("upstream %s refused the handshake: %s %s", target.url, exc.status, exc.message)
+            return web.Response(status=status, text=f"upstream refused the WebSocket handshake: {exc.message}\n")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("upstream %s could not be reached: %r", target.url, exc)
+            return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
+        return await self._relay(request, target, upstream)
+
+    async def _relay(
+        self, request: web.Request, target: Target, upstream: aiohttp.ClientWebSocketResponse
+    ) -> web.StreamResponse:
+        ws = upstreams.answer_like(upstream)
+        try:
+            await ws.prepare(request)
+        except Exception:
+            upstreams.abandon(upstream)
+            raise
+        assert request.transport is not None
+        timeout = self._settings.close_timeout
+        connection = Connection(
+            opened_info(request, target),
+            Leg(Side.CLIENT, ws, request.transport, timeout),
+            Leg(Side.SERVER, upstream, upstreams.transport_of(upstream), timeout),
+            self._chain,
+            self._sinks,
+            self._settings.max_queued_messages,
+            request.remote,
+        )
+        with self._connections.track(connection), upstreams.released(upstream):
+            await connection.run()
+        return ws

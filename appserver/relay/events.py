@@ -1,0 +1,95 @@
+"""What a connection publishes about itself, and the sinks that watch it.
+
+A connection hands every event to each of its sinks in order: opened, each
+frame with its verdict, each injection, closed. The relay never calls an
+observer by name: the suite's JSON-RPC notifications are one sink
+(control/suite.py), the INFO/DEBUG log is another (:class:`LogSink`), and a
+trace will be a third. A sink whose ``frames`` is False is not given the
+per-frame events, so watching only opens and closes costs a frame nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from appserver.verdict import Drop, Replace, Verdict
+from shared import ably
+from shared.wire import ConnectionClosed, ConnectionOpened, Frame
+
+log = logging.getLogger("appserver.connection")
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The connection is open both ways (the upstream accepted); nothing has been relayed yet."""
+
+    info: ConnectionOpened
+    remote: str | None  # the client's address, as the proxy endpoint saw it
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A data frame from one leg, and what was decided for it (before it is delivered)."""
+
+    connection_id: str
+    from_client: bool
+    frame: Frame
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Injected:
+    """A frame the suite had sent on one leg (``from_client``: towards the server)."""
+
+    connection_id: str
+    from_client: bool
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """Both legs are closed: who closed first, and how."""
+
+    closed: ConnectionClosed
+    url: str
+
+
+Event = Opened | Decided | Injected | Closed
+
+
+class Sink(Protocol):
+    #: Whether this sink wants the per-frame events (Decided, Injected).
+    frames: bool
+
+    async def publish(self, event: Event) -> None: ...
+
+
+async def publish(sinks: Sequence[Sink], event: Event) -> None:
+    for sink in sinks:
+        await sink.publish(event)
+
+
+class LogSink:
+    """One INFO line per connection opened and closed; each frame at DEBUG, by Ably action name."""
+
+    def __init__(self) -> None:
+        self.frames = log.isEnabledFor(logging.DEBUG)
+
+    async def publish(self, event: Event) -> None:
+        if isinstance(event, Opened):
+            log.info("connection %s opened: %s (from %s)", event.info.id, event.info.url, event.remote)
+        elif isinstance(event, Closed):
+            c = event.closed
+            log.info("connection %s closed by %s: code=%s reason=%r clean=%s (%s)",
+                     c.id, c.closed_by, c.code, c.reason, c.clean, event.url)  # fmt: skip
+        elif isinstance(event, Decided):
+            fate = " [dropped]" if isinstance(event.verdict, Drop) else \
+                " [replaced]" if isinstance(event.verdict, Replace) else ""  # fmt: skip
+            log.debug("connection %s %s %s%s", event.connection_id, ">" if event.from_client else "<",
+                      ably.describe(event.frame.data), fate)  # fmt: skip
+        else:
+            log.debug("connection %s %s injected %s", event.connection_id, ">" if event.from_client else "<",
+                      ably.describe(event.frame.data))  # fmt: skip

@@ -1,0 +1,112 @@
+"""Pure header rules of the proxy endpoint: where an upgrade goes, and which headers travel.
+
+No I/O: request headers in, decisions out. Hop-by-hop headers (RFC 9110 §7.6.1)
+and the per-hop WebSocket handshake headers (RFC 6455 §4.1, §9.1) stay on their
+hop; Ably-Test-* headers are the redirector's to us and go no further.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from shared import headers as shared_headers
+from shared.constants import HEADER_TEST_HOST, HEADER_TEST_PROTO, TEST_HEADER_PREFIX
+from shared.wire import ConnectionOpened
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
+     "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
+)  # fmt: skip
+# Each WebSocket hop makes these itself (RFC 6455 §4.1, §9.1).
+PER_HOP_WEBSOCKET = frozenset(
+    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-accept", "sec-websocket-extensions",
+     "sec-websocket-protocol"}
+)  # fmt: skip
+
+
+class BadTarget(ValueError):
+    """The upgrade does not say where it should go."""
+
+
+@dataclass(frozen=True)
+class Target:
+    url: URL
+    host: str
+    proto: str
+
+
+def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
+    return shared_headers.is_websocket_upgrade(headers.get("Upgrade", ""), headers.getall("Connection", []))
+
+
+def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
+    """The upstream URL: from the Ably-Test-* headers, else the default upstream (direct mode)."""
+    host = request.headers.get(HEADER_TEST_HOST)
+    proto = request.headers.get(HEADER_TEST_PROTO)
+    if host is None and proto is None:
+        if default_upstream is None:
+            raise BadTarget(
+                f"missing {HEADER_TEST_HOST} and {HEADER_TEST_PROTO} headers "
+                "(and no --default-upstream is configured for direct mode)"
+            )
+        proto = "wss" if default_upstream.scheme in ("wss", "https") else "ws"
+        host = default_upstream.raw_authority
+    if not host or not host.strip():
+        raise BadTarget(f"missing or empty {HEADER_TEST_HOST} header")
+    if proto not in ("ws", "wss"):
+        raise BadTarget(f"{HEADER_TEST_PROTO} header must be 'ws' or 'wss', got {proto!r}")
+    try:
+        url = URL(f"{proto}://{host.strip()}{request.raw_path}", encoded=True)
+        valid = bool(url.host) and url.port is not None and " " not in host.strip()
+    except ValueError as exc:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: {exc}") from exc
+    if not valid:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
+    return Target(url, host.strip(), proto)
+
+
+def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The headers minus hop-by-hop ones, including those the Connection header names."""
+    named = shared_headers.connection_tokens(headers.getall("Connection", []))
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
+
+
+def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """End-to-end handshake headers: minus hop-by-hop, per-hop WebSocket and Ably-Test-* ones."""
+    return CIMultiDict(
+        (name, value)
+        for name, value in end_to_end(headers).items()
+        if name.lower() not in PER_HOP_WEBSOCKET and not name.lower().startswith(TEST_HEADER_PREFIX)
+    )
+
+
+def offered_protocols(headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
+    """Every subprotocol the client offered, over however many header lines (RFC 6455 §11.3.4)."""
+    values = headers.getall("Sec-WebSocket-Protocol", [])
+    return tuple(p.strip() for v in values for p in v.split(",") if p.strip())
+
+
+def offers_deflate(headers: CIMultiDictProxy[str]) -> bool:
+    return "permessage-deflate" in headers.get("Sec-WebSocket-Extensions", "").lower()
+
+
+def http_base(upstream: URL) -> URL:
+    """The HTTP(S) origin of a ws(s):// or http(s):// upstream URL."""
+    scheme = {"ws": "http", "wss": "https"}.get(upstream.scheme, upstream.scheme)
+    return upstream.with_scheme(scheme).with_path("/").with_query(None)
+
+
+def opened_info(request: web.BaseRequest, target: Target) -> ConnectionOpened:
+    """What interceptedConnectionOpened says of a connection (a new connection id with it)."""
+    return ConnectionOpened(
+        url=str(target.url),
+        host=target.host,
+        proto=target.proto,
+        path=target.url.raw_path,
+        query=dict(target.url.query),
+        headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
+    )
