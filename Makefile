@@ -63,10 +63,10 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict appserver shared redirector
 
 fuzz: test-deps
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/control/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
 
 soak: test-deps
-	SOAK=full $(PY) -m pytest tests/test_soak.py -s -p no:cacheprovider $(PYTEST_ARGS)
+	SOAK=full $(PY) -m pytest tests/relay/test_soak.py -s -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)

@@ -112,7 +112,7 @@ class Peer:
         (a request, notification or batch: the caller's to answer)."""
         if not is_response(payload):
             return False
-        future, _ = self._pending.get(payload.get("id"), (None, 0.0))  # type: ignore[arg-type]
+        future, _ = self._pending.get(payload.get("id"), (None, 0.0))
         if future is None or future.done():
             log.warning("ignoring a response to no pending call: id %r", payload.get("id"))
         elif "error" in payload:

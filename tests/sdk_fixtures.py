@@ -20,6 +20,7 @@ in the module's namespace):
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ from yarl import URL
 
 from appserver.app import AppServer
 from shared.ably import Action, Format
-from shared.client import Intercepted, InterceptionClient, InterceptionContext
+from shared.client import Intercepted, InterceptionClient, InterceptionContext, ProxyCallError
 from shared.wire import ConnectionClosed, ConnectionOpened
 from tests.ably_driver import AblyDriver, fake_ably_options
 from tests.conftest import launching_config, make_config, running_app_server
 from tests.fake_ably import FakeAbly, FakeConnection
+
+log = logging.getLogger(__name__)
 
 #: ClientOptions that keep every SDK retry and timeout short, so that tests run in seconds.
 SHORT_TIMEOUTS: dict[str, Any] = {
@@ -212,3 +215,14 @@ class Traffic:
             if i.from_client == from_client and connection_id in (None, i.connection_id)
         ]  # fmt: skip
 
+
+async def start_local_or_skip(client: InterceptionClient, pid: int) -> None:
+    """startInterception in local mode; skip the test, with the launcher's reason, where capture is impossible."""
+    try:
+        await client.start_interception("local", pid=pid)
+    except ProxyCallError as exc:
+        reason = exc.proxy_message
+        if "local capture" in reason or "needs root" in reason:
+            log.warning("local mode unavailable: %s", reason)
+            pytest.skip(f"local capture unavailable on this host: {reason}")
+        raise

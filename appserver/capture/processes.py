@@ -149,7 +149,7 @@ def peer_inode(transport: asyncio.BaseTransport, table: dict[tuple[Address, Addr
     """The inode of the socket at the other end of one of our loopback connections, if it is on this host."""
     ours = normalised(transport.get_extra_info("sockname"))
     theirs = normalised(transport.get_extra_info("peername"))
-    return table.get((theirs, ours)) if ours and theirs else None  # type: ignore[arg-type]
+    return table.get((theirs, ours)) if ours and theirs else None
 
 
 async def wait_released(inodes: set[int], timeout: float) -> bool:

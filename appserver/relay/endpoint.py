@@ -11,6 +11,7 @@ are closed. Plain HTTP goes to http.py.
 from __future__ import annotations
 
 import logging
+from ssl import SSLContext
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EndpointSettings:
     default_upstream: URL | None
-    upstream_ssl: object  # an ssl.SSLContext, or False: not verified
+    upstream_ssl: SSLContext | bool  # False: not verified
     connect_timeout: float
     close_timeout: float
     max_queued_messages: int

@@ -4,6 +4,7 @@ relayed to the default upstream unchanged (minus hop-by-hop headers)."""
 from __future__ import annotations
 
 import logging
+from ssl import SSLContext
 
 import aiohttp
 from aiohttp import web
@@ -15,14 +16,14 @@ log = logging.getLogger(__name__)
 
 
 async def relay_http(
-    request: web.Request, session: aiohttp.ClientSession, upstream: URL, ssl: object
+    request: web.Request, session: aiohttp.ClientSession, upstream: URL, ssl: SSLContext | bool
 ) -> web.StreamResponse:
     target = URL(str(http_base(upstream)).rstrip("/") + request.raw_path, encoded=True)
     body = await request.read() if request.body_exists else None
     try:
         async with session.request(
             request.method, target, headers=end_to_end(request.headers), data=body,
-            allow_redirects=False, auto_decompress=False, ssl=ssl,  # type: ignore[arg-type]
+            allow_redirects=False, auto_decompress=False, ssl=ssl,
         ) as upstream_response:  # fmt: skip
             payload = await upstream_response.read()
             log.debug("relayed %s %s → %s", request.method, target, upstream_response.status)

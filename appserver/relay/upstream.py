@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from ssl import SSLContext
 from typing import Any, Iterator
 
 import aiohttp
@@ -31,7 +32,7 @@ logging.getLogger("aiohttp.websocket").addFilter(_NoOverlapWarning())
 
 
 async def dial(
-    session: aiohttp.ClientSession, request: web.Request, target: Target, ssl: object, timeout: float
+    session: aiohttp.ClientSession, request: web.Request, target: Target, ssl: SSLContext | bool, timeout: float
 ) -> aiohttp.ClientWebSocketResponse:
     """The upstream WebSocket, offered what the client offered (subprotocols, deflate), its headers forwarded."""
     async with asyncio.timeout(timeout):
@@ -43,7 +44,7 @@ async def dial(
             autoclose=False,
             autoping=False,
             max_msg_size=0,
-            ssl=ssl,  # type: ignore[arg-type]
+            ssl=ssl,
         )
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 
-import pytest
 
 from appserver.app import AppServer
 from shared.ably import Action
-from shared.client import InterceptionClient, InterceptionContext, ProxyCallError
+from shared.client import InterceptionClient, InterceptionContext
 from tests.ably_driver import AblyDriver, fake_ably_options
 from tests.fake_ably import FakeAbly
 from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
@@ -35,6 +34,7 @@ from tests.sdk_fixtures import (  # noqa: F401 - fixtures are found by name
     publish_and_receive,
     round_trip,
     sdk_via_proxy,
+    start_local_or_skip,
     tag_data,
 )
 
@@ -91,18 +91,6 @@ async def test_direct_mode_close_is_seen_by_suite(
 
 
 # -- local mode by PID --------------------------------------------------------------
-
-
-async def start_local_or_skip(client: InterceptionClient, pid: int) -> None:
-    """startInterception in local mode; skip the test, with the launcher's reason, where capture is impossible."""
-    try:
-        await client.start_interception("local", pid=pid)
-    except ProxyCallError as exc:
-        reason = exc.proxy_message
-        if "local capture" in reason or "needs root" in reason:
-            log.warning("local mode unavailable: %s", reason)
-            pytest.skip(f"local capture unavailable on this host: {reason}")
-        raise
 
 
 async def test_local_mode_by_pid(mitmdump_stack: AppServer, fake: FakeAbly, binary: bool) -> None:

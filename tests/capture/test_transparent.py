@@ -47,7 +47,7 @@ from tests.mitm_helpers import StandInAppServer, free_port, launched, marker, pi
 from tests.mitm_helpers import settings, stand_in  # noqa: F401 - fixtures are found by name
 from tests.peers import UpstreamServer, receive, suite_connection
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 # -- the rules, as commands (no root needed) ----------------------------------------------

@@ -22,9 +22,7 @@ from appserver.app import AppServer
 from shared.client import InterceptionClient
 from tests.mitm_helpers import free_port, pids_with_arg, ws_connect_via_proxy
 from tests.peers import Suite, UpstreamServer, connect_client, receive, receive_data, redirect_headers
-from tests.sdk_fixtures import mitmdump_stack  # noqa: F401  (fixture)
-from tests.test_full_stack import confdir, intercepting_suite, stack, upstream_ca  # noqa: F401  (fixtures)
-from tests.test_sdk_node import start_local_or_skip
+from tests.sdk_fixtures import mitmdump_stack, start_local_or_skip  # noqa: F401  (mitmdump_stack: a fixture)
 
 ECHO_UPSTREAM = textwrap.dedent(
     """
@@ -130,7 +128,7 @@ async def test_client_killed_mid_stream(
 
 
 async def test_mitmdump_killed_with_open_connections(
-    stack: AppServer, intercepting_suite: Suite, upstream: UpstreamServer, confdir: Path  # noqa: F811
+    stack: AppServer, intercepting_suite: Suite, upstream: UpstreamServer, confdir: Path
 ) -> None:
     """mitmdump killed while a connection is open: the client and the upstream both see an abrupt drop;
     the next startInterception starts a new mitmdump and traffic flows again."""
@@ -209,7 +207,7 @@ CAPTURED = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["mode switch", "shutdown"])
 async def test_stopping_local_mitmdump_ends_what_runs_through_it(
-    mitmdump_stack: AppServer, how: str  # noqa: F811
+    mitmdump_stack: AppServer, how: str
 ) -> None:
     """Local mode: when the app server stops mitmdump (to switch mode, or shutting down), the captured process
     sees its WebSocket and its control connection end at once: the WebSocket dropped (or 1001 on shutdown),

@@ -82,5 +82,5 @@ async def test_publish_without_ack_is_resent_after_a_drop(interception, ably):  
 def test_readme_shows_this_example(shown: object) -> None:
     """The README's example test and its `ably` fixture are this file's, word for word."""
     source = inspect.getsource(getattr(shown, "__wrapped__", shown)).replace("  # type: ignore[no-untyped-def]", "")
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert source in readme, "the README's 'Writing a test' example differs from tests/test_readme_example.py"
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert source in readme, "the README's 'Writing a test' example differs from tests/sdk/test_readme_example.py"

@@ -17,7 +17,7 @@ from aiohttp import WSMsgType
 from appserver.app import AppServer
 from tests.peers import UpstreamServer, close_cleanly, connect_client, receive
 
-EXAMPLE = Path(__file__).parent / "js" / "api_example.mjs"
+EXAMPLE = Path(__file__).parents[1] / "js" / "api_example.mjs"
 
 
 @pytest.fixture
@@ -67,5 +67,5 @@ async def test_javascript_example_drops_acks_and_injects_in_the_connections_form
 
 def test_api_md_shows_the_example() -> None:
     """docs/api.md's JavaScript client is tests/js/api_example.mjs, word for word."""
-    docs = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
     assert EXAMPLE.read_text() in docs, "docs/api.md's JavaScript example differs from tests/js/api_example.mjs"
