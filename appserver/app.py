@@ -1,7 +1,8 @@
 """The app server: the control API and the proxy endpoint, started and stopped as one.
 
 This is where the packages meet: relay/ is given its decider chain (the
-active suite, last) and its sinks (the log, the suite's notifications);
+rules first, the active suite last), its sinks (the log, the suite's
+notifications, the rules' record of handshakes) and its connect gate;
 control/ its registry and the launcher; capture/ the app server's bound
 ports. Nothing listens at construction: :meth:`AppServer.start` binds,
 :meth:`AppServer.stop` shuts down in numbered steps.
@@ -99,11 +100,13 @@ class AppServer:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
         )
-        suite = self.registry.suite
+        suite, rules = self.registry.suite, self.registry.rules
         endpoint = ProxyEndpoint(
             EndpointSettings(config.default_upstream, config.upstream_ssl(), config.connect_timeout,
                              config.close_timeout, config.max_queued_messages),
-            self._session, self.registry.connections, chain=[suite], sinks=[LogSink(), suite],
+            self._session, self.registry.connections,
+            chain=[rules, suite],  # the rules first; what no rule decides, the suite is asked
+            sinks=[LogSink(), suite, rules], gate=rules, hooks=rules,
         )  # fmt: skip
         control = web.Application()
         control.router.add_get("/", self._control_handler)

@@ -27,6 +27,16 @@ class LegClosed(ProxyError):
     code = -32003
 
 
+class NotTheActiveSuite(ProxyError):
+    """Rules belong to the active suite: only it may add, list or wait for them."""
+
+    code = -32001
+
+
+class RuleWaitTimedOut(ProxyError):
+    code = -32005
+
+
 class InterceptionFailed(ProxyError):
     """mitmproxy could not be started, or is not ready (the message says why)."""
 

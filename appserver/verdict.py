@@ -10,11 +10,11 @@ relay/pump.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.wire import Frame
+from shared.wire import ConnectionOpened, Frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +34,93 @@ class Replace:
     frame: Frame
 
 
-Verdict = Pass | Drop | Replace
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Deliver the frame ``ms`` later; the frames behind it in its direction wait too (order holds)."""
+
+    ms: int
+
+
+# -- side effects, applied right after the frame's fate -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Inject:
+    """Send this frame on one leg (``from_client``: towards the server)."""
+
+    frame: Frame
+    from_client: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CloseLegs:
+    """Close these sides, after the frames already queued for them are delivered."""
+
+    sides: tuple[str, ...]  # "client", "server"
+    code: int | None
+    reason: str
+    abrupt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """From now on drop every frame, ping and pong of the connection, both ways; close nothing."""
+
+
+Effect = Inject | CloseLegs | Silence
+Fate = Pass | Drop | Replace | Delay
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A fate with side effects."""
+
+    fate: Fate
+    effects: tuple[Effect, ...]
+
+
+Verdict = Pass | Drop | Replace | Delay | Decision
 PASS = Pass()
 DROP = Drop()
+
+
+def split(verdict: Verdict) -> tuple[Fate, tuple[Effect, ...]]:
+    return (verdict.fate, verdict.effects) if isinstance(verdict, Decision) else (verdict, ())
+
+
+# -- a client's handshake, before the upstream is dialled ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Fail the client's handshake with this HTTP response; never dial the upstream."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Dial this upstream instead of the one the client meant."""
+
+    host: str
+    proto: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Go on with the handshake: after ``delay_ms``, to ``route`` (or the client's target) unless
+    ``serve`` is set: then accept without any upstream, and apply these effects (inject, close)."""
+
+    delay_ms: int = 0
+    route: Route | None = None
+    serve: tuple[Effect, ...] | None = None
+    effects: tuple[Effect, ...] = ()  # applied once the connection is open (e.g. silence)
+
+
+ConnectVerdict = Refuse | Admit
+ADMIT = Admit()
 
 
 class Decider(Protocol):
@@ -54,3 +138,27 @@ async def decide(chain: Sequence[Decider], connection_id: str, frame: Frame, fro
         if verdict is not None:
             return verdict
     return PASS
+
+
+class ConnectGate(Protocol):
+    """Asked about a client's handshake before the upstream is dialled."""
+
+    async def admit(self, info: ConnectionOpened) -> ConnectVerdict: ...
+
+
+#: A timer of one connection: seconds after it opened, and what it then does.
+Timer = tuple[float, Callable[[], tuple[Effect, ...]]]
+
+
+class ConnectionHooks(Protocol):
+    """Asked about a connection's other events: pings, pongs, closes, timers."""
+
+    def control(self, event: str, connection_id: str, from_client: bool, payload: bytes) -> Verdict:
+        """A ping or pong from one leg: PASS, DROP or Delay (with effects)."""
+        ...
+
+    def closing(self, connection_id: str, from_client: bool, code: int | None, reason: str, abrupt: bool) -> Verdict:
+        """A close frame or drop from one leg, before it is passed on: PASS or Delay (with effects)."""
+        ...
+
+    def timers(self, info: ConnectionOpened) -> list[Timer]: ...

@@ -28,13 +28,21 @@ from shared import ably, jsonrpc
 from shared.constants import (
     EVENT_CONNECTION_CLOSED,
     EVENT_CONNECTION_OPENED,
+    EVENT_RULE_MATCHED,
+    METHOD_ADD_RULES,
+    METHOD_CLEAR_RULES,
     METHOD_CLOSE_CONNECTION,
     METHOD_INJECT,
+    METHOD_LIST_RULES,
+    METHOD_REMOVE_RULES,
+    METHOD_SEND_PING,
+    METHOD_WAIT_FOR_RULE,
     METHOD_START_INTERCEPTION,
     METHOD_TRANSFORM,
 )
 from shared.context import Intercepted, InterceptionContext, Spy, Transform
 from shared.jsonrpc import Peer, PeerGone, RemoteError
+from shared.rules import Rule
 from shared.wire import (
     ConnectionClosed,
     ConnectionOpened,
@@ -139,6 +147,34 @@ class InterceptionClient:
             params["reason"] = reason
         await self.call(METHOD_CLOSE_CONNECTION, params)
 
+    # --- rules (SPEC Part 3) --------------------------------------------------
+
+    async def add_rules(self, *rules: Rule | Mapping[str, Any], position: str = "append") -> list[str]:
+        """Add rules (all or nothing: ProxyCallError naming the bad one); their ids, in order."""
+        payload = [r.to_json() if isinstance(r, Rule) else dict(r) for r in rules]
+        result = await self.call(METHOD_ADD_RULES, {"rules": payload, "position": position})
+        return list(result["ids"])
+
+    async def remove_rules(self, *ids: str) -> int:
+        return int((await self.call(METHOD_REMOVE_RULES, {"ids": list(ids)}))["removed"])
+
+    async def clear_rules(self) -> int:
+        return int((await self.call(METHOD_CLEAR_RULES, {}))["removed"])
+
+    async def list_rules(self) -> list[dict[str, Any]]:
+        """Every rule as added, with ``matched`` and ``remaining``."""
+        return list((await self.call(METHOD_LIST_RULES, {}))["rules"])
+
+    async def wait_for_rule(self, rule_id: str, count: int = 1, timeout_ms: int = 10_000) -> int:
+        """Once the rule has matched ``count`` times in all (past matches count): its match count."""
+        params = {"id": rule_id, "count": count, "timeoutMs": timeout_ms}
+        result = await self.call(METHOD_WAIT_FOR_RULE, params, timeout=timeout_ms / 1000 + 10)
+        return int(result["matched"])
+
+    async def send_ping(self, connection_id: str, side: str, data: str = "") -> None:
+        """A WebSocket ping of our own to the client or the server; its pong stops at the proxy."""
+        await self.call(METHOD_SEND_PING, {"connectionID": connection_id, "side": side, "data": data})
+
     @contextlib.asynccontextmanager
     async def intercept(self) -> AsyncIterator[InterceptionContext]:
         """Callbacks and events for one test; raises at exit if a callback raised."""
@@ -150,6 +186,9 @@ class InterceptionClient:
             yield context
         finally:
             self._context = None
+            if context.rules_added and not self._ws.closed:
+                with contextlib.suppress(ProxyCallError, ConnectionError, TimeoutError):
+                    await self.clear_rules()  # a test's rules never outlive it
         if context.errors:
             raise context.errors[0]
 
@@ -191,6 +230,9 @@ class InterceptionClient:
             if context is not None:
                 context.connections.append(opened)
                 context._opened.put_nowait(opened)
+        elif method == EVENT_RULE_MATCHED:
+            if context is not None:
+                context._rule_matched(dict(params))
         elif method == EVENT_CONNECTION_CLOSED:
             closed = ConnectionClosed.from_json(params)
             self._formats.pop(closed.id, None)

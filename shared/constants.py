@@ -21,6 +21,14 @@ METHOD_MITMPROXY_READY: Final = "mitmproxyReady"
 METHOD_CLOSE_CONNECTION: Final = "closeConnection"
 EVENT_CONNECTION_OPENED: Final = "interceptedConnectionOpened"
 EVENT_CONNECTION_CLOSED: Final = "interceptedConnectionClosed"
+# Part 3: rules.
+METHOD_ADD_RULES: Final = "addRules"
+METHOD_REMOVE_RULES: Final = "removeRules"
+METHOD_CLEAR_RULES: Final = "clearRules"
+METHOD_LIST_RULES: Final = "listRules"
+METHOD_WAIT_FOR_RULE: Final = "waitForRule"
+METHOD_SEND_PING: Final = "sendPing"
+EVENT_RULE_MATCHED: Final = "ruleMatched"
 
 # Local-capture canary: plain-HTTP requests to this host are answered by the
 # redirector itself (204) and prove that capture is active (.invalid: RFC 6761).

@@ -60,8 +60,39 @@ class InterceptionContext:
     spy_server_message: Spy | None = None
     connections: list[ConnectionOpened] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    #: Called with the params of every ruleMatched notification (may be async).
+    on_rule_matched: Callable[[dict[str, Any]], Any] | None = None
+    rule_matches: list[dict[str, Any]] = field(default_factory=list)
+    rules_added: bool = False
     _opened: asyncio.Queue[ConnectionOpened] = field(default_factory=asyncio.Queue)
     _closed: dict[str, asyncio.Future[ConnectionClosed]] = field(default_factory=dict)
+
+    async def add_rules(self, *rules: Any, position: str = "append") -> list[str]:
+        """Rules for this test (shared.rules helpers, or dicts); cleared when the context ends."""
+        self.rules_added = True
+        return await self.client.add_rules(*rules, position=position)
+
+    async def wait_for_rule(self, rule_id: str, count: int = 1, timeout_ms: int = 10_000) -> int:
+        return await self.client.wait_for_rule(rule_id, count, timeout_ms)
+
+    async def list_rules(self) -> list[dict[str, Any]]:
+        return await self.client.list_rules()
+
+    async def remove_rules(self, *ids: str) -> int:
+        return await self.client.remove_rules(*ids)
+
+    async def send_ping(self, connection_id: str, side: str, data: str = "") -> None:
+        await self.client.send_ping(connection_id, side, data)
+
+    def _rule_matched(self, params: dict[str, Any]) -> None:
+        self.rule_matches.append(params)
+        if self.on_rule_matched is not None:
+            try:
+                result = self.on_rule_matched(params)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result)
+            except Exception as exc:  # a test's callback failed: fail the test at exit
+                self.errors.append(exc)
 
     async def next_connection(self, timeout: float = 10) -> ConnectionOpened:
         """The next connection opened while this context is active."""

@@ -141,9 +141,12 @@ class TransformResult:
         return {"action": self.action.value, "type": self.frame.type.value, "data": self.frame.wire_data()}
 
     @classmethod
-    def from_json(cls, result: Any, sent: Frame | None = None, sent_data: str | None = None) -> TransformResult:
+    def from_json(
+        cls, result: Any, sent: Frame | None = None, sent_data: str | None = None, fmt: ably.Format | None = None
+    ) -> TransformResult:
         """Parse a result. Given what was sent (``sent`` and its wire ``sent_data``), a replace with
-        the very same type and data returns ``sent`` itself, sparing a Base64 decode per message."""
+        the very same type and data returns ``sent`` itself, sparing a Base64 decode per message.
+        A replace may give ``message`` (an Ably protocol message) instead: it is encoded in ``fmt``."""
         if (
             sent is not None
             and isinstance(result, dict)
@@ -157,6 +160,8 @@ class TransformResult:
         action = result.get("action")
         if action == Action.DROP:
             return cls.drop()
+        if action == Action.REPLACE and "message" in result and fmt is not None:
+            return cls.replace(message_frame(result["message"], fmt, "message"))
         if action == Action.REPLACE:
             return cls.replace(Frame.from_wire(result))
         raise WireError("action", "must be 'drop' or 'replace'")
@@ -164,21 +169,34 @@ class TransformResult:
 
 @dataclass(frozen=True, slots=True)
 class InjectRequest:
-    """Params of `injectMessage` (suite → proxy)."""
+    """Params of `injectMessage` (suite → proxy): a frame, or (``frame`` None) an Ably ``message``
+    for the proxy to encode in the connection's own format."""
 
     connection_id: str
     from_client: bool
-    frame: Frame
+    frame: Frame | None
+    message: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, params: Mapping[str, Any]) -> InjectRequest:
+        if "message" in params:
+            message = require(params, "message", dict)
+            return cls(require(params, "connectionID", str), require(params, "fromClient", bool), None, message)
         return cls(
             connection_id=require(params, "connectionID", str),
             from_client=require(params, "fromClient", bool),
             frame=Frame.from_wire(params),
         )
 
+    def frame_in(self, fmt: ably.Format) -> Frame:
+        """The frame to send on a connection of that format."""
+        if self.frame is not None:
+            return self.frame
+        return message_frame(self.message or {}, fmt, "message")
+
     def to_json(self) -> dict[str, Any]:
+        if self.frame is None:
+            return {"connectionID": self.connection_id, "fromClient": self.from_client, "message": self.message}
         return {
             "connectionID": self.connection_id,
             "fromClient": self.from_client,
@@ -248,3 +266,30 @@ class ConnectionClosed:
     def from_json(cls, params: Mapping[str, Any]) -> ConnectionClosed:
         return cls(params["connectionID"], ClosedBy(params["closedBy"]), params["code"], params["reason"],
                    params["clean"])  # fmt: skip
+
+
+def message_frame(message: Any, fmt: ably.Format, field: str) -> Frame:
+    """An Ably protocol message (its action by number or name) encoded as a frame of that format."""
+    if not isinstance(message, dict):
+        raise WireError(field, "must be an object (an Ably protocol message)")
+    action = message.get("action")
+    if isinstance(action, str):
+        if action.upper() not in ably.Action.__members__:
+            raise WireError(f"{field}.action", f"is not an Ably action: {action!r}")
+        message = {**message, "action": int(ably.Action[action.upper()])}
+    try:
+        data = ably.encode(message, fmt)
+    except ably.EncodeError as exc:
+        raise WireError(field, f"cannot be encoded as {fmt.name}: {exc}") from exc
+    return Frame.binary(data) if isinstance(data, bytes) else Frame.text(data)
+
+
+def jsonable(value: Any) -> Any:
+    """A decoded message for JSON: bytes (msgpack binary fields) as Base64 text."""
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    return value

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from appserver.capture.launcher import LaunchError
 from appserver.capture.spec import CaptureSpec, ProxyMode
 from appserver.control.registry import Registry
+from appserver.control.rule_methods import make_rule_methods
 from appserver.control.session import ControlSession
 from appserver.errors import InterceptionFailed
 from appserver.relay.lifecycle import Side
@@ -44,8 +45,10 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
     async def start_interception(session: ControlSession, **params: Any) -> dict[str, Any]:
         launcher = launcher_of()
         spec = CaptureSpec.from_params(params, can_launch=launcher is not None)
+        decoded = require(params, "decoded", bool) if "decoded" in params else False
         was_active = registry.suite.active is session
         registry.suite.claim(session)
+        registry.suite.decoded = decoded
         if launcher is not None and spec is not None:
             try:
                 await launcher.ensure(spec.mode, spec.pid)
@@ -57,7 +60,8 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
 
     async def inject_message(session: ControlSession, **params: Any) -> dict[str, Any]:
         request = InjectRequest.from_json(params)
-        await registry.connections.open(request.connection_id).inject(request.frame, request.from_client)
+        connection = registry.connections.open(request.connection_id)
+        await connection.inject(request.frame_in(connection.info.format), request.from_client)
         return {"id": registry.next_message_id()}
 
     async def close_connection(session: ControlSession, **params: Any) -> dict[str, Any]:
@@ -82,6 +86,7 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         return {}
 
     return {
+        **make_rule_methods(registry),
         METHOD_START_INTERCEPTION: start_interception,
         METHOD_INJECT: inject_message,
         METHOD_CLOSE_CONNECTION: close_connection,

@@ -17,6 +17,7 @@ from jsonrpcserver.async_main import dispatch_to_serializable
 from appserver.control.methods import Method
 from appserver.control.session import ControlSession
 from appserver.errors import InvalidParams, ProxyError
+from appserver.rules.schema import RuleError
 from shared import jsonfast
 from shared.wire import WireError
 
@@ -28,6 +29,8 @@ def _guarded(method: Method) -> Callable[..., Awaitable[Result]]:
             return Success(await method(session, **params))
         except WireError as exc:
             return Error(InvalidParams.code, f"Invalid params: {exc}", {"field": exc.field})
+        except RuleError as exc:
+            return Error(InvalidParams.code, f"Invalid params: {exc}")
         except ProxyError as exc:
             return Error(exc.code, str(exc))
 

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from shared import jsonfast
+from shared import jsonfast, jsonrpc
 from shared.jsonrpc import Peer
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class ControlSession:
         self._dispatch = dispatch
         self.peer = Peer(self._send)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox: list[str] = []  # notifications to send soon, in order (notify_soon)
+        self._sender: asyncio.Task[None] | None = None
 
     async def _send(self, text: str) -> None:
         if self.ws.closed:
@@ -51,6 +53,26 @@ class ControlSession:
             await self.peer.notify(method, params)
         except ConnectionError:
             log.debug("control session %d: notification %s not sent, connection closed", self.id, method)
+
+    def notify_soon(self, method: str, params: dict[str, Any]) -> None:
+        """Queue a notification and return at once: the traffic that caused it does not wait. What
+        piles up while one is being written goes out as one batch (JSON-RPC 2.0 §6)."""
+        if self.ws.closed:
+            return
+        self._outbox.append(jsonrpc.notification(method, params))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send_outbox())
+
+    async def _send_outbox(self) -> None:
+        try:
+            while self._outbox:
+                texts, self._outbox = self._outbox, []
+                await self._send(texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]")
+        except ConnectionError:
+            log.debug("control session %d: notifications not sent, connection closed", self.id)
+            self._outbox.clear()
+        finally:
+            self._sender = None
 
     async def serve(self) -> None:
         """Receive until the socket closes; then fail whatever waits on it."""
@@ -67,6 +89,8 @@ class ControlSession:
             # socket closed at once): let dispatched calls finish; each has its own bound.
             self.peer.close()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._sender is not None:
+                await asyncio.gather(self._sender, return_exceptions=True)
 
     def _on_text(self, text: str) -> None:
         try:

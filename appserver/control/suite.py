@@ -10,7 +10,7 @@ ERROR with the message id.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from appserver.control.session import ControlSession
 from appserver.errors import SuiteAlreadyActive
@@ -18,7 +18,8 @@ from appserver.relay.events import Closed, Event, Opened
 from appserver.verdict import DROP, PASS, Replace, Verdict
 from shared.constants import EVENT_CONNECTION_CLOSED, EVENT_CONNECTION_OPENED, METHOD_TRANSFORM
 from shared.jsonrpc import PeerGone, RemoteError
-from shared.wire import Action, Frame, InterceptedMessage, TransformResult, WireError
+from shared import ably
+from shared.wire import Action, Frame, InterceptedMessage, MessageType, TransformResult, WireError, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ class ActiveSuite:
         self.transform_timeout = transform_timeout
         self._message_id = message_id
         self.active: ControlSession | None = None
+        #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
+        self.decoded = False
+        #: Called when the active suite goes away (its rules go with it).
+        self.on_release: list[Callable[[], None]] = []
 
     def claim(self, session: ControlSession) -> None:
         if self.active is not None and self.active is not session:
@@ -45,6 +50,14 @@ class ActiveSuite:
         if self.active is session:
             log.info("control session %d closed: no active test suite, messages pass through", session.id)
             self.active = None
+            self.decoded = False
+            for callback in self.on_release:
+                callback()
+
+    def notify_soon(self, method: str, params: dict[str, Any]) -> None:
+        """A notification that never makes the caller wait (ruleMatched)."""
+        if self.active is not None:
+            self.active.notify_soon(method, params)
 
     async def publish(self, event: Event) -> None:
         suite = self.active
@@ -56,15 +69,26 @@ class ActiveSuite:
             await suite.notify(EVENT_CONNECTION_CLOSED, event.closed.to_json())
 
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
-        """The suite's verdict (transformInterceptedMessage); PASS whenever it cannot give one."""
+        """The last link of the chain: the suite's verdict, or None (no opinion) when there is no suite."""
+        if self.active is None:
+            return None
+        return await self.ask(connection_id, frame, from_client)
+
+    async def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None = None) -> Verdict:
+        """transformInterceptedMessage; PASS whenever the suite cannot give an answer."""
         suite = self.active
         if suite is None:
-            return None
+            return PASS
         message = InterceptedMessage(self._message_id(), connection_id, frame, from_client)
         params = message.to_json()
+        if rule_id is not None:
+            params["ruleId"] = rule_id
+        fmt = ably.Format.for_frame(frame.type is MessageType.BINARY)
+        if self.decoded:
+            params["message"] = decoded_or_none(frame, fmt)
         try:
             raw = await suite.call(METHOD_TRANSFORM, params, self.transform_timeout)
-            result = TransformResult.from_json(raw, sent=frame, sent_data=params["data"])
+            result = TransformResult.from_json(raw, sent=frame, sent_data=params["data"], fmt=fmt)
         except PeerGone:
             log.debug("message %s released unchanged: the test suite went away", message.id)
             return PASS
@@ -78,3 +102,11 @@ class ActiveSuite:
             return DROP
         assert result.frame is not None
         return PASS if result.frame is frame else Replace(result.frame)
+
+
+def decoded_or_none(frame: Frame, fmt: ably.Format) -> Any:
+    """The frame's Ably message for JSON (binary fields as Base64), or None when it does not decode."""
+    try:
+        return jsonable(ably.decode(frame.data, fmt))
+    except ably.DecodeError:
+        return None

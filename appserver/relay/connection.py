@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
+
+from aiohttp import WSMsgType
 
 from appserver.errors import LegClosed
 from appserver.relay.events import Closed, Decided, Injected, Opened, Sink, publish
-from appserver.relay.leg import Leg, read_leg
+from appserver.relay.leg import Controls, Leg, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
-from appserver.relay.pump import OnDecided, pass_on_end, pump
-from appserver.verdict import Decider, Verdict, decide
+from appserver.relay.pump import OnDecided, ProxyEnd, pass_on_end, pump
+from appserver.verdict import CloseLegs, ConnectionHooks, Decider, Effect, Inject, Verdict, decide
 from shared.wire import ClosedBy, ConnectionClosed, ConnectionOpened, Frame
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ class Connection:
         sinks: Sequence[Sink] = (),
         max_queued: int = 0,
         remote: str | None = None,
+        hooks: ConnectionHooks | None = None,
+        effects: tuple[Effect, ...] = (),
     ) -> None:
         self.info = info
         self.id = info.id
@@ -43,25 +47,81 @@ class Connection:
         self._frame_sinks = tuple(s for s in sinks if s.frames)
         self._max_queued = max_queued
         self._remote = remote
+        self.controls = Controls(info.id, hooks)
+        self._initial_effects = effects  # decided on connect (e.g. silence)
+        self._queues: dict[Side, asyncio.Queue[Any]] = {}
         self.first_end: tuple[ClosedBy, End] | None = None
 
     async def run(self) -> None:
         """Publish Opened, relay until both legs are closed, publish Closed."""
         await publish(self._sinks, Opened(self.info, self._remote))
         client, upstream = self.legs[Side.CLIENT], self.legs[Side.SERVER]
-        queues: dict[Side, asyncio.Queue[Frame | End]] = {side: asyncio.Queue(self._max_queued) for side in Side}
+        self._queues = {side: asyncio.Queue(self._max_queued) for side in Side}
+        timers: set[asyncio.Task[None]] = set()
         try:
+            if self._initial_effects:
+                await self.apply(self._initial_effects)
+            if self.controls.hooks is not None:
+                timers = {asyncio.ensure_future(self._timer(delay, fire))
+                          for delay, fire in self.controls.hooks.timers(self.info)}  # fmt: skip
             async with asyncio.TaskGroup() as tasks:
                 for source, dest in ((client, upstream), (upstream, client)):
-                    queue = queues[source.side]
-                    tasks.create_task(read_leg(source, dest, queue))
+                    queue = self._queues[source.side]
+                    tasks.create_task(read_leg(source, dest, queue, self.controls))
                     tasks.create_task(pump(queue, source, dest, self._decider(source.side),
-                                           self._on_decided(source.side), self._on_end))  # fmt: skip
+                                           self._on_decided(source.side), self._on_end, self.controls,
+                                           self.apply))  # fmt: skip
         finally:
+            for task in (*timers, *self.controls.delayed):
+                task.cancel()
+            await asyncio.gather(*timers, *self.controls.delayed, return_exceptions=True)
             for leg in self.legs.values():
                 if leg.state is not LegState.CLOSED:
                     leg.abort()
         await publish(self._sinks, Closed(self.closed_event(), self.info.url))
+
+    async def _timer(self, delay: float, fire: Callable[[], tuple[Effect, ...]]) -> None:
+        await asyncio.sleep(delay)
+        effects = fire()
+        if effects:
+            await self.apply(effects)
+
+    async def apply(self, effects: tuple[Effect, ...]) -> None:
+        """Side effects of a rule, in order: inject, close (behind what is queued for that leg), silence."""
+        for effect in effects:
+            if isinstance(effect, Inject):
+                try:
+                    await self.inject(effect.frame, effect.from_client)
+                except LegClosed as exc:
+                    log.debug("connection %s: a rule's injection was not sent: %s", self.id, exc)
+            elif isinstance(effect, CloseLegs):
+                end = End.drop() if effect.abrupt else End.close(effect.code, effect.reason)
+                for side in (Side(name) for name in effect.sides):
+                    self._close_behind(side, end)
+            else:
+                self.controls.silenced = True
+
+    def _close_behind(self, side: Side, end: End) -> None:
+        """Close that leg once the frames queued for it are delivered (they come from the other leg)."""
+        queue = self._queues.get(side.other)
+        try:
+            if queue is None:
+                raise asyncio.QueueFull
+            queue.put_nowait(ProxyEnd(end))
+        except asyncio.QueueFull:  # a full queue (or none yet): close now rather than never
+            if self.first_end is None:
+                self.first_end = (ClosedBy.PROXY, end)
+            task = asyncio.ensure_future(pass_on_end(end, self.legs[side]))
+            self.controls.delayed.add(task)
+            task.add_done_callback(self.controls.delayed.discard)
+
+    async def send_ping(self, side: Side, payload: bytes) -> None:
+        """The suite's own ping on one leg; its pong ends here (a pong event, not relayed)."""
+        leg = self.legs[side]
+        if not leg.can_send:
+            raise LegClosed(f"the {side} leg of connection {self.id} is {leg.state.value}")
+        self.controls.own_pings[side].add(payload)
+        await leg.send_control(WSMsgType.PING, payload)
 
     def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Verdict]]:
         from_client = source is Side.CLIENT
@@ -81,9 +141,10 @@ class Connection:
 
         return decided
 
-    def _on_end(self, side: Side, end: End) -> None:
+    def _on_end(self, side: Side | None, end: End) -> None:
+        """Who ended the connection first: a leg, or (side None) the proxy's own close."""
         if self.first_end is None:
-            self.first_end = (ClosedBy(side.value), end)
+            self.first_end = (ClosedBy.PROXY if side is None else ClosedBy(side.value), end)
 
     async def inject(self, frame: Frame, from_client: bool) -> None:
         """Send at once on the leg named: from_client → towards the server."""

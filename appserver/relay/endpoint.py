@@ -10,6 +10,7 @@ are closed. Plain HTTP goes to http.py.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from ssl import SSLContext
 from collections.abc import Sequence
@@ -17,17 +18,20 @@ from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.relay.events import Sink
-from appserver.relay.headers import BadTarget, Target, is_websocket_upgrade, opened_info, target_of
+from appserver.relay.headers import BadTarget, is_websocket_upgrade, opened_info, routed, target_of
 from appserver.relay.http import relay_http
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
-from appserver.verdict import Decider
+from appserver.relay.served import serve_alone
+from appserver.verdict import ADMIT, ConnectGate, ConnectionHooks, Decider, Effect, Refuse
+from shared.wire import ConnectionOpened
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +48,16 @@ class EndpointSettings:
 class ProxyEndpoint:
     def __init__(
         self, settings: EndpointSettings, session: aiohttp.ClientSession, connections: Connections,
-        chain: Sequence[Decider], sinks: Sequence[Sink],
+        chain: Sequence[Decider], sinks: Sequence[Sink], gate: ConnectGate | None = None,
+        hooks: ConnectionHooks | None = None,
     ) -> None:  # fmt: skip
         self._settings = settings
         self._session = session
         self._connections = connections
         self._chain = tuple(chain)
         self._sinks = tuple(sinks)
+        self._gate = gate
+        self._hooks = hooks
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         s = self._settings
@@ -67,6 +74,21 @@ class ProxyEndpoint:
         except BadTarget as exc:
             log.warning("refused an upgrade for %s: %s", request.raw_path, exc)
             return web.Response(status=400, text=f"{exc}\n")
+        info = opened_info(request, target)
+        verdict = ADMIT if self._gate is None else await self._gate.admit(info)
+        if isinstance(verdict, Refuse):
+            log.info("connection %s refused by a rule: %d (%s)", info.id, verdict.status, target.url)
+            return web.Response(status=verdict.status, headers=CIMultiDict(verdict.headers), text=verdict.body)
+        if verdict.delay_ms:
+            await asyncio.sleep(verdict.delay_ms / 1000)
+            if request.transport is None or request.transport.is_closing():
+                log.info("connection %s: the client gave up during the handshake's delay", info.id)
+                return web.Response(status=499)  # nobody reads it; the upstream is never dialled
+        if verdict.serve is not None:
+            return await serve_alone(request, info, verdict.serve, self._sinks, self._settings.close_timeout)
+        if verdict.route is not None:
+            target = routed(target, verdict.route.host, verdict.route.proto)
+            log.info("connection %s routed by a rule to %s", info.id, target.url)
         try:
             upstream = await upstreams.dial(self._session, request, target, s.upstream_ssl, s.connect_timeout)
         except aiohttp.WSServerHandshakeError as exc:
@@ -76,11 +98,12 @@ class ProxyEndpoint:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("upstream %s could not be reached: %r", target.url, exc)
             return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
-        return await self._relay(request, target, upstream)
+        return await self._relay(request, info, upstream, verdict.effects)
 
     async def _relay(
-        self, request: web.Request, target: Target, upstream: aiohttp.ClientWebSocketResponse
-    ) -> web.StreamResponse:
+        self, request: web.Request, info: ConnectionOpened, upstream: aiohttp.ClientWebSocketResponse,
+        effects: tuple[Effect, ...],
+    ) -> web.StreamResponse:  # fmt: skip
         ws = upstreams.answer_like(upstream)
         try:
             await ws.prepare(request)
@@ -90,13 +113,15 @@ class ProxyEndpoint:
         assert request.transport is not None
         timeout = self._settings.close_timeout
         connection = Connection(
-            opened_info(request, target),
+            info,
             Leg(Side.CLIENT, ws, request.transport, timeout),
             Leg(Side.SERVER, upstream, upstreams.transport_of(upstream), timeout),
             self._chain,
             self._sinks,
             self._settings.max_queued_messages,
             request.remote,
+            self._hooks,
+            effects,
         )
         with self._connections.track(connection), upstreams.released(upstream):
             await connection.run()

@@ -69,6 +69,12 @@ def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
     return Target(url, host.strip(), proto)
 
 
+def routed(target: Target, host: str, proto: str) -> Target:
+    """The same path and query on another upstream (a rule's route)."""
+    url = URL(f"{proto}://{host}{target.url.raw_path_qs}", encoded=True)
+    return Target(url, host, proto)
+
+
 def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The headers minus hop-by-hop ones, including those the Connection header names."""
     named = shared_headers.connection_tokens(headers.getall("Connection", []))

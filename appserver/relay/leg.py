@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType
 
@@ -27,6 +28,7 @@ from appserver.relay.lifecycle import (
     code_from_wire,
     transition,
 )
+from appserver.verdict import PASS, ConnectionHooks, Delay, Drop, split
 from shared.wire import Frame, MessageType
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,19 @@ class Leg:
         self.apply(LegEvent.TRANSPORT_LOST)
 
 
-async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> None:
+@dataclass
+class Controls:
+    """What a connection's readers and pumps share besides the frames: its rules on pings, pongs and
+    closes, whether the network is silenced, and the pings the suite sent itself (their pongs stop here)."""
+
+    connection_id: str
+    hooks: ConnectionHooks | None = None
+    silenced: bool = False
+    own_pings: dict[Side, set[bytes]] = field(default_factory=lambda: {Side.CLIENT: set(), Side.SERVER: set()})
+    delayed: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Controls | None = None) -> None:
     """Queue the leg's data frames; relay pings and pongs at once; queue its End last.
 
     A full queue stops this reader, so TCP pushes back on the peer instead of
@@ -111,8 +125,11 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> N
                             queue.maxsize, leg.side)  # fmt: skip
             await queue.put(frame)
         elif kind in (WSMsgType.PING, WSMsgType.PONG):
-            # Pings are the peers' business: relayed end to end, never answered here.
-            await _relay_control(other, kind, msg.data)  # type: ignore[attr-defined]
+            # Pings are the peers' business: relayed end to end, never answered here (unless a rule says).
+            if controls is None:
+                await _relay_control(other, kind, msg.data)  # type: ignore[attr-defined]
+            else:
+                await _controlled(leg, other, kind, msg.data, controls)  # type: ignore[attr-defined]
         elif kind is WSMsgType.CLOSE:
             leg.apply(LegEvent.RECEIVED_CLOSE)
             await queue.put(End.close(code_from_wire(msg.data), msg.extra or ""))  # type: ignore[attr-defined]
@@ -121,6 +138,36 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Frame | End]) -> N
             leg.apply(LegEvent.TRANSPORT_LOST)
             await queue.put(End.drop())
             return
+
+
+async def _controlled(leg: Leg, other: Leg, kind: WSMsgType, payload: bytes, controls: Controls) -> None:
+    """A ping or pong under rules: silenced, the answer to the suite's own ping, dropped, delayed, relayed."""
+    if controls.silenced:
+        return
+    payload = bytes(payload)
+    event = "ping" if kind is WSMsgType.PING else "pong"
+    from_client = leg.side is Side.CLIENT
+    if kind is WSMsgType.PONG and payload in controls.own_pings[leg.side]:
+        controls.own_pings[leg.side].discard(payload)  # the answer to sendPing: a pong event, not relayed
+        if controls.hooks is not None:
+            controls.hooks.control(event, controls.connection_id, from_client, payload)
+        return
+    verdict = PASS if controls.hooks is None else controls.hooks.control(event, controls.connection_id,
+                                                                          from_client, payload)  # fmt: skip
+    fate, _ = split(verdict)
+    if isinstance(fate, Drop):
+        return
+    if isinstance(fate, Delay):
+        task = asyncio.ensure_future(_later(fate.ms, other, kind, payload))
+        controls.delayed.add(task)
+        task.add_done_callback(controls.delayed.discard)
+        return
+    await _relay_control(other, kind, payload)
+
+
+async def _later(ms: int, other: Leg, kind: WSMsgType, payload: bytes) -> None:
+    await asyncio.sleep(ms / 1000)
+    await _relay_control(other, kind, payload)
 
 
 async def _relay_control(other: Leg, kind: WSMsgType, payload: bytes) -> None:

@@ -1,0 +1,196 @@
+"""Rule actions: one small unit each, registered by name in :data:`UNITS`.
+
+A unit says whether it is a *fate* (what happens to the matched frame or
+handshake: at most one per rule) or a side effect, which events it can act
+on, and how to build, from its validated config, the function that turns a
+:class:`Subject` into its part of the verdict. The engine knows none by name;
+adding an action is one Struct in schema.py and one entry here.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from appserver.relay.lifecycle import check_sendable
+from appserver.rules import schema as s
+from appserver.rules.schema import RuleError
+from appserver.rules.subject import Subject, path_set, path_unset
+from appserver.verdict import (DROP, PASS, CloseLegs, Delay, Inject, Pass, Refuse, Replace, Route, Silence)
+from shared import ably
+from shared.wire import Frame, WireError
+
+ALL = frozenset(s.EVENTS)
+FRAMES = frozenset({"message"})
+CONTROL = frozenset({"ping", "pong"})
+
+
+class Transform:
+    """The fate 'ask the suite' (transformInterceptedMessage with this rule's id)."""
+
+
+class Notify:
+    """The side effect 'send the suite a ruleMatched notification'."""
+
+
+TRANSFORM, NOTIFY = Transform(), Notify()
+Part = Any  # a Fate, an Effect, Transform, Notify, Refuse or Route
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    is_fate: bool
+    apply: Callable[[Subject], Part]
+
+
+@dataclass(frozen=True)
+class Spec:
+    is_fate: bool
+    events: frozenset[str]
+    build: Callable[[Any, str], Callable[[Subject], Part]]
+
+
+def _const(value: Part) -> Callable[[Any, str], Callable[[Subject], Part]]:
+    return lambda config, where: lambda subject: value
+
+
+def message_frame(message: dict[str, Any], fmt: ably.Format) -> Frame:
+    data = ably.encode(message, fmt)
+    return Frame.binary(data) if isinstance(data, bytes) else Frame.text(data)
+
+
+def _frame_maker(config: s.ReplaceAction | s.InjectAction, where: str) -> Callable[[Subject], Frame]:
+    """The frame a replace or inject sends: ``raw`` as given, or ``message`` in the subject's format."""
+    if (config.message is None) == (config.raw is None):
+        raise RuleError(f"{where}: give either 'message' (an Ably protocol message) or 'raw', not both or neither")
+    if config.raw is not None:
+        try:
+            raw = Frame.from_wire(s.to_builtins(config.raw))
+        except WireError as exc:
+            raise RuleError(f"{where}.raw: {exc}") from None
+        return lambda subject: raw
+    message = named_action(config.message or {}, where)
+    for fmt in ably.Format:  # fail now, not when it fires
+        try:
+            message_frame(message, fmt)
+        except ably.EncodeError as exc:
+            raise RuleError(f"{where}.message: cannot be encoded as {fmt.name}: {exc}") from None
+    return lambda subject: message_frame(message, subject.format)
+
+
+def named_action(message: dict[str, Any], where: str) -> dict[str, Any]:
+    """A message whose ``action`` may be a name ("NACK"): with its number."""
+    from appserver.rules.compile import resolve_action
+
+    if isinstance(message.get("action"), str):
+        return {**message, "action": resolve_action(message["action"], f"{where}.message.action")}
+    return message
+
+
+def _replace(config: s.ReplaceAction, where: str) -> Callable[[Subject], Part]:
+    make = _frame_maker(config, where)
+    return lambda subject: Replace(make(subject))
+
+
+def _patch(config: s.PatchAction, where: str) -> Callable[[Subject], Part]:
+    sets = [(tuple(k.split(".")), v) for k, v in (config.set or {}).items()]
+    unsets = [tuple(k.split(".")) for k in config.unset or []]
+    if not sets and not unsets:
+        raise RuleError(f"{where}: a patch needs 'set' or 'unset'")
+
+    def patched(subject: Subject) -> Part:
+        message = subject.message()
+        if message is None:
+            return PASS  # nothing to patch in a frame that is no Ably message
+        new = copy.deepcopy(message)
+        for path, value in sets:
+            path_set(new, path, value)
+        for path in unsets:
+            path_unset(new, path)
+        return Replace(message_frame(new, subject.format))
+
+    return patched
+
+
+def _delay(config: s.DelayAction, where: str) -> Callable[[Subject], Part]:
+    if config.ms < 0:
+        raise RuleError(f"{where}.ms: must be 0 or more, got {config.ms}")
+    delay = Delay(config.ms)
+    return lambda subject: delay
+
+
+def _inject(config: s.InjectAction, where: str) -> Callable[[Subject], Part]:
+    make = _frame_maker(config, where)
+
+    def inject(subject: Subject) -> Part:
+        towards_server = config.fromClient if config.fromClient is not None else bool(subject.from_client)
+        return Inject(make(subject), towards_server)
+
+    return inject
+
+
+def _close(config: s.CloseAction, where: str) -> Callable[[Subject], Part]:
+    try:
+        check_sendable(config.code, config.reason or "")
+    except ValueError as exc:
+        raise RuleError(f"{where}: {exc}") from None
+    sides = ("client", "server") if config.side == "both" else (config.side,)
+    close = CloseLegs(sides, config.code, config.reason or "", config.abrupt)
+    return lambda subject: close
+
+
+def _refuse(config: s.RefuseAction, where: str) -> Callable[[Subject], Part]:
+    if not 300 <= config.status <= 599:
+        raise RuleError(f"{where}.status: must be an HTTP status from 300 to 599, got {config.status}")
+    refuse = Refuse(config.status, tuple((config.headers or {}).items()), config.body or "")
+    return lambda subject: refuse
+
+
+def _route(config: s.RouteAction, where: str) -> Callable[[Subject], Part]:
+    route = Route(config.host, config.proto)
+    return lambda subject: route
+
+
+UNITS: dict[str, Spec] = {
+    "pass": Spec(True, ALL, _const(PASS)),
+    "observe": Spec(True, ALL, _const(PASS)),
+    "drop": Spec(True, FRAMES | CONTROL, _const(DROP)),
+    "transform": Spec(True, FRAMES, _const(TRANSFORM)),
+    "replace": Spec(True, FRAMES, _replace),
+    "patch": Spec(True, FRAMES, _patch),
+    "delay": Spec(True, FRAMES | CONTROL | {"connect", "close"}, _delay),
+    "refuse": Spec(True, frozenset({"connect"}), _refuse),
+    "route": Spec(True, frozenset({"connect"}), _route),
+    "inject": Spec(False, FRAMES | {"connect", "timer", "close"}, _inject),
+    "close": Spec(False, FRAMES | {"connect", "timer"}, _close),
+    "notify": Spec(False, ALL, _const(NOTIFY)),
+    "silence": Spec(False, ALL, _const(Silence())),
+}
+
+
+def compile_actions(actions: tuple[Any, ...], event: str, where: str) -> tuple[Unit | None, tuple[Unit, ...]]:
+    """The rule's fate (None: pass) and its side effects, in order; RuleError naming the path."""
+    fate: Unit | None = None
+    effects: list[Unit] = []
+    for index, config in enumerate(actions):
+        at = f"{where}[{index}]" if len(actions) > 1 else where
+        name = str(config.__struct_config__.tag)
+        spec = UNITS[name]
+        if event not in spec.events:
+            raise RuleError(f"{at}: {name!r} cannot act on {event} events (it acts on: "
+                            f"{', '.join(e for e in s.EVENTS if e in spec.events)})")  # fmt: skip
+        unit = Unit(name, spec.is_fate, spec.build(config, at))
+        if unit.is_fate:
+            if fate is not None:
+                raise RuleError(f"{at}: two fates in one action list ({fate.name!r} and {name!r}): at most one of "
+                                "pass, observe, drop, transform, replace, patch, delay, refuse, route")  # fmt: skip
+            fate = unit
+        else:
+            effects.append(unit)
+    return fate, tuple(effects)
+
+
+__all__ = ["NOTIFY", "TRANSFORM", "UNITS", "Notify", "Pass", "Transform", "Unit", "compile_actions"]

@@ -1,0 +1,193 @@
+"""The rule engine as the relay sees it: the first decider of every chain, the connect gate, the
+hooks on pings, pongs, closes and timers, and a sink that keeps each connection's handshake.
+
+This is where an :class:`~appserver.rules.engine.Outcome` becomes a verdict:
+a fate's unit gives the frame's fate, effect units give side effects,
+``transform`` asks the suite (with the rule's id), and ``observe``/``notify``
+send ``ruleMatched`` without making the traffic wait.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from appserver.relay.events import Closed, Event, Opened
+from appserver.rules.actions import TRANSFORM
+from appserver.rules.compile import CompiledRule
+from appserver.rules.engine import Outcome, RuleSet
+from appserver.rules.subject import Subject
+from appserver.verdict import (ADMIT, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect, Fate, Pass,
+                               Refuse, Replace, Route, Silence, Timer, Verdict)
+from shared.constants import EVENT_RULE_MATCHED
+from shared.wire import ConnectionOpened, Frame, jsonable
+
+log = logging.getLogger(__name__)
+
+
+class Suite(Protocol):
+    """What the rules need of the active suite (control/suite.py)."""
+
+    decoded: bool
+
+    async def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None) -> Verdict: ...
+    def notify_soon(self, method: str, params: dict[str, Any]) -> None: ...
+
+
+class Rules:
+    #: A sink for Opened/Closed only (to know each connection's handshake).
+    frames = False
+
+    def __init__(self, suite: Suite, message_id: Callable[[], str]) -> None:
+        self.ruleset = RuleSet()
+        self._suite = suite
+        self._message_id = message_id
+        self._handshakes: dict[str, ConnectionOpened] = {}
+
+    # -- the sink ---------------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> None:
+        if isinstance(event, Opened):
+            self._handshakes[event.info.id] = event.info
+        elif isinstance(event, Closed):
+            self._handshakes.pop(event.closed.id, None)
+
+    # -- data frames: the first link of the chain -------------------------------------------
+
+    async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
+        if not self.ruleset:
+            return None  # no rules: the dialogue as in Part 1
+        handshake = self._handshakes.get(connection_id)
+        if handshake is None:
+            return None
+        subject = Subject("message", handshake, from_client, frame)
+        outcome = self._evaluate(subject)
+        if outcome is None:
+            return None
+        effects = self._effects(outcome, subject)
+        if outcome.decided_by is None and not effects:
+            return None  # only observers: the dialogue decides, as if no rule were there
+        part = PASS if outcome.fate is None else self._apply(outcome.decided_by, outcome.fate, subject)
+        if outcome.decided_by is None or part is TRANSFORM:
+            # No rule decided (observers with side effects), or one said "ask the suite".
+            rule_id = outcome.decided_by.id if outcome.decided_by is not None else None
+            part = await self._suite.ask(connection_id, frame, from_client, rule_id)
+        return self._verdict(part, effects)
+
+    @staticmethod
+    def _apply(rule: CompiledRule | None, unit: Any, subject: Subject) -> Any:
+        try:
+            return unit.apply(subject)
+        except Exception:  # a bug in an action: the frame passes on unchanged
+            log.exception("rule %r: its %s failed on connection %s: passed on unchanged",
+                          rule.id if rule else None, unit.name, subject.connection_id)  # fmt: skip
+            return PASS
+
+    @staticmethod
+    def _verdict(fate: Any, effects: tuple[Effect, ...]) -> Verdict:
+        if isinstance(fate, Decision):
+            fate, effects = fate.fate, fate.effects + effects
+        if not isinstance(fate, (Pass, Drop, Replace, Delay)):
+            fate = PASS
+        return Decision(fate, effects) if effects else fate
+
+    # -- handshakes: the connect gate --------------------------------------------------------
+
+    async def admit(self, info: ConnectionOpened) -> ConnectVerdict:
+        if not self.ruleset:
+            return ADMIT
+        subject = Subject("connect", info)
+        outcome = self._evaluate(subject)
+        if outcome is None:
+            return ADMIT
+        effects = self._effects(outcome, subject)
+        fate = self._apply(outcome.decided_by, outcome.fate, subject) if outcome.fate is not None else PASS
+        if isinstance(fate, Refuse):
+            return fate
+        served = tuple(e for e in effects if not isinstance(e, Silence))
+        return Admit(
+            delay_ms=fate.ms if isinstance(fate, Delay) else 0,
+            route=fate if isinstance(fate, Route) else None,
+            serve=served or None,
+            effects=tuple(e for e in effects if isinstance(e, Silence)),
+        )
+
+    # -- pings, pongs, closes, timers --------------------------------------------------------
+
+    def control(self, event: str, connection_id: str, from_client: bool, payload: bytes) -> Verdict:
+        handshake = self._handshakes.get(connection_id)
+        if not self.ruleset or handshake is None:
+            return PASS
+        subject = Subject(event, handshake, from_client, payload=payload)
+        outcome = self._evaluate(subject)
+        if outcome is None or outcome.fate is None:
+            return PASS
+        return self._verdict(self._apply(outcome.decided_by, outcome.fate, subject), self._effects(outcome, subject))
+
+    def closing(self, connection_id: str, from_client: bool, code: int | None, reason: str, abrupt: bool) -> Verdict:
+        handshake = self._handshakes.get(connection_id)
+        if not self.ruleset or handshake is None:
+            return PASS
+        subject = Subject("close", handshake, from_client)
+        outcome = self._evaluate(subject, extra={"code": code, "reason": reason, "abrupt": abrupt})
+        if outcome is None:
+            return PASS
+        fate = self._apply(outcome.decided_by, outcome.fate, subject) if outcome.fate is not None else PASS
+        return self._verdict(fate, self._effects(outcome, subject))
+
+    def timers(self, info: ConnectionOpened) -> list[Timer]:
+        return [(rule.after_ms / 1000, self._firing(rule, info)) for rule in self.ruleset.timers()
+                if rule.after_ms is not None]  # fmt: skip
+
+    def _firing(self, rule: CompiledRule, info: ConnectionOpened) -> Callable[[], tuple[Effect, ...]]:
+        def fire() -> tuple[Effect, ...]:
+            if rule not in self.ruleset.timers():
+                return ()  # removed meanwhile
+            subject = Subject("timer", info)
+            outcome = self._evaluate(subject, only=rule)
+            return () if outcome is None else self._effects(outcome, subject)
+
+        return fire
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _evaluate(self, subject: Subject, only: CompiledRule | None = None,
+                  extra: dict[str, Any] | None = None) -> Outcome | None:  # fmt: skip
+        try:
+            outcome = self.ruleset.evaluate(subject, only)
+        except Exception:  # a bug in a rule must never break the connection: pass the event on
+            log.exception("a rule failed on a %s event of connection %s: passed on unchanged", subject.event,
+                          subject.connection_id)  # fmt: skip
+            return None
+        if outcome is not None:
+            for rule in outcome.notify:
+                self._suite.notify_soon(EVENT_RULE_MATCHED, self._matched(rule, subject, extra))
+        return outcome
+
+    def _effects(self, outcome: Outcome, subject: Subject) -> tuple[Effect, ...]:
+        effects: list[Effect] = []
+        for rule, unit in outcome.effects:
+            try:
+                effects.append(unit.apply(subject))
+            except Exception:
+                log.exception("rule %r: its %s failed on connection %s: left out", rule.id, unit.name,
+                              subject.connection_id)  # fmt: skip
+        return tuple(effects)
+
+    def _matched(self, rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
+                                  "matched": rule.matched}  # fmt: skip
+        if subject.from_client is not None:
+            params["fromClient"] = subject.from_client
+        if subject.frame is not None:
+            params.update(id=self._message_id(), type=subject.frame.type.value, data=subject.frame.wire_data())
+            if self._suite.decoded:
+                params["message"] = jsonable(subject.message())
+        elif subject.event == "connect":
+            h = subject.handshake
+            params.update(path=h.path, query=h.query, headers=h.headers, host=h.host)
+        if extra:
+            params.update(extra)
+        return params
+

@@ -1,0 +1,167 @@
+"""Rules as the suite writes them (SPEC Part 3), validated by msgspec at the boundary.
+
+msgspec turns the untrusted JSON of ``addRules`` into frozen typed values in
+one pass and says where it failed (``$.rules[1].match.event``); the checks no
+schema can express (an unknown Ably action, two fates in one list, an action
+on an event it cannot act on) are made by compile.py with the same kind of
+path. Either way the message becomes one -32602 (:class:`RuleError`).
+
+Every action is one Struct tagged by its ``type``; :data:`ACTIONS` lists them
+all, and adding an action is one Struct here and one unit in actions.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+
+EVENTS = ("message", "connect", "timer", "ping", "pong", "close")
+Event = Literal["message", "connect", "timer", "ping", "pong", "close"]
+Side = Literal["client", "server", "both"]
+#: A query or header condition: equal to this text, or present (True) / absent (False).
+Condition = Union[str, bool]
+
+
+class RuleError(ValueError):
+    """A rule the proxy cannot use; the message starts with the path of what is wrong."""
+
+
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class Match(_Strict, frozen=True):
+    event: Event = "message"
+    fromClient: bool | None = None
+    connectionID: str | None = None
+    type: Literal["text", "binary"] | None = None
+    host: str | None = None
+    path: str | None = None
+    query: dict[str, Condition] | None = None
+    headers: dict[str, Condition] | None = None
+    action: int | str | list[int | str] | None = None
+    channel: str | None = None
+    fields: dict[str, Any] | None = None
+    afterMs: int | None = None
+
+
+class Raw(_Strict, frozen=True):
+    type: Literal["text", "binary"]
+    data: str
+
+
+class _Action(_Strict, tag_field="type", frozen=True):
+    pass
+
+
+class PassAction(_Action, tag="pass", frozen=True):
+    pass
+
+
+class ObserveAction(_Action, tag="observe", frozen=True):
+    pass
+
+
+class DropAction(_Action, tag="drop", frozen=True):
+    pass
+
+
+class TransformAction(_Action, tag="transform", frozen=True):
+    pass
+
+
+class ReplaceAction(_Action, tag="replace", frozen=True):
+    message: dict[str, Any] | None = None
+    raw: Raw | None = None
+
+
+class PatchAction(_Action, tag="patch", frozen=True):
+    set: dict[str, Any] | None = None
+    unset: list[str] | None = None
+
+
+class DelayAction(_Action, tag="delay", frozen=True):
+    ms: int
+
+
+class InjectAction(_Action, tag="inject", frozen=True):
+    message: dict[str, Any] | None = None
+    raw: Raw | None = None
+    fromClient: bool | None = None
+
+
+class CloseAction(_Action, tag="close", frozen=True):
+    side: Side = "both"
+    code: int | None = None
+    reason: str | None = None
+    abrupt: bool = False
+
+
+class NotifyAction(_Action, tag="notify", frozen=True):
+    pass
+
+
+class SilenceAction(_Action, tag="silence", frozen=True):
+    pass
+
+
+class RefuseAction(_Action, tag="refuse", frozen=True):
+    status: int = 503
+    headers: dict[str, str] | None = None
+    body: str | None = None
+
+
+class RouteAction(_Action, tag="route", frozen=True):
+    host: str
+    proto: Literal["ws", "wss"]
+
+
+AnyAction = Union[
+    PassAction, ObserveAction, DropAction, TransformAction, ReplaceAction, PatchAction, DelayAction,
+    InjectAction, CloseAction, NotifyAction, SilenceAction, RefuseAction, RouteAction,
+]  # fmt: skip
+ACTIONS: tuple[type[_Action], ...] = AnyAction.__args__  # type: ignore[attr-defined]
+ACTION_NAMES = tuple(str(a.__struct_config__.tag) for a in ACTIONS)
+
+
+class Rule(_Strict, frozen=True):
+    match: Match
+    action: AnyAction | list[AnyAction]
+    id: str | None = None
+    times: int | None = None
+    skip: int = 0
+
+    @property
+    def actions(self) -> tuple[_Action, ...]:
+        return tuple(self.action) if isinstance(self.action, list) else (self.action,)
+
+
+class AddRules(_Strict, frozen=True):
+    rules: list[Rule]
+    position: Literal["append", "prepend"] = "append"
+
+
+def convert(params: Any, kind: type[msgspec.Struct]) -> Any:
+    """Params as a typed value, or RuleError naming the path (``rules[1].match.event: …``)."""
+    try:
+        return msgspec.convert(params, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise RuleError(_readable(str(exc))) from None
+
+
+def _readable(message: str) -> str:
+    """msgspec's "Problem - at `$.rules[0].action.type`" as "rules[0].action.type: problem (what is valid)"."""
+    problem, _, where = message.rpartition(" - at `")
+    if not where:
+        return message
+    path = where.rstrip("`").removeprefix("$.").removeprefix("$")
+    if path.endswith(".type") and problem.startswith("Invalid value"):
+        problem += f" (valid actions: {', '.join(ACTION_NAMES)})"
+    elif path.endswith(".event"):
+        problem += f" (valid events: {', '.join(EVENTS)})"
+    return f"{path}: {problem}"
+
+
+def to_builtins(value: msgspec.Struct) -> Any:
+    return msgspec.to_builtins(value)
