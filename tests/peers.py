@@ -149,6 +149,12 @@ class Suite:
             if msg.type is not WSMsgType.TEXT:
                 continue
             payload = json.loads(msg.data)
+            if isinstance(payload, list) and payload and all(
+                isinstance(item, dict) and "method" in item and "id" not in item for item in payload
+            ):  # a batch of notifications (ruleMatched)
+                for item in payload:
+                    self.notifications.put_nowait(item)
+                continue
             if isinstance(payload, dict) and "method" in payload and "id" in payload:
                 task = asyncio.ensure_future(self._answer(payload))
                 self._tasks.add(task)
