@@ -50,10 +50,10 @@ def match(**fields: Any) -> dict[str, Any]:
     return {_MATCH_NAMES.get(k, k): v for k, v in fields.items() if v is not None}
 
 
-def rule(action: dict[str, Any] | list[dict[str, Any]], *, id: str | None = None, times: int | None = None,
+def rule(actions: dict[str, Any] | list[dict[str, Any]], /, *, id: str | None = None, times: int | None = None,
          skip: int = 0, **fields: Any) -> Rule:  # fmt: skip
-    """Any rule: its action (or list of actions) and its match as keywords."""
-    return Rule(match(**fields), action, id, times, skip)
+    """Any rule: its action (or list of actions), then its match as keywords (``action=`` is the Ably action)."""
+    return Rule(match(**fields), actions, id, times, skip)
 
 
 def _raw_or_message(message: dict[str, Any] | None, raw: dict[str, str] | None) -> dict[str, Any]:
