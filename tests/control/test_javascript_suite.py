@@ -4,6 +4,7 @@ with the `ws` and `@msgpack/msgpack` packages, against an app server in direct m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,9 @@ import pytest
 from aiohttp import WSMsgType
 
 from appserver.app import AppServer
+from tests.ably_driver import CommandError
 from tests.peers import UpstreamServer, close_cleanly, connect_client, receive
+from tests.sdk_fixtures import binary, direct, fake, sdk_via_proxy  # noqa: F401 - fixtures are found by name
 
 EXAMPLE = Path(__file__).parents[1] / "js" / "api_example.mjs"
 
@@ -38,9 +41,9 @@ async def js_suite(app_server: AppServer) -> AsyncIterator[asyncio.subprocess.Pr
         await proc.wait()
 
 
-async def next_line(proc: asyncio.subprocess.Process) -> Any:
+async def next_line(proc: asyncio.subprocess.Process, timeout: float = 15) -> Any:
     assert proc.stdout is not None
-    return json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))
+    return json.loads(await asyncio.wait_for(proc.stdout.readline(), timeout))
 
 
 @pytest.mark.parametrize("fmt", ["json", "msgpack"])
@@ -69,3 +72,43 @@ def test_api_md_shows_the_example() -> None:
     """docs/api.md's JavaScript client is tests/js/api_example.mjs, word for word."""
     docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
     assert EXAMPLE.read_text() in docs, "docs/api.md's JavaScript example differs from tests/js/api_example.mjs"
+
+
+RULES_EXAMPLE = Path(__file__).parents[1] / "js" / "rules_example.mjs"
+
+
+async def test_javascript_rules_example_drives_ably_js(direct: AppServer, binary: bool) -> None:  # noqa: F811
+    """docs/api.md's rules example, run in Node against real ably-js: its first connect is refused (the SDK
+    retries), its first ATTACHED dropped (it re-attaches), its publish NACKed; the suite sees each rule match."""
+    node = shutil.which("node")
+    assert node is not None, "Node.js is needed for this test"
+    proc = await asyncio.create_subprocess_exec(
+        node, str(RULES_EXAMPLE), cwd=RULES_EXAMPLE.parent, stdout=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "CONTROL_URL": f"ws://127.0.0.1:{direct.control_port}/"},
+    )  # fmt: skip
+    try:
+        assert await next_line(proc) == {"ready": ["refuse", "no-attached", "nack", "r1"]}
+        async with sdk_via_proxy(direct, binary) as sdk:
+            await sdk.wait_for_state("disconnected")  # the refused connect
+            await sdk.wait_for_state("connected")
+            assert await next_line(proc) == {"matched": "refuse", "event": "connect"}
+            with contextlib.suppress(CommandError):
+                await sdk.command("attach", channel="room", timeout=20)  # may time out before the retry
+            await sdk.next_event("channelState", lambda e: e["current"] == "attached", timeout=15)
+            assert (await next_line(proc, 25))["attachedDropped"] >= 1
+            listed = dict((rule_id, (matched, remaining)) for rule_id, matched, remaining in
+                          (await next_line(proc))["listed"])  # fmt: skip
+            assert listed["refuse"][1] == 0 and listed["no-attached"][1] == 0
+            with pytest.raises(CommandError) as nacked:
+                await sdk.command("publish", channel="room", name="n", data="d")
+            assert nacked.value.error["code"] == 50001
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+def test_api_md_shows_the_rules_example() -> None:
+    """docs/api.md's JavaScript rules example is tests/js/rules_example.mjs, word for word."""
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    assert RULES_EXAMPLE.read_text() in docs, "docs/api.md's rules example differs from tests/js/rules_example.mjs"
