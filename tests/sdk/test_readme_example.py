@@ -45,7 +45,8 @@ from tests.ably_driver import AblyDriver, fake_ably_options  # noqa: E402
 @pytest.fixture
 async def ably(proxy_endpoint):  # type: ignore[no-untyped-def]
     """ably-js 2.x in Node (this repository's driver), pointed at the proxy endpoint in direct mode."""
-    options = fake_ably_options(proxy_endpoint, useBinaryProtocol=False, disconnectedRetryTimeout=300)  # JSON
+    options = fake_ably_options(proxy_endpoint, useBinaryProtocol=False, disconnectedRetryTimeout=300,
+                                autoConnect=False)  # JSON; the test connects, once its rules are in place
     async with AblyDriver(options) as sdk:  # starts `node tests/js/driver.mjs`, creates a Realtime client
         yield sdk
 # --- end of the README's `ably` fixture -----------------------------------------------------------
@@ -61,6 +62,7 @@ async def test_publish_without_ack_is_resent_after_a_drop(interception, ably):  
     interception.spy_client_message = lambda m: published.append(m.message) if m.action == Action.MESSAGE else None
     interception.transform_server_message = lambda m: None if m.action == Action.ACK else m.message
 
+    await ably.command("connect")
     await ably.wait_for_state("connected")
     conn = await interception.next_connection()  # interceptedConnectionOpened
     assert conn.query["v"] == "6" and conn.query["format"] == "json"
@@ -78,7 +80,32 @@ async def test_publish_without_ack_is_resent_after_a_drop(interception, ably):  
 # --- end of the README's example ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shown", [test_publish_without_ack_is_resent_after_a_drop, ably], ids=["test", "fixture"])
+# --- the README's rule-based example -------------------------------------------------------------
+from shared import rules  # noqa: E402
+from tests.ably_driver import CommandError  # noqa: E402
+
+
+async def test_refused_connect_and_nacked_publish(interception, ably):  # type: ignore[no-untyped-def]
+    """The first connect is refused with 503 and every ACK becomes a NACK: the SDK retries, then its publish fails."""
+    nack = {"action": "NACK", "msgSerial": 0, "count": 1, "error": {"code": 50001, "statusCode": 500, "message": "no"}}
+    refuse_id, nack_id = await interception.add_rules(
+        rules.refuse_connect(503, path="/"),  # the realtime path; the SDK's /ws-up check is left alone
+        rules.replace_with(nack, action="ACK"),
+    )
+
+    await ably.command("connect")
+    await ably.wait_for_state("disconnected")  # the refused handshake
+    await ably.wait_for_state("connected")  # the retry, which the spent rule lets through
+    await ably.command("attach", channel="room")
+    with pytest.raises(CommandError) as failed:
+        await ably.command("publish", channel="room", name="greeting", data="hello")
+    assert failed.value.error["code"] == 50001
+    assert await interception.wait_for_rule(nack_id) == 1
+# --- end of the README's rule-based example ------------------------------------------------------
+
+
+@pytest.mark.parametrize("shown", [test_publish_without_ack_is_resent_after_a_drop, ably,
+                                   test_refused_connect_and_nacked_publish], ids=["test", "fixture", "rules"])
 def test_readme_shows_this_example(shown: object) -> None:
     """The README's example test and its `ably` fixture are this file's, word for word."""
     source = inspect.getsource(getattr(shown, "__wrapped__", shown)).replace("  # type: ignore[no-untyped-def]", "")
