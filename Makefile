@@ -32,9 +32,18 @@ $(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The real ably-python SDK, in a virtualenv of its own: it needs websockets < 16, the proxy 17.
+SDK_PY_VENV  := .venv-ably-python
+SDK_PY_STAMP := $(SDK_PY_VENV)/.installed
+
+$(SDK_PY_STAMP): $(STAMP) tests/py_sdk/requirements.txt
+	@[ -x $(SDK_PY_VENV)/bin/python ] || $(PY) -m venv $(SDK_PY_VENV)
+	$(SDK_PY_VENV)/bin/python -m pip install --quiet -r tests/py_sdk/requirements.txt
+	@touch $@
+
 install: $(STAMP)
 
-test-deps: $(STAMP) $(NODE_STAMP)
+test-deps: $(STAMP) $(NODE_STAMP) $(SDK_PY_STAMP)
 	@scripts/system-deps
 
 run: $(STAMP)
@@ -72,4 +81,4 @@ bench: $(STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(SDK_PY_VENV) .pytest_cache

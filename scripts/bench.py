@@ -95,9 +95,16 @@ def workloads(quick: bool) -> list[Workload]:
     ]
 
 
-VARIANTS = ("direct", "suite", "relay", "mitm")
-PROXIED = ("suite", "relay", "mitm")
-WITH_SUITE = ("suite", "mitm")
+VARIANTS = ("direct", "suite", "relay", "pass", "observe", "mitm")
+PROXIED = ("suite", "relay", "pass", "observe", "mitm")
+WITH_SUITE = ("suite", "mitm")  # every message a transform round trip
+#: The suite of each variant: the rules it adds (None: no suite at all).
+SUITE_OF = {"suite": "", "mitm": "", "pass": "pass", "observe": "observe"}
+SUITE_RULES: dict[str, list[dict[str, Any]]] = {
+    "": [],
+    "pass": [{"match": {}, "action": {"type": "pass"}}],  # the dialogue off: rules decide everything
+    "observe": [{"match": {}, "action": {"type": "observe"}}, {"match": {}, "action": {"type": "pass"}}],
+}
 
 
 # -- child processes ----------------------------------------------------------
@@ -222,7 +229,7 @@ class Harness:
         self.log_dir = log_dir
         self.stack = stack
         self.children: list[Child] = []
-        self.suite_attached = False
+        self.suite_attached: str | None = None
 
     def start(self, name: str, args: list[str], talks: bool, sig: int = signal.SIGTERM) -> Child:
         child = Child(name, args, self.log_dir, talks)
@@ -249,13 +256,19 @@ class Harness:
             self.mitmdump = self.start("mitmdump", mitmdump_args(self), talks=False)
             wait_listening(self.mitmdump, self.mitm_port, timeout=60)
 
-    def set_suite(self, attached: bool) -> None:
-        if attached and not self.suite_attached:
-            self.suite.request({"op": "attach", "url": f"ws://{HOST}:{self.control_port}/"}, 30)
-        elif not attached and self.suite_attached:
+    def set_suite(self, rules: str | None) -> None:
+        """No suite (None), or one attached with these rules: "" (none: every message asked), "pass", "observe"."""
+        if rules == self.suite_attached:
+            return
+        if self.suite_attached is not None:
             self.suite.request({"op": "detach"}, 30)
             time.sleep(0.05)  # let the app server release the session before traffic flows
-        self.suite_attached = attached
+        if rules is not None:
+            answer = self.suite.request({"op": "attach", "url": f"ws://{HOST}:{self.control_port}/",
+                                         "rules": SUITE_RULES[rules]}, 30)  # fmt: skip
+            if not answer.get("ok"):
+                raise RuntimeError(f"the bench suite could not attach: {answer}")
+        self.suite_attached = rules
 
     def endpoint(self, variant: str) -> dict[str, Any]:
         path = "/bench?v=3&format=json"
@@ -269,7 +282,7 @@ class Harness:
         return {"url": f"ws://{HOST}:{self.proxy_port}{path}", "headers": headers}
 
     def run_job(self, variant: str, workload: Workload, cell: Cell | None) -> None:
-        self.set_suite(variant in WITH_SUITE)
+        self.set_suite(SUITE_OF.get(variant))
         timeout = self.args.job_timeout
         answered = self.suite.request({"op": "stats"}, 10)["answered"]
         before = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
@@ -400,6 +413,11 @@ TARGETS = [
     ("relay: median round trip, 100 B", "relay", "lat100", "median_us", "<=", 1.5, True),
     ("relay: throughput, 1 conn", "relay", "tput1", "msgs_per_s", ">=", 0.5, True),
     ("relay: throughput, 20 conns", "relay", "tput20", "msgs_per_s", ">=", 0.5, True),
+    # issue 12: rules
+    ("catch-all pass rule: throughput, 1 conn", "pass", "tput1", "msgs_per_s", ">=", 0.5, True),
+    ("catch-all pass rule: throughput, 20 conns", "pass", "tput20", "msgs_per_s", ">=", 0.45, True),
+    ("observe-all rule: throughput, 1 conn", "observe", "tput1", "msgs_per_s", ">=", 0.35, True),
+    ("observe-all rule: median round trip, 100 B", "observe", "lat100", "median_us", "<=", 2.5, True),
 ]
 RSS_LIMIT_MB = 60
 CHURN_CONNECTIONS = 3_000
@@ -502,14 +520,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: a few hundred messages per job, 1 round")
     p.add_argument("--rounds", type=int, help="rounds of every job on every variant (default 3; 1 with --quick)")
     p.add_argument("--mitmdump", action="store_true", help="add the variant through mitmdump + the app server")
-    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:3])}[,mitm]")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:5])}[,mitm]")
     p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k")
     p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
                    "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one job may take (default 120)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    chosen = args.variants.split(",") if args.variants else [*VARIANTS[:3], *(["mitm"] if args.mitmdump else [])]
+    chosen = args.variants.split(",") if args.variants else [*VARIANTS[:5], *(["mitm"] if args.mitmdump else [])]
     unknown = set(chosen) - set(VARIANTS)
     if unknown or ("mitm" in chosen and not args.mitmdump):
         p.error(f"unknown variants {sorted(unknown)}" if unknown else "the mitm variant needs --mitmdump")

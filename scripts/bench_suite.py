@@ -2,11 +2,11 @@
 
 Commands arrive one JSON line at a time on stdin, each answered by one JSON line:
 
-* ``{"op": "attach", "url": "ws://127.0.0.1:P/"}``: connect to the control API and
-  call ``startInterception`` in proxy mode (retried while the previous session
-  is still being released);
+* ``{"op": "attach", "url": "ws://127.0.0.1:P/", "rules": [...]}``: connect to the
+  control API and call ``startInterception`` in proxy mode (retried while the
+  previous session is still being released), then ``addRules`` if rules are given;
 * ``{"op": "detach"}``: close the control connection (no suite attached);
-* ``{"op": "stats"}``: how many transforms were answered.
+* ``{"op": "stats"}``: how many transforms were answered, and ruleMatched notifications seen.
 
 While attached, every ``transformInterceptedMessage`` is answered at once, in
 the receive loop, with ``replace`` of the same type and data; notifications
@@ -24,6 +24,7 @@ import aiohttp
 
 TRANSFORM = "transformInterceptedMessage"
 START_ID = "bench-start"
+RULES_ID = "bench-rules"
 
 
 class Suite:
@@ -33,8 +34,21 @@ class Suite:
         self.loop_task: asyncio.Task[None] | None = None
         self.started: asyncio.Future[Any] | None = None
         self.answered = 0
+        self.observed = 0
+        self.rules_added: asyncio.Future[Any] | None = None
 
-    async def attach(self, url: str) -> dict[str, Any]:
+    async def attach(self, url: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+        answer = await self._start(url)
+        if answer["ok"] and rules and self.ws is not None:
+            self.rules_added = asyncio.get_running_loop().create_future()
+            await self.ws.send_str(json.dumps({"jsonrpc": "2.0", "id": RULES_ID, "method": "addRules",
+                                               "params": {"rules": rules}}))  # fmt: skip
+            reply = await asyncio.wait_for(self.rules_added, 10)
+            if "result" not in reply:
+                return {"ok": False, "error": f"addRules failed: {reply.get('error')}"}
+        return answer
+
+    async def _start(self, url: str) -> dict[str, Any]:
         if self.ws is not None:
             return {"ok": True}
         self.session = self.session or aiohttp.ClientSession()
@@ -56,7 +70,14 @@ class Suite:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 continue
             payload = json.loads(msg.data)
-            if payload.get("method") == TRANSFORM:
+            if isinstance(payload, list):  # a batch of ruleMatched notifications
+                self.observed += len(payload)
+                continue
+            if payload.get("method") == "ruleMatched":
+                self.observed += 1
+            elif payload.get("id") == RULES_ID and self.rules_added is not None and not self.rules_added.done():
+                self.rules_added.set_result(payload)
+            elif payload.get("method") == TRANSFORM:
                 params = payload["params"]
                 result = {"action": "replace", "type": params["type"], "data": params["data"]}
                 await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": payload["id"], "result": result}))
@@ -89,11 +110,11 @@ async def main() -> None:
             command = json.loads(line)
             try:
                 if command["op"] == "attach":
-                    answer = await suite.attach(command["url"])
+                    answer = await suite.attach(command["url"], command.get("rules") or [])
                 elif command["op"] == "detach":
                     answer = await suite.detach()
                 else:
-                    answer = {"ok": True, "answered": suite.answered}
+                    answer = {"ok": True, "answered": suite.answered, "observed": suite.observed}
             except Exception as exc:  # reported to bench.py, which stops the run
                 answer = {"ok": False, "error": repr(exc)}
             print(json.dumps(answer), flush=True)

@@ -204,3 +204,35 @@ class AblyDriver:
         assert self._process is not None and self._process.stderr is not None
         while chunk := await self._process.stderr.read(65536):
             self.stderr += chunk
+
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON_SDK_VENV = REPO / ".venv-ably-python"
+PYTHON_DRIVER = Path(__file__).parent / "py_sdk" / "driver.py"
+
+
+def ably_python_options(host: str, **overrides: Any) -> dict[str, Any]:
+    """ably-python 3.x ClientOptions for a plain-WebSocket server on host ("127.0.0.1:PORT"): its realtime
+    transport puts the endpoint in the URL as it is, so the port goes inside it; a fake key (basic auth);
+    no fallback hosts."""
+    options: dict[str, Any] = {"key": "fakeApp.fakeKey:fakeSecret", "endpoint": host, "tls": False,
+                               "fallback_hosts": []}  # fmt: skip
+    return {**options, **overrides}
+
+
+class AblyPythonDriver(AblyDriver):
+    """The real ably-python SDK in a child process of its own virtualenv (tests/py_sdk/driver.py),
+    speaking the same protocol as the Node driver (commands create, connect, connection, attach,
+    publish, close; state and channelState events)."""
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options, node=str(PYTHON_SDK_VENV / "bin" / "python"), script=PYTHON_DRIVER)
+
+    async def start(self) -> None:
+        if not (PYTHON_SDK_VENV / "bin" / "python").exists():
+            raise DriverError(f"ably-python is not installed in {PYTHON_SDK_VENV}: run `make test-deps`")
+        self._process = await asyncio.create_subprocess_exec(
+            self.node, str(self.script), cwd=REPO, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        self._readers = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]

@@ -10,6 +10,7 @@ method never blocks the receive loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Any, Awaitable, Callable
 
@@ -19,6 +20,8 @@ from shared import jsonfast, jsonrpc
 from shared.jsonrpc import Peer
 
 log = logging.getLogger(__name__)
+
+MAX_PENDING_NOTIFICATIONS = 10_000
 
 #: Answers a parsed request, notification or batch; returns the reply text ("" for none).
 Dispatch = Callable[["ControlSession", Any], Awaitable[str]]
@@ -37,8 +40,9 @@ class ControlSession:
         self._dispatch = dispatch
         self.peer = Peer(self._send)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outbox: list[str] = []  # notifications to send soon, in order (notify_soon)
+        self._outbox: collections.deque[str] = collections.deque()  # notifications to send soon, in order
         self._sender: asyncio.Task[None] | None = None
+        self._dropped = 0  # notifications dropped because the suite read too slowly
 
     async def _send(self, text: str) -> None:
         if self.ws.closed:
@@ -59,6 +63,14 @@ class ControlSession:
         piles up while one is being written goes out as one batch (JSON-RPC 2.0 §6)."""
         if self.ws.closed:
             return
+        if len(self._outbox) >= MAX_PENDING_NOTIFICATIONS:
+            # A suite that reads slower than the traffic it observes must not grow our memory:
+            # the oldest go, and the suite is told how many (once per burst).
+            self._outbox.popleft()
+            if self._dropped == 0:
+                log.warning("control session %d reads notifications too slowly: dropping the oldest beyond %d",
+                            self.id, MAX_PENDING_NOTIFICATIONS)  # fmt: skip
+            self._dropped += 1
         self._outbox.append(jsonrpc.notification(method, params))
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send_outbox())
@@ -66,7 +78,10 @@ class ControlSession:
     async def _send_outbox(self) -> None:
         try:
             while self._outbox:
-                texts, self._outbox = self._outbox, []
+                if self._dropped:
+                    log.warning("control session %d: %d notifications were dropped", self.id, self._dropped)
+                    self._dropped = 0
+                texts, self._outbox = list(self._outbox), collections.deque()
                 await self._send(texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]")
         except ConnectionError:
             log.debug("control session %d: notifications not sent, connection closed", self.id)

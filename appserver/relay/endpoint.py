@@ -114,8 +114,8 @@ class ProxyEndpoint:
         timeout = self._settings.close_timeout
         connection = Connection(
             info,
-            Leg(Side.CLIENT, ws, request.transport, timeout),
-            Leg(Side.SERVER, upstream, upstreams.transport_of(upstream), timeout),
+            Leg(Side.CLIENT, ws, upstreams.corked(ws, request.transport), timeout),
+            Leg(Side.SERVER, upstream, upstreams.corked(upstream, upstreams.transport_of(upstream)), timeout),
             self._chain,
             self._sinks,
             self._settings.max_queued_messages,

@@ -33,6 +33,9 @@ class CompiledRule:
     after_ms: int | None
     times: int | None
     skip: int
+    #: The verdict part when the rule always gives the same one and nothing else (pass or drop, no
+    #: effects, no notification, no counters to honour): the engine's fast path.
+    constant: Any = None
     matched: int = 0
     applied: int = 0
     waiters: list[Any] = field(default_factory=list)  # (count, future) of waitForRule
@@ -47,7 +50,12 @@ class CompiledRule:
         return None if self.times is None else max(self.times - self.applied, 0)
 
     def matches(self, subject: Subject) -> bool:
-        return subject.event == self.event and all(p(subject) for p in self.predicates)
+        if subject.event != self.event:
+            return False
+        for predicate in self.predicates:
+            if not predicate(subject):
+                return False
+        return True
 
 
 def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
@@ -66,8 +74,11 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
     fate, effects = units.compile_actions(rule.actions, m.event, f"{where}.action")
     spec = to_builtins(rule)
     spec["id"] = rule_id
-    return CompiledRule(rule_id, spec, m.event, _predicates(m, f"{where}.match"), fate, effects, m.afterMs,
-                        rule.times, rule.skip)  # fmt: skip
+    compiled = CompiledRule(rule_id, spec, m.event, _predicates(m, f"{where}.match"), fate, effects, m.afterMs,
+                            rule.times, rule.skip)  # fmt: skip
+    if fate is not None and fate.name in ("pass", "drop") and not effects and rule.times is None and not rule.skip:
+        compiled.constant = fate.apply(None)  # type: ignore[arg-type]  # pass and drop ignore the subject
+    return compiled
 
 
 def _predicates(m: Match, where: str) -> tuple[Predicate, ...]:

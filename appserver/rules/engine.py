@@ -94,6 +94,11 @@ class RuleSet:
         for rule in (only,) if only is not None else self._rules:
             if not rule.matches(subject):
                 continue
+            if rule.constant is not None and outcome is None:  # the fast path: a catch-all pass, say
+                rule.matched += 1
+                if rule.waiters:
+                    _count_waiters(rule)
+                return Outcome(rule, rule.fate)
             _count(rule)
             if rule.matched <= rule.skip or (rule.times is not None and rule.applied >= rule.times):
                 continue
@@ -110,6 +115,11 @@ class RuleSet:
 
 def _count(rule: CompiledRule) -> None:
     rule.matched += 1
+    if rule.waiters:
+        _count_waiters(rule)
+
+
+def _count_waiters(rule: CompiledRule) -> None:
     for count, future in list(rule.waiters):
         if rule.matched >= count and not future.done():
             future.set_result(rule.matched)

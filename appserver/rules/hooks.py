@@ -65,6 +65,8 @@ class Rules:
         outcome = self._evaluate(subject)
         if outcome is None:
             return None
+        if outcome.decided_by is not None and outcome.decided_by.constant is not None:
+            return outcome.decided_by.constant  # type: ignore[no-any-return]  # the fast path: pass or drop
         effects = self._effects(outcome, subject)
         if outcome.decided_by is None and not effects:
             return None  # only observers: the dialogue decides, as if no rule were there

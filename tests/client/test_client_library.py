@@ -248,3 +248,28 @@ def appserver_for_plugin(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 pytest_plugins = ["pytester"]
+
+
+async def test_a_contexts_rules_end_with_it(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, client: InterceptionClient
+) -> None:
+    """Rules added through a context are cleared when it ends, like its callbacks; ruleMatched reaches its callback."""
+    from shared import rules
+
+    seen: list[dict[str, Any]] = []
+    async with client.intercept() as ctx:
+        ctx.on_rule_matched = seen.append
+        [rule_id] = await ctx.add_rules(rules.observe(from_client=True, channel="a*"))
+        sdk = await connect_client(http, app_server.proxy_port, upstream.host)
+        _, server = await upstream.next()
+        await sdk.send_str('{"action":10,"channel":"ab"}')
+        await receive_data(server, 1)
+        assert await ctx.wait_for_rule(rule_id) == 1
+        for _ in range(50):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert [s["ruleId"] for s in seen] == [rule_id]
+        assert [r["id"] for r in await ctx.list_rules()] == [rule_id]
+    assert await client.list_rules() == []
+    await close_cleanly(sdk, server)
