@@ -20,7 +20,7 @@ from appserver.relay.events import Closed, Decided, Injected, Opened, Sink, publ
 from appserver.relay.leg import Controls, Leg, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay.pump import OnDecided, ProxyEnd, pass_on_end, pump
-from appserver.verdict import CloseLegs, ConnectionHooks, Decider, Effect, Inject, Verdict, decide
+from appserver.verdict import PASS, CloseLegs, ConnectionHooks, Decider, Effect, Inject, Verdict
 from shared.wire import ClosedBy, ConnectionClosed, ConnectionOpened, Frame
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,14 @@ class Connection:
     def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Verdict]]:
         from_client = source is Side.CLIENT
 
+        chain, connection_id = self._chain, self.id
+
         async def verdict(frame: Frame) -> Verdict:
-            return await decide(self._chain, self.id, frame, from_client)
+            for decider in chain:  # as verdict.decide, one coroutine fewer per frame
+                found = await decider.decide(connection_id, frame, from_client)
+                if found is not None:
+                    return found
+            return PASS
 
         return verdict
 

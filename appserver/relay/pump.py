@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from appserver.relay.leg import Controls, Leg
 from appserver.relay.lifecycle import CloseAction, End, Side, close_action
-from appserver.verdict import Delay, Drop, Effect, Replace, Verdict, split
+from appserver.verdict import PASS, Delay, Drop, Effect, Replace, Verdict, split
 from shared.wire import Frame
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,10 @@ async def pump(
 ) -> None:
     """Deliver the source leg's messages in order, then pass its End on."""
     while True:
-        item = await queue.get()
+        try:  # frames already waiting are taken without a suspension
+            item = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            item = await queue.get()
         if isinstance(item, End):
             if controls is not None and controls.hooks is not None:
                 await _closing(item, source, controls, apply_effects)
@@ -67,6 +70,12 @@ async def pump(
         verdict = await decide(item)
         if on_decided is not None:
             await on_decided(item, verdict)
+        if verdict is PASS:  # the common case, first
+            try:
+                await dest.send(item)
+            except ConnectionError:
+                log.debug("could not deliver to the %s: transport gone", dest.side)
+            continue
         fate, effects = split(verdict)
         if isinstance(fate, Delay):
             await asyncio.sleep(fate.ms / 1000)

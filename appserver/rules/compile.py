@@ -36,6 +36,9 @@ class CompiledRule:
     #: The verdict part when the rule always gives the same one and nothing else (pass or drop, no
     #: effects, no notification, no counters to honour): the engine's fast path.
     constant: Any = None
+    is_observer: bool = False  # an observe rule: evaluation goes on after it
+    notifies: bool = False  # observe or notify: ruleMatched
+    side_effects: tuple[units.Unit, ...] = ()  # the effects but notify (the engine sends that itself)
     matched: int = 0
     applied: int = 0
     waiters: list[Any] = field(default_factory=list)  # (count, future) of waitForRule
@@ -76,6 +79,9 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
     spec["id"] = rule_id
     compiled = CompiledRule(rule_id, spec, m.event, _predicates(m, f"{where}.match"), fate, effects, m.afterMs,
                             rule.times, rule.skip)  # fmt: skip
+    compiled.is_observer = fate is not None and fate.name == "observe"
+    compiled.notifies = compiled.is_observer or any(unit.name == "notify" for unit in effects)
+    compiled.side_effects = tuple(unit for unit in effects if unit.name != "notify")
     if fate is not None and fate.name in ("pass", "drop") and not effects and rule.times is None and not rule.skip:
         compiled.constant = fate.apply(None)  # type: ignore[arg-type]  # pass and drop ignore the subject
     return compiled

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from appserver.rules.actions import Unit
@@ -23,23 +22,37 @@ from appserver.rules.schema import AddRules, RuleError, convert
 from appserver.rules.subject import Subject
 
 
-@dataclass
 class Outcome:
-    """What the rules made of one event."""
+    """What the rules made of one event (a plain class: one is made per event a rule applies to)."""
 
-    decided_by: CompiledRule | None = None
-    fate: Unit | None = None
-    effects: list[tuple[CompiledRule, Unit]] = field(default_factory=list)
-    notify: list[CompiledRule] = field(default_factory=list)  # observe and notify: ruleMatched for each
+    __slots__ = ("decided_by", "fate", "effects", "notify")
+
+    def __init__(self, decided_by: CompiledRule | None = None, fate: Unit | None = None) -> None:
+        self.decided_by = decided_by
+        self.fate = fate
+        self.effects: list[tuple[CompiledRule, Unit]] = []
+        self.notify: list[CompiledRule] = []  # observe and notify: ruleMatched for each
 
 
 class RuleSet:
     def __init__(self) -> None:
         self._rules: list[CompiledRule] = []
         self._ids = itertools.count(1)
+        self._leading: CompiledRule | None = None
 
     def __bool__(self) -> bool:
         return bool(self._rules)
+
+    @property
+    def leading_catch_all(self) -> CompiledRule | None:
+        """The first rule, when it decides every data frame the same way (``{match: {}, action: pass}``):
+        the whole evaluation is then one counter (the engine's fastest path)."""
+        return self._leading
+
+    def _changed(self) -> None:
+        first = self._rules[0] if self._rules else None
+        catch_all = first is not None and first.event == "message" and not first.predicates
+        self._leading = first if catch_all and first is not None and first.constant is not None else None
 
     def add(self, params: Any) -> list[str]:
         """addRules: all or nothing; RuleError naming the path of the first bad rule."""
@@ -53,6 +66,7 @@ class RuleSet:
             taken.add(rule_id)
             compiled.append(compile_rule(rule, rule_id, f"rules[{index}]"))
         self._rules = compiled + self._rules if request.position == "prepend" else self._rules + compiled
+        self._changed()
         return [rule.id for rule in compiled]
 
     def _new_id(self, taken: set[str]) -> str:
@@ -66,6 +80,7 @@ class RuleSet:
             if rule.id in gone:
                 _fail_waiters(rule, f"rule {rule.id!r} was removed")
         self._rules = kept
+        self._changed()
         return removed
 
     def clear(self, why: str = "the rules were cleared") -> int:
@@ -73,6 +88,7 @@ class RuleSet:
         for rule in self._rules:
             _fail_waiters(rule, why)
         self._rules = []
+        self._changed()
         return removed
 
     def listed(self) -> list[dict[str, Any]]:
@@ -99,18 +115,29 @@ class RuleSet:
                 if rule.waiters:
                     _count_waiters(rule)
                 return Outcome(rule, rule.fate)
-            _count(rule)
+            rule.matched += 1
+            if rule.waiters:
+                _count_waiters(rule)
             if rule.matched <= rule.skip or (rule.times is not None and rule.applied >= rule.times):
                 continue
             rule.applied += 1
-            outcome = outcome or Outcome()
-            outcome.effects += [(rule, unit) for unit in rule.effects if unit.name != "notify"]
-            if rule.observes or any(unit.name == "notify" for unit in rule.effects):
+            if outcome is None:
+                outcome = Outcome()
+            if rule.side_effects:
+                outcome.effects.extend((rule, unit) for unit in rule.side_effects)
+            if rule.notifies:
                 outcome.notify.append(rule)
-            if not rule.observes:
+            if not rule.is_observer:
                 outcome.decided_by, outcome.fate = rule, rule.fate
                 return outcome
         return outcome
+
+
+def count_match(rule: CompiledRule) -> None:
+    """One more match of a rule that decides alone (the fast paths)."""
+    rule.matched += 1
+    if rule.waiters:
+        _count_waiters(rule)
 
 
 def _count(rule: CompiledRule) -> None:

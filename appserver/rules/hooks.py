@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from appserver.relay.events import Closed, Event, Opened
 from appserver.rules.actions import TRANSFORM
 from appserver.rules.compile import CompiledRule
-from appserver.rules.engine import Outcome, RuleSet
+from appserver.rules.engine import Outcome, RuleSet, count_match
 from appserver.rules.subject import Subject
 from appserver.verdict import (ADMIT, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect, Fate, Pass,
                                Refuse, Replace, Route, Silence, Timer, Verdict)
@@ -56,8 +56,13 @@ class Rules:
     # -- data frames: the first link of the chain -------------------------------------------
 
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
-        if not self.ruleset:
+        ruleset = self.ruleset
+        if not ruleset:
             return None  # no rules: the dialogue as in Part 1
+        catch_all = ruleset.leading_catch_all
+        if catch_all is not None:  # e.g. {match: {}, action: pass} alone: one counter, no subject
+            count_match(catch_all)
+            return catch_all.constant  # type: ignore[no-any-return]
         handshake = self._handshakes.get(connection_id)
         if handshake is None:
             return None
@@ -65,7 +70,7 @@ class Rules:
         outcome = self._evaluate(subject)
         if outcome is None:
             return None
-        if outcome.decided_by is not None and outcome.decided_by.constant is not None:
+        if outcome.decided_by is not None and outcome.decided_by.constant is not None and not outcome.effects:
             return outcome.decided_by.constant  # type: ignore[no-any-return]  # the fast path: pass or drop
         effects = self._effects(outcome, subject)
         if outcome.decided_by is None and not effects:
@@ -178,15 +183,19 @@ class Rules:
         return tuple(effects)
 
     def _matched(self, rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None) -> dict[str, Any]:
-        params: dict[str, Any] = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
-                                  "matched": rule.matched}  # fmt: skip
-        if subject.from_client is not None:
-            params["fromClient"] = subject.from_client
-        if subject.frame is not None:
-            params.update(id=self._message_id(), type=subject.frame.type.value, data=subject.frame.wire_data())
+        frame = subject.frame
+        if frame is not None:  # the common case (observing frames), built in one go
+            params: dict[str, Any] = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
+                                      "fromClient": subject.from_client, "id": self._message_id(),
+                                      "type": frame.type.value, "data": frame.wire_data(), "matched": rule.matched}
             if self._suite.decoded:
                 params["message"] = jsonable(subject.message())
-        elif subject.event == "connect":
+            return params
+        params = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
+                  "matched": rule.matched}  # fmt: skip
+        if subject.from_client is not None:
+            params["fromClient"] = subject.from_client
+        if subject.event == "connect":
             h = subject.handshake
             params.update(path=h.path, query=h.query, headers=h.headers, host=h.host)
         if extra:
