@@ -361,3 +361,20 @@ async def test_redirected_headers_are_matched(
         await http.ws_connect(f"http://127.0.0.1:{app_server.proxy_port}/",
                               headers={**redirect_headers(upstream.host), "X-SDK": "ably-js"})  # fmt: skip
     assert refused.value.status == 429
+
+
+async def test_a_client_that_gives_up_during_a_connect_delay_is_never_dialled(
+    app_server: AppServer, upstream: UpstreamServer, suite: Suite
+) -> None:
+    """A handshake held by a connect delay, abandoned by its client: the upstream is never dialled."""
+    await add(suite, {"match": {"event": "connect"}, "action": {"type": "delay", "ms": 600}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_server.proxy_port)
+    request = [f"GET / HTTP/1.1", f"Host: {upstream.host}", "Upgrade: websocket", "Connection: Upgrade",
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13",
+               *(f"{k}: {v}" for k, v in redirect_headers(upstream.host).items())]  # fmt: skip
+    writer.write(("\r\n".join(request) + "\r\n\r\n").encode())
+    await asyncio.sleep(0.1)
+    writer.close()  # the client gives up
+    await writer.wait_closed()
+    await asyncio.sleep(0.9)
+    assert upstream.accepted.empty()
