@@ -23,6 +23,7 @@ from shared.jsonrpc import Peer
 log = logging.getLogger(__name__)
 
 MAX_PENDING_NOTIFICATIONS = 10_000
+MAX_PENDING_BYTES = 8 << 20  # what waiting notifications may hold (64 KiB frames are 87 KB each in Base64)
 NOTIFICATION_BATCH = 200  # notifications per batch at most, before one is sent at once
 NOTIFICATION_INTERVAL = 0.002  # seconds a notification may wait for others to share its write
 
@@ -47,6 +48,7 @@ class ControlSession:
         self._outbox: collections.deque[str] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
         self._dropped = 0  # notifications dropped because the suite read too slowly
+        self._pending_bytes = 0
         self._batch_wait: asyncio.Event | None = None
 
     async def _send(self, text: str) -> None:
@@ -62,7 +64,7 @@ class ControlSession:
         if self._dropped:
             log.warning("control session %d: %d notifications were dropped", self.id, self._dropped)
             self._dropped = 0
-        texts, self._outbox = list(self._outbox), collections.deque()
+        texts, self._outbox, self._pending_bytes = list(self._outbox), collections.deque(), 0
         return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
@@ -79,15 +81,17 @@ class ControlSession:
         piles up while one is being written goes out as one batch (JSON-RPC 2.0 §6)."""
         if self.ws.closed:
             return
-        if len(self._outbox) >= MAX_PENDING_NOTIFICATIONS:
+        text = jsonrpc.notification(method, params)  # as text: a tenth of a dict's memory
+        self._outbox.append(text)
+        self._pending_bytes += len(text)
+        while len(self._outbox) > MAX_PENDING_NOTIFICATIONS or self._pending_bytes > MAX_PENDING_BYTES:
             # A suite that reads slower than the traffic it observes must not grow our memory:
-            # the oldest go, and the suite is told how many (once per burst).
-            self._outbox.popleft()
+            # the oldest go, and the log says how many.
+            self._pending_bytes -= len(self._outbox.popleft())
             if self._dropped == 0:
-                log.warning("control session %d reads notifications too slowly: dropping the oldest beyond %d",
-                            self.id, MAX_PENDING_NOTIFICATIONS)  # fmt: skip
+                log.warning("control session %d reads notifications too slowly: dropping the oldest beyond %d "
+                            "(or %d MiB)", self.id, MAX_PENDING_NOTIFICATIONS, MAX_PENDING_BYTES >> 20)  # fmt: skip
             self._dropped += 1
-        self._outbox.append(jsonrpc.notification(method, params))  # as text: a tenth of a dict's memory
         if self._sender is None:
             self._sender = asyncio.ensure_future(self._send_outbox())
         elif len(self._outbox) >= NOTIFICATION_BATCH and self._batch_wait is not None:
@@ -104,11 +108,13 @@ class ControlSession:
                 self._batch_wait = None
                 if self.ws.closed:
                     self._outbox.clear()
+                    self._pending_bytes = 0
                 elif self._outbox:
                     await self.ws.send_str(self._take_outbox())
         except ConnectionError:
             log.debug("control session %d: notifications not sent, connection closed", self.id)
             self._outbox.clear()
+            self._pending_bytes = 0
         finally:
             self._sender = None
 

@@ -44,3 +44,17 @@ async def test_a_slow_suite_never_grows_memory_beyond_the_bound() -> None:
     numbers = [item["params"]["n"] for item in received]
     assert numbers == list(range(limit + 1, 2 * limit + 1))  # the newest, in order; the oldest were dropped
     assert any(text.startswith("[") for text in ws.sent)  # batched
+
+
+async def test_large_notifications_are_bounded_by_bytes_too() -> None:
+    """Notifications of large frames are bounded by their size as well as their number."""
+    ws = StuckSocket()
+    session = ControlSession(1, ws, dispatch=None)  # type: ignore[arg-type]
+    big = "x" * 100_000
+    for n in range(500):
+        session.notify_soon("ruleMatched", {"n": n, "data": big})
+    waiting = sum(len(text) for text in session._outbox)
+    assert waiting <= session_module.MAX_PENDING_BYTES and len(session._outbox) < 500
+    ws.release.set()
+    while session._sender is not None:
+        await asyncio.sleep(0.01)
