@@ -24,7 +24,8 @@ from yarl import URL
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.relay.events import Sink
-from appserver.relay.headers import BadTarget, is_websocket_upgrade, opened_info, routed, target_of
+from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, routed,
+                                     target_of)
 from appserver.relay.http import relay_http
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
@@ -62,13 +63,11 @@ class ProxyEndpoint:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         s = self._settings
         if not is_websocket_upgrade(request.headers):
-            if s.default_upstream is not None:
-                return await relay_http(request, self._session, s.default_upstream, s.upstream_ssl)
-            return web.Response(
-                status=400,
-                text="the proxy endpoint takes WebSocket upgrades only "
-                "(start the app server with --default-upstream URL to relay plain HTTP)\n",
-            )
+            try:
+                url = http_target_of(request, s.default_upstream)
+            except BadTarget as exc:
+                return web.Response(status=400, text=f"{exc}\n")
+            return await relay_http(request, self._session, url, s.upstream_ssl)
         try:
             target = target_of(request, s.default_upstream)
         except BadTarget as exc:

@@ -81,6 +81,34 @@ def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
 
 
+def without_test_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """Minus the Ably-Test-* headers: the redirector's word to us, never the upstream's business."""
+    return CIMultiDict((k, v) for k, v in headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX))
+
+
+def http_target_of(request: web.BaseRequest, default_upstream: URL | None) -> URL:
+    """A plain request's upstream URL: from Ably-Test-Host/Proto (http or https), else the default upstream."""
+    host = request.headers.get(HEADER_TEST_HOST)
+    proto = request.headers.get(HEADER_TEST_PROTO)
+    if host is None and proto is None:
+        if default_upstream is None:
+            raise BadTarget("the proxy endpoint takes WebSocket upgrades, and plain HTTP only when it is stamped "
+                            f"with {HEADER_TEST_HOST}/{HEADER_TEST_PROTO} (by the redirector) or in direct mode "
+                            "(start the app server with --default-upstream URL to relay plain HTTP)")  # fmt: skip
+        return URL(str(http_base(default_upstream)).rstrip("/") + request.raw_path, encoded=True)
+    if proto not in ("http", "https"):
+        raise BadTarget(f"{HEADER_TEST_PROTO} header must be 'http' or 'https' on a plain request, got {proto!r}")
+    if not host or not host.strip() or " " in host.strip():
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
+    try:
+        url = URL(f"{proto}://{host.strip()}{request.raw_path}", encoded=True)
+    except ValueError as exc:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: {exc}") from exc
+    if not url.host:
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
+    return url
+
+
 def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """End-to-end handshake headers: minus hop-by-hop, per-hop WebSocket and Ably-Test-* ones."""
     return CIMultiDict(

@@ -1,0 +1,141 @@
+"""Plain HTTP through the proxy endpoint: stamped requests, streaming, and the ways an exchange fails."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from appserver.app import AppServer
+from tests.mitm_helpers import free_port, run_app
+from tests.peers import redirect_headers
+
+
+class HttpUpstream:
+    """An HTTP server the tests script: a plain answer, a stream they pace, a reset mid-body."""
+
+    def __init__(self) -> None:
+        self.next_chunk = asyncio.Event()
+        self.stream_ended = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.port = 0
+
+    async def plain(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.seen.append((request.method, request.raw_path, dict(request.headers), body))
+        return web.Response(status=207, text="plain answer", headers={"X-Up": "1"})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        for _ in range(500):  # until told to go on, or until the proxy hangs up on us
+            if self.next_chunk.is_set() or request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.01)
+        if request.transport is None or request.transport.is_closing():
+            self.cancelled.set()
+            return response
+        await response.write(b"data: last\n\n")
+        await response.write_eof()
+        self.stream_ended.set()
+        return response
+
+    async def reset(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": "1000"})
+        await response.prepare(request)
+        await response.write(b"x" * 10)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+async def http_upstream(no_leaks: None) -> AsyncIterator[HttpUpstream]:
+    upstream = HttpUpstream()
+    app = web.Application()
+    app.router.add_get("/stream", upstream.stream)
+    app.router.add_get("/reset", upstream.reset)
+    app.router.add_route("*", "/{tail:.*}", upstream.plain)
+    async with run_app(app) as upstream.port:
+        yield upstream
+
+
+def stamped(host: str) -> dict[str, str]:
+    return {**redirect_headers(host, "http")}
+
+
+async def test_a_stamped_request_goes_where_the_client_meant(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream
+) -> None:
+    """Method, path, query, end-to-end headers and body reach the host of Ably-Test-Host; status, headers
+    and body come back; no Ably-Test-* header reaches the upstream."""
+    async with http.post(f"http://127.0.0.1:{app_server.proxy_port}/channels/a/messages?x=%20y", data=b"hello",
+                         headers={**stamped(http_upstream.host), "X-Key": "k"}) as response:  # fmt: skip
+        assert (response.status, await response.text(), response.headers["X-Up"]) == (207, "plain answer", "1")
+        assert response.headers["Content-Length"] == str(len("plain answer"))
+    [(method, path, headers, body)] = http_upstream.seen
+    assert (method, path, body, headers["X-Key"]) == ("POST", "/channels/a/messages?x=%20y", b"hello", "k")
+    assert not [name for name in headers if name.lower().startswith("ably-test-")]
+
+
+async def test_a_streamed_response_arrives_chunk_by_chunk(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream
+) -> None:
+    """The first chunk of a streamed response reaches the client before the upstream has sent the last."""
+    async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/stream",
+                        headers=stamped(http_upstream.host)) as response:  # fmt: skip
+        first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 5)
+        assert first == b"data: first\n\n" and not http_upstream.stream_ended.is_set()
+        http_upstream.next_chunk.set()
+        assert await response.content.read() == b"data: last\n\n"
+
+
+async def test_an_unreachable_upstream_is_502_saying_why(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/time", headers=stamped(host)) as response:
+        assert response.status == 502
+        assert f"upstream http://{host}/time could not be reached" in await response.text()
+
+
+async def test_an_upstream_reset_mid_body_drops_the_client(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream
+) -> None:
+    """An upstream that drops its connection mid-body: the client's response ends the same way, unfinished."""
+    async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/reset",
+                        headers=stamped(http_upstream.host)) as response:  # fmt: skip
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+
+async def test_a_client_that_goes_away_cancels_the_upstream_request(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream
+) -> None:
+    """A client gone mid-stream: the upstream's response is abandoned too (nothing left open: no_leaks)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_server.proxy_port)
+    head = [f"GET /stream HTTP/1.1", f"Host: {http_upstream.host}",
+            *(f"{k}: {v}" for k, v in stamped(http_upstream.host).items())]  # fmt: skip
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+    assert b"data: first" in await asyncio.wait_for(reader.readuntil(b"data: first\n\n"), 5)
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.wait_for(http_upstream.cancelled.wait(), 5)  # the proxy closed its upstream connection
+
+
+@pytest.mark.parametrize("headers, problem", [
+    ({"Ably-Test-Host": "x:1", "Ably-Test-Proto": "gopher"}, "must be 'http' or 'https'"),
+    ({"Ably-Test-Host": "", "Ably-Test-Proto": "http"}, "bad Ably-Test-Host header"),
+])  # fmt: skip
+async def test_bad_stamps_are_400(
+    http: aiohttp.ClientSession, app_server: AppServer, headers: dict[str, str], problem: str
+) -> None:
+    async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/", headers=headers) as response:
+        assert response.status == 400 and problem in await response.text()
