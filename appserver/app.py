@@ -103,7 +103,7 @@ class AppServer:
         suite, rules = self.registry.suite, self.registry.rules
         endpoint = ProxyEndpoint(
             EndpointSettings(config.default_upstream, config.upstream_ssl(), config.connect_timeout,
-                             config.close_timeout, config.max_queued_messages),
+                             config.close_timeout, config.max_queued_messages, config.routes),
             self._session, self.registry.connections,
             chain=[rules, suite],  # the rules first; what no rule decides, the suite is asked
             sinks=[LogSink(), suite, rules], gate=rules, hooks=rules,

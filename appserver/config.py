@@ -47,6 +47,8 @@ class Config:
     max_control_message_size: int = 16 * 1024 * 1024
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     log_level: str = "INFO"
+    #: --route: (host glob, upstream) pairs, first match wins, for every WebSocket and HTTP request.
+    routes: tuple[tuple[str, URL], ...] = ()
     #: A control API or proxy endpoint on 127.0.0.1 also listens on [::1] (same port), so that
     #: "localhost" reaches it whichever loopback family the client's resolver lists first.
     ipv6_loopback: bool = True
@@ -108,6 +110,13 @@ def _upstream(text: str) -> URL:
     return url
 
 
+def _route(text: str) -> tuple[str, URL]:
+    pattern, sep, target = text.partition("=")
+    if not sep or not pattern.strip():
+        raise argparse.ArgumentTypeError(f"must be HOST_GLOB=URL (e.g. '*.ably.net=http://127.0.0.1:9000'), got {text!r}")
+    return pattern.strip().lower(), _upstream(target.strip())
+
+
 def _start_mode(text: str) -> str:
     try:
         CaptureSpec.parse(text)  # checked here; parsed again where it is used (__main__)
@@ -138,6 +147,10 @@ def parser() -> argparse.ArgumentParser:
                         "(for direct mode, or when mitmproxy is run by other means)")  # fmt: skip
     p.add_argument("--default-upstream", type=_upstream, metavar="URL",
                    help="direct mode: upgrades without Ably-Test-* headers, and plain HTTP, go to this upstream")
+    p.add_argument("--route", action="append", type=_route, default=None, metavar="HOST_GLOB=URL",
+                   help="send every WebSocket and HTTP request for a matching host (a glob, e.g. '*.ably.net') to "
+                        "this upstream instead (ws/http or wss/https by the URL's scheme); repeatable, first match "
+                        "wins: an SDK keeps its default and fallback hosts and reaches a local server")  # fmt: skip
     p.add_argument("--upstream-ca", metavar="FILE", help="also trust this CA file for wss:// upstreams")
     p.add_argument("--upstream-insecure", action="store_true", help="do not verify wss:// upstream certificates")
     p.add_argument("--transform-timeout", type=_positive, default=d.transform_timeout, metavar="SECONDS",
@@ -197,4 +210,5 @@ def from_args(argv: list[str] | None = None) -> Config:
         allowed_origins=DEFAULT_ORIGINS + tuple(args.allow_origin or ()),
         log_level=args.log_level,
         ipv6_loopback=not args.no_ipv6_loopback,
+        routes=tuple(args.route or ()),
     )

@@ -24,8 +24,8 @@ from yarl import URL
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.relay.events import Sink
-from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, routed,
-                                     target_of)
+from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
+                                     routed, routed_url, target_of)
 from appserver.relay.http import relay_http
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
@@ -44,6 +44,7 @@ class EndpointSettings:
     connect_timeout: float
     close_timeout: float
     max_queued_messages: int
+    routes: tuple[tuple[str, URL], ...] = ()  # --route
 
 
 class ProxyEndpoint:
@@ -67,6 +68,8 @@ class ProxyEndpoint:
                 url = http_target_of(request, s.default_upstream)
             except BadTarget as exc:
                 return web.Response(status=400, text=f"{exc}\n")
+            if (route := route_for(url.raw_authority, s.routes)) is not None:
+                url = routed_url(url, route)
             return await relay_http(request, self._session, url, s.upstream_ssl)
         try:
             target = target_of(request, s.default_upstream)
@@ -88,6 +91,9 @@ class ProxyEndpoint:
         if verdict.route is not None:
             target = routed(target, verdict.route.host, verdict.route.proto)
             log.info("connection %s routed by a rule to %s", info.id, target.url)
+        elif (route := route_for(target.host, s.routes)) is not None:
+            url = routed_url(target.url, route)
+            target = routed(target, url.raw_authority, url.scheme)
         try:
             upstream = await upstreams.dial(self._session, request, target, s.upstream_ssl, s.connect_timeout)
         except aiohttp.WSServerHandshakeError as exc:

@@ -7,6 +7,7 @@ hop; Ably-Test-* headers are the redirector's to us and go no further.
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -67,6 +68,22 @@ def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
     if not valid:
         raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
     return Target(url, host.strip(), proto)
+
+
+def route_for(host: str, routes: tuple[tuple[str, URL], ...]) -> URL | None:
+    """The --route upstream for a host the client meant ("name" or "name:port"), if a glob matches either."""
+    name = host.rsplit(":", 1)[0].strip("[]").lower() if not host.endswith("]") else host.strip("[]").lower()
+    for pattern, upstream in routes:
+        if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(host.lower(), pattern):
+            return upstream
+    return None
+
+
+def routed_url(url: URL, upstream: URL) -> URL:
+    """The same path and query on the routed upstream, in the scheme of the request's kind (ws or http)."""
+    secure = upstream.scheme in ("https", "wss")
+    scheme = ("wss" if secure else "ws") if url.scheme in ("ws", "wss") else ("https" if secure else "http")
+    return URL(f"{scheme}://{upstream.raw_authority}{url.raw_path_qs}", encoded=True)
 
 
 def routed(target: Target, host: str, proto: str) -> Target:

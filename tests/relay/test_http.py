@@ -9,9 +9,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from yarl import URL
+
 from appserver.app import AppServer
+from appserver.config import from_args
+from tests.conftest import make_config, running_app_server
 from tests.mitm_helpers import free_port, run_app
-from tests.peers import redirect_headers
+from tests.peers import UpstreamServer, close_cleanly, connect_client, redirect_headers
 
 
 class HttpUpstream:
@@ -139,3 +143,29 @@ async def test_bad_stamps_are_400(
 ) -> None:
     async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/", headers=headers) as response:
         assert response.status == 400 and problem in await response.text()
+
+
+async def test_route_flag_sends_matching_hosts_elsewhere(
+    http: aiohttp.ClientSession, http_upstream: HttpUpstream, upstream: UpstreamServer, no_leaks: None
+) -> None:
+    """--route '*.ably.test=…': HTTP and WebSocket requests for any matching host reach the local server
+    (http/ws by the request's kind), path and query intact; other hosts are left alone."""
+    config = make_config(routes=(("*.ably.test", URL(f"http://{http_upstream.host}")),
+                                 ("realtime.example", URL(f"http://{upstream.host}"))))  # fmt: skip
+    async with running_app_server(config) as server:
+        async with http.get(f"http://127.0.0.1:{server.proxy_port}/time?x=1",
+                            headers=redirect_headers("main.a.fallback.ably.test", "https")) as response:  # fmt: skip
+            assert response.status == 207
+        assert http_upstream.seen[-1][1] == "/time?x=1"
+        client = await connect_client(http, server.proxy_port, "realtime.example:443", "/?v=6")
+        request, ws = await upstream.next()
+        assert request.raw_path == "/?v=6"
+        await close_cleanly(client, ws)
+
+
+def test_route_flag_parsing() -> None:
+    assert from_args(["--route", "*.ABLY.net=http://127.0.0.1:9000", "--route", "x=wss://h:1"]).routes == (
+        ("*.ably.net", URL("http://127.0.0.1:9000")), ("x", URL("wss://h:1")))  # fmt: skip
+    for bad in ("no-equals", "=http://h:1", "a=ftp://h"):
+        with pytest.raises(SystemExit):
+            from_args(["--route", bad])
