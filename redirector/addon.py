@@ -1,25 +1,24 @@
-"""mitmproxy addon: send WebSocket upgrades to the app server's proxy endpoint.
+"""mitmproxy addon: send every HTTP(S) request and WebSocket upgrade to the app server's proxy endpoint.
 
 Needs ``--set connection_strategy=lazy`` (never dial the original host before the rewrite) and
 ``--set websocket=false`` (the app server owns the framing, so close codes and drops pass through).
+Bodies stream both ways (``flow.request.stream``/``flow.response.stream``): mitmproxy would otherwise
+hold a whole response (a Comet stream, Server-Sent Events) before passing it on.
 """
 
 import asyncio
-import json
 import logging
 
-import websockets
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
+from redirector.ready import notify_ready
 from redirector.rules import (READY_ON, check_options, intended_host, is_websocket_upgrade, parse_host_port,
                               parse_ws_url, same_endpoint)
 from shared.constants import (DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PROXY_PORT,
-                              HEADER_TEST_HOST, HEADER_TEST_PROTO, METHOD_MITMPROXY_READY, TEST_HEADER_PREFIX)
+                              HEADER_TEST_HOST, HEADER_TEST_PROTO, TEST_HEADER_PREFIX)
 
 logger = logging.getLogger(__name__)
-
-NOTIFY_TIMEOUT = 5.0
 
 
 class Redirector:
@@ -57,22 +56,27 @@ class Redirector:
             flow.response = http.Response.make(204)  # answered here, never forwarded
             if ctx.options.ready_on == "canary":
                 self._announce()
-        elif is_websocket_upgrade(flow.request.headers) and not self._is_appserver(flow):
-            self._redirect(flow, tls)
+        elif not self._is_appserver(flow):
+            self._redirect(flow, tls, upgrade=is_websocket_upgrade(flow.request.headers))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None and HEADER_TEST_HOST in flow.request.headers:
+            flow.response.stream = True  # chunk by chunk, as the app server sends it
 
     def _is_appserver(self, flow: http.HTTPFlow) -> bool:
         target = (flow.request.host, flow.request.port)
         return any(same_endpoint(target, ep) for ep in (self.proxy_endpoint, self.control_endpoint) if ep)
 
-    def _redirect(self, flow: http.HTTPFlow, tls: bool) -> None:
+    def _redirect(self, flow: http.HTTPFlow, tls: bool, upgrade: bool) -> None:
         host = intended_host(flow.request.pretty_host, flow.request.port, tls)
         for name in [n for n in flow.request.headers if n.lower().startswith(TEST_HEADER_PREFIX)]:
             del flow.request.headers[name]
         flow.request.scheme = "http"
         flow.request.host, flow.request.port = self.proxy_endpoint
         flow.request.headers[HEADER_TEST_HOST] = host
-        flow.request.headers[HEADER_TEST_PROTO] = "wss" if tls else "ws"
-        logger.info("redirected WebSocket upgrade for %s to the app server", host)
+        flow.request.headers[HEADER_TEST_PROTO] = ("wss" if tls else "ws") if upgrade else ("https" if tls else "http")
+        flow.request.stream = True
+        logger.info("redirected %s for %s to the app server", "WebSocket upgrade" if upgrade else "HTTP request", host)
 
     def _announce(self) -> None:
         """Send mitmproxyReady once per process, in a task: hooks must not block the proxy."""
@@ -82,18 +86,6 @@ class Redirector:
         task = asyncio.get_running_loop().create_task(notify_ready(ctx.options.appserver_control))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-async def notify_ready(url: str) -> None:
-    """A JSON-RPC 2.0 notification (no id, no params) as one text frame; errors are logged."""
-    message = json.dumps({"jsonrpc": "2.0", "method": METHOD_MITMPROXY_READY})
-    try:
-        # proxy=None: an HTTP(S)_PROXY in our environment may point at mitmproxy itself.
-        async with websockets.connect(url, proxy=None, open_timeout=NOTIFY_TIMEOUT) as ws:
-            await ws.send(message)
-        logger.info("sent %s to %s", METHOD_MITMPROXY_READY, url)
-    except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-        logger.error("could not send %s to %s: %s", METHOD_MITMPROXY_READY, url, exc)
 
 
 addons = [Redirector()]

@@ -95,6 +95,7 @@ class StandInAppServer:
     proxy_port: int = 0
     on_ready: Callable[[], None] = lambda: None
     upgrades: list[RecordedUpgrade] = field(default_factory=list)
+    plain: list[RecordedUpgrade] = field(default_factory=list)  # plain HTTP requests redirected
     ready_count: int = 0
 
     @property
@@ -115,6 +116,9 @@ class StandInAppServer:
         return ws
 
     async def proxy(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() != "websocket":  # plain HTTP, redirected too
+            self.plain.append(RecordedUpgrade(request.path_qs, dict(request.headers)))
+            return web.Response(text=f"{STAND_IN_PREFIX}{request.headers.get('Ably-Test-Host')}")
         self.upgrades.append(RecordedUpgrade(request.path_qs, dict(request.headers)))
         ws = web.WebSocketResponse()
         await ws.prepare(request)

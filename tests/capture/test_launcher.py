@@ -76,15 +76,17 @@ async def test_client_test_headers_replaced(proxy_launcher: MitmproxyLauncher, s
     assert upgrade.headers[HEADER_TEST_PROTO] == "ws"
 
 
-async def test_plain_http_untouched(proxy_launcher: MitmproxyLauncher, settings: LauncherSettings,
-                                    stand_in: StandInAppServer) -> None:
-    """A plain HTTP GET through mitmdump reaches its real target, without Ably-Test-* headers."""
+async def test_plain_http_redirected(proxy_launcher: MitmproxyLauncher, settings: LauncherSettings,
+                                     stand_in: StandInAppServer) -> None:
+    """A plain HTTP GET through mitmdump goes to the app server (never its target), stamped Ably-Test-Proto http."""
     async with http_target() as (port, seen), aiohttp.ClientSession() as session:
         async with session.get(f"http://{LOOPBACK}:{port}/hello?x=1",
                                proxy=f"http://{LOOPBACK}:{settings.listen_port}") as response:
             assert response.status == 200
-            assert await response.text() == "target says hi"
-    assert len(seen) == 1 and HEADER_TEST_HOST not in seen[0]
+            assert await response.text() == f"{STAND_IN_PREFIX}{LOOPBACK}:{port}"
+    assert seen == []
+    [plain] = stand_in.plain
+    assert plain.path_qs == "/hello?x=1" and plain.headers[HEADER_TEST_PROTO] == "http"
     assert stand_in.upgrades == []
 
 

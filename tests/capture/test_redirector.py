@@ -63,11 +63,22 @@ def test_upgrade_variants_are_redirected(addon: Redirector, headers: tuple[tuple
     (("Upgrade", "h2c"), ("Connection", "Upgrade, HTTP2-Settings")),
     (("Upgrade", "websocket"), ("Connection", "upgrade-insecure")),
 ])
-def test_non_upgrades_untouched(addon: Redirector, headers: tuple[tuple[str, str], ...]) -> None:
-    """Requests without a WebSocket upgrade (plain GET, h2c, no Connection) keep their target."""
+def test_plain_requests_are_redirected_as_http(addon: Redirector, headers: tuple[tuple[str, str], ...]) -> None:
+    """Requests without a WebSocket upgrade (plain GET, h2c, no Connection) go to the proxy endpoint too,
+    stamped Ably-Test-Proto http, their bodies streamed."""
     flow = run(addon, make_flow(headers=headers))
-    assert (flow.request.host, flow.request.port) == ("realtime.example", 80)
-    assert HEADER_TEST_HOST not in flow.request.headers
+    assert (flow.request.host, flow.request.port) == ("127.0.0.1", 8002)
+    assert flow.request.headers[HEADER_TEST_HOST] == "realtime.example"
+    assert flow.request.headers[HEADER_TEST_PROTO] == "http"
+    assert flow.request.stream is True
+
+
+def test_plain_https_is_stamped_https_and_responses_stream(addon: Redirector) -> None:
+    flow = run(addon, make_flow(tls=True, port=443, headers=()))
+    assert flow.request.headers[HEADER_TEST_PROTO] == "https"
+    flow.response = tutils.tresp()
+    addon.responseheaders(flow)
+    assert flow.response.stream is True
 
 
 @pytest.mark.parametrize(("port", "tls", "host", "proto"), [

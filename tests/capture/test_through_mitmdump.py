@@ -81,10 +81,11 @@ async def test_wss_upstream_through_mitmproxy(
             await asyncio.wait_for(client.recv(), 5)
 
 
-async def test_plain_http_through_mitmproxy_untouched(
+async def test_plain_http_through_mitmproxy_reaches_its_target(
     stack: AppServer, intercepting_suite: Suite, http: aiohttp.ClientSession
 ) -> None:
-    """A plain HTTP request through mitmproxy reaches its real target, not the app server."""
+    """A plain HTTP request through mitmproxy reaches its real target by way of the app server, which strips
+    the Ably-Test-* stamps."""
     seen: list[str] = []
 
     async def hello(request: web.Request) -> web.Response:
@@ -160,3 +161,32 @@ async def test_subprotocol_through_mitmproxy(
     assert "probe.v1" in request.headers["Sec-WebSocket-Protocol"]
     assert status == 101
     assert [v for k, v in headers if k.lower() == "sec-websocket-protocol"] == ["probe.v1"]
+
+
+async def test_server_sent_events_stream_through_mitmproxy(
+    stack: AppServer, intercepting_suite: Suite, http: aiohttp.ClientSession
+) -> None:
+    """Through mitmdump and the app server, a Server-Sent Events response streams: its first event reaches the
+    client before the upstream has sent the second (mitmproxy would otherwise hold the whole body)."""
+    go_on = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await asyncio.wait_for(go_on.wait(), 10)
+        await response.write(b"data: second\n\n")
+        await response.write_eof()
+        ended.set()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/events", events)
+    async with run_app(app) as port:
+        async with http.get(f"http://127.0.0.1:{port}/events",
+                            proxy=f"http://127.0.0.1:{stack.config.mitmproxy_port}") as response:  # fmt: skip
+            assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), 10) == b"data: first\n\n"
+            assert not ended.is_set()
+            go_on.set()
+            assert await response.content.read() == b"data: second\n\n"
