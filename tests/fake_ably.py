@@ -146,6 +146,7 @@ class FakeAbly:
         self.on_message: MessageHook | None = None
         self.connections: list[FakeConnection] = []
         self.token_requests: list[dict[str, Any]] = []
+        self.http_requests: list[tuple[str, str, dict[str, str]]] = []  # REST time() requests seen
         self.port = 0
         self._live: set[FakeConnection] = set()
         self._sessions: dict[str, str] = {}  # connectionKey → connectionId
@@ -199,6 +200,7 @@ class FakeAbly:
     # --- plain HTTP -----------------------------------------------------------
 
     async def _time(self, request: web.Request) -> web.Response:
+        self.http_requests.append((request.method, request.raw_path, dict(request.headers)))
         return web.json_response([now_ms()])
 
     async def _internet_up(self, request: web.Request) -> web.Response:

@@ -155,6 +155,7 @@ export function createDriver({ Ably, emit, toBase64, fromBase64, extraCommands =
       return { token: details?.token ?? null, clientId: details?.clientId ?? null };
     },
     ping: async () => requireClient().connection.ping(),
+    time: async () => requireClient().time(), // a REST request: GET /time
     ...extraCommands,
   };
 

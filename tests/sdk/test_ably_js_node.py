@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 
 from appserver.app import AppServer
 from shared.ably import Action
@@ -116,3 +118,22 @@ async def test_local_mode_by_pid(mitmdump_stack: AppServer, fake: FakeAbly, bina
     assert server_actions[0] == Action.CONNECTED and Action.ACK in server_actions
     assert Action.MESSAGE in traffic.actions(from_client=True, connection_id=opened.id)
     assert closed.clean
+
+
+async def test_local_mode_rest_goes_through_the_app_server(
+    mitmdump_stack: AppServer, fake: FakeAbly, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Local mode: ably-js's REST time() to the fake is captured, redirected to the app server as plain HTTP
+    (Ably-Test-Proto http) and relayed to the fake, which never sees the stamps."""
+    caplog.set_level(logging.DEBUG, logger="appserver.relay.http")
+    async with AblyDriver() as sdk:
+        client = await InterceptionClient.connect(f"ws://127.0.0.1:{mitmdump_stack.control_port}/")
+        try:
+            await start_local_or_skip(client, driver_pid(sdk))
+            await sdk.command("create", options=fake_ably_options(fake.host, autoConnect=False, **SHORT_TIMEOUTS))
+            assert isinstance(await sdk.command("time"), int)
+        finally:
+            await client.close()
+    [(method, path, headers)] = fake.http_requests
+    assert (method, path) == ("GET", "/time") and not [h for h in headers if h.lower().startswith("ably-test-")]
+    assert any(f"relayed GET http://{fake.host}/time" in r.getMessage() for r in caplog.records)
