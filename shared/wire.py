@@ -23,6 +23,7 @@ class WireError(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"'{field}' {problem}")
         self.field = field
+        self.problem = problem
 
 
 class MessageType(enum.StrEnum):

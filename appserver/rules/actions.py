@@ -21,6 +21,7 @@ from appserver.rules.subject import Subject, path_set, path_unset
 from appserver.verdict import (DROP, PASS, CloseLegs, Delay, Inject, Pass, Refuse, Replace, Route, Silence)
 from shared import ably
 from shared.wire import Frame, WireError
+from shared.wire import message_frame as wire_message_frame
 
 ALL = frozenset(s.EVENTS)
 FRAMES = frozenset({"message"})
@@ -58,8 +59,8 @@ def _const(value: Part) -> Callable[[Any, str], Callable[[Subject], Part]]:
 
 
 def message_frame(message: dict[str, Any], fmt: ably.Format) -> Frame:
-    data = ably.encode(message, fmt)
-    return Frame.binary(data) if isinstance(data, bytes) else Frame.text(data)
+    """The message encoded as a frame of that format (its action already a number)."""
+    return wire_message_frame(message, fmt, "message")
 
 
 def _frame_maker(config: s.ReplaceAction | s.InjectAction, where: str) -> Callable[[Subject], Frame]:
@@ -76,8 +77,8 @@ def _frame_maker(config: s.ReplaceAction | s.InjectAction, where: str) -> Callab
     for fmt in ably.Format:  # fail now, not when it fires
         try:
             message_frame(message, fmt)
-        except ably.EncodeError as exc:
-            raise RuleError(f"{where}.message: cannot be encoded as {fmt.name}: {exc}") from None
+        except WireError as exc:
+            raise RuleError(f"{where}.{exc.field}: {exc.problem}") from None
     return lambda subject: message_frame(message, subject.format)
 
 
