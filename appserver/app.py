@@ -103,10 +103,10 @@ class AppServer:
         suite, rules = self.registry.suite, self.registry.rules
         endpoint = ProxyEndpoint(
             EndpointSettings(config.default_upstream, config.upstream_ssl(), config.connect_timeout,
-                             config.close_timeout, config.max_queued_messages, config.routes),
+                             config.close_timeout, config.max_queued_messages, config.routes, config.max_http_body),
             self._session, self.registry.connections,
             chain=[rules, suite],  # the rules first; what no rule decides, the suite is asked
-            sinks=[LogSink(), suite, rules], gate=rules, hooks=rules,
+            sinks=[LogSink(), suite, rules], gate=rules, hooks=rules, http_gate=rules,
         )  # fmt: skip
         control = web.Application()
         control.router.add_get("/", self._control_handler)

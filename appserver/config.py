@@ -45,6 +45,7 @@ class Config:
     mitmproxy_ready_timeout: float = 30.0
     max_queued_messages: int = 10_000
     max_control_message_size: int = 16 * 1024 * 1024
+    max_http_body: int = 16 * 1024 * 1024
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     log_level: str = "INFO"
     #: --route: (host glob, upstream) pairs, first match wins, for every WebSocket and HTTP request.
@@ -168,6 +169,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-control-message-size", type=int, default=d.max_control_message_size, metavar="BYTES",
                    help="largest control-API frame; a larger one closes that control connection with 1009 "
                         "(default %(default)s)")  # fmt: skip
+    p.add_argument("--max-http-body", type=int, default=d.max_http_body, metavar="BYTES",
+                   help="largest HTTP request body an http rule may look into; a larger one streams and the rule "
+                        "sees no body (default %(default)s)")  # fmt: skip
     p.add_argument("--allow-origin", action="append", default=None, metavar="PATTERN",
                    help="allow control connections from this browser Origin (glob, e.g. 'http://example.test:*'); "
                         "repeatable; connections without an Origin header are always allowed "
@@ -207,6 +211,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         mitmproxy_ready_timeout=args.mitmproxy_ready_timeout,
         max_queued_messages=args.max_queued_messages,
         max_control_message_size=args.max_control_message_size,
+        max_http_body=args.max_http_body,
         allowed_origins=DEFAULT_ORIGINS + tuple(args.allow_origin or ()),
         log_level=args.log_level,
         ipv6_loopback=not args.no_ipv6_loopback,

@@ -162,3 +162,64 @@ class ConnectionHooks(Protocol):
         ...
 
     def timers(self, info: ConnectionOpened) -> list[Timer]: ...
+
+
+# -- a plain HTTP exchange (SPEC Part 4) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """A whole response a rule answers with: the upstream is never contacted."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDrop:
+    """No response: ``reset`` closes the client's connection, ``hang`` never answers until it gives up."""
+
+    mode: str = "reset"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseEdit:
+    """Change the upstream's response: status, headers (set), the whole body, or dotted set/unset in a
+    JSON body (which is then read whole)."""
+
+    status: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes | None = None
+    set: tuple[tuple[tuple[str, ...], object], ...] = ()
+    unset: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def needs_body(self) -> bool:
+        return bool(self.set or self.unset)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpVerdict:
+    """What happens to one HTTP request: answered here, dropped, or forwarded after ``delay_ms`` to
+    ``route`` (or where the client meant), its response then changed by ``edit``."""
+
+    respond: HttpResponse | None = None
+    drop: HttpDrop | None = None
+    delay_ms: int = 0
+    route: Route | None = None
+    edit: ResponseEdit | None = None
+
+
+HTTP_FORWARD = HttpVerdict()
+
+
+class HttpGate(Protocol):
+    """Asked about each plain HTTP request before it is forwarded; ``info`` describes it as a
+    connection's handshake is described (its id is the exchange's)."""
+
+    def wants_body(self, info: ConnectionOpened, method: str) -> bool:
+        """Whether deciding needs the request body (a rule's ``fields``): it is then read first."""
+        ...
+
+    async def decide_http(self, info: ConnectionOpened, method: str, body: bytes | None) -> HttpVerdict: ...

@@ -26,12 +26,12 @@ from appserver.relay.connection import Connection
 from appserver.relay.events import Sink
 from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
                                      routed, routed_url, target_of)
-from appserver.relay.http import relay_http
+from appserver.relay.http import DEFAULT_MAX_BODY, relay_http
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from appserver.relay.served import serve_alone
-from appserver.verdict import ADMIT, ConnectGate, ConnectionHooks, Decider, Effect, Refuse
+from appserver.verdict import ADMIT, ConnectGate, ConnectionHooks, Decider, Effect, HttpGate, Refuse
 from shared.wire import ConnectionOpened
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,14 @@ class EndpointSettings:
     close_timeout: float
     max_queued_messages: int
     routes: tuple[tuple[str, URL], ...] = ()  # --route
+    max_http_body: int = DEFAULT_MAX_BODY  # --max-http-body
 
 
 class ProxyEndpoint:
     def __init__(
         self, settings: EndpointSettings, session: aiohttp.ClientSession, connections: Connections,
         chain: Sequence[Decider], sinks: Sequence[Sink], gate: ConnectGate | None = None,
-        hooks: ConnectionHooks | None = None,
+        hooks: ConnectionHooks | None = None, http_gate: HttpGate | None = None,
     ) -> None:  # fmt: skip
         self._settings = settings
         self._session = session
@@ -60,17 +61,19 @@ class ProxyEndpoint:
         self._sinks = tuple(sinks)
         self._gate = gate
         self._hooks = hooks
+        self._http_gate = http_gate
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         s = self._settings
         if not is_websocket_upgrade(request.headers):
             try:
-                url = http_target_of(request, s.default_upstream)
+                meant = http_target_of(request, s.default_upstream)
             except BadTarget as exc:
                 return web.Response(status=400, text=f"{exc}\n")
-            if (route := route_for(url.raw_authority, s.routes)) is not None:
-                url = routed_url(url, route)
-            return await relay_http(request, self._session, url, s.upstream_ssl)
+            route = route_for(meant.raw_authority, s.routes)
+            forward_to = routed_url(meant, route) if route is not None else meant
+            return await relay_http(request, self._session, meant, forward_to, s.upstream_ssl, self._http_gate,
+                                    s.max_http_body)  # fmt: skip
         try:
             target = target_of(request, s.default_upstream)
         except BadTarget as exc:

@@ -15,25 +15,51 @@ upstream request.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import AsyncIterator
 from ssl import SSLContext
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from appserver.relay.headers import end_to_end, without_test_headers
+from appserver.verdict import HttpGate, HttpVerdict, ResponseEdit
+from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
+from shared.dotted import path_set, path_unset
+from shared.wire import ConnectionOpened
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+DEFAULT_MAX_BODY = 16 * 1024 * 1024  # --max-http-body
 CLIENT_POLL = 0.1  # seconds between looks at whether a streaming response's client is still there
 
 
 async def relay_http(
-    request: web.Request, session: aiohttp.ClientSession, target: URL, ssl: SSLContext | bool
-) -> web.StreamResponse:
-    body = request.content if request.body_exists else None
+    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, ssl: SSLContext | bool,
+    gate: HttpGate | None = None, max_body: int = DEFAULT_MAX_BODY,
+) -> web.StreamResponse:  # fmt: skip
+    """Relay one request to ``target``; ``meant`` is where the client meant it to go (what rules see)."""
+    body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if request.body_exists else None
+    if gate is not None:
+        info = http_info(request, meant)
+        read = None
+        if request.body_exists and gate.wants_body(info, request.method):
+            read, body = await read_bounded(request, max_body)
+            if read is None:
+                log.info("%s %s: body over --max-http-body (%d bytes): streamed, rules see no body",
+                         request.method, meant, max_body)  # fmt: skip
+        verdict = await gate.decide_http(info, request.method, read)
+        early = await _before_forwarding(request, verdict, meant)
+        if early is not None:
+            return early
+        if verdict.route is not None:
+            target = URL(f"{verdict.route.proto}://{verdict.route.host}{meant.raw_path_qs}", encoded=True)
+        if verdict.edit is not None:
+            return await _edited(request, session, target, ssl, body, verdict.edit, max_body)
     try:
         upstream = await session.request(
             request.method, target, headers=without_test_headers(end_to_end(request.headers)), data=body,
@@ -99,3 +125,93 @@ async def _client_gone(request: web.Request) -> None:
     """Returns once the client's connection is closed (aiohttp does not cancel the handler for us)."""
     while request.transport is not None and not request.transport.is_closing():
         await asyncio.sleep(CLIENT_POLL)
+
+
+def http_info(request: web.Request, meant: URL) -> ConnectionOpened:
+    """An HTTP request as rules and the suite see it (described like a connection's handshake)."""
+    return ConnectionOpened(
+        url=str(meant), host=request.headers.get(HEADER_TEST_HOST) or meant.raw_authority, proto=meant.scheme,
+        path=meant.raw_path, query=dict(meant.query),
+        headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
+    )  # fmt: skip
+
+
+async def read_bounded(request: web.Request, limit: int) -> tuple[bytes | None, AsyncIterator[bytes] | bytes]:
+    """The request body whole if it is at most ``limit`` bytes (and what to send upstream); over it,
+    None and a stream of what was read and what follows."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None, _prefixed(chunks, request.content.iter_any())
+    whole = b"".join(chunks)
+    return whole, whole
+
+
+async def _prefixed(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+async def _before_forwarding(request: web.Request, verdict: HttpVerdict, meant: URL) -> web.StreamResponse | None:
+    """A rule's answer, drop or delay; None when the request is to be forwarded now."""
+    if verdict.respond is not None:
+        r = verdict.respond
+        log.info("%s %s answered by a rule: %d", request.method, meant, r.status)
+        return web.Response(status=r.status, headers=CIMultiDict(r.headers), body=r.body)
+    if verdict.drop is not None:
+        log.info("%s %s dropped by a rule (%s)", request.method, meant, verdict.drop.mode)
+        if verdict.drop.mode == "hang":
+            await _client_gone(request)
+        elif request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=499)  # nobody reads it
+    if verdict.delay_ms:
+        await asyncio.sleep(verdict.delay_ms / 1000)
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=499)  # the client gave up: never forwarded
+    return None
+
+
+async def _edited(
+    request: web.Request, session: aiohttp.ClientSession, target: URL, ssl: SSLContext | bool,
+    body: AsyncIterator[bytes] | bytes | None, edit: ResponseEdit, max_body: int,
+) -> web.StreamResponse:  # fmt: skip
+    """Forward, read the whole response, change it as the rule says, answer with that."""
+    try:
+        async with session.request(
+            request.method, target, headers=without_test_headers(end_to_end(request.headers)), data=body,
+            allow_redirects=False, ssl=ssl,
+        ) as upstream:  # fmt: skip
+            payload = await upstream.content.read(max_body + 1) if edit.body is None else b""
+            status, headers = upstream.status, end_to_end(upstream.headers)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return web.Response(status=502, text=f"upstream {target} could not be reached: {exc!r}\n")
+    headers.popall("Content-Encoding", None)  # read decompressed: the edited body is sent as is
+    for name, value in edit.headers:
+        headers[name] = value
+    if edit.body is not None:
+        payload = edit.body
+    elif edit.needs_body:
+        payload = _patched_json(payload, edit, str(target))
+    return web.Response(status=edit.status or status, headers=headers, body=payload)
+
+
+def _patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        log.error("a patchResponse rule on %s: the response is not JSON; passed on unchanged", where)
+        return payload
+    if not isinstance(document, (dict, list)):
+        return payload
+    for path, value in edit.set:
+        if isinstance(document, dict):
+            path_set(document, path, value)
+    for path in edit.unset:
+        path_unset(document, path)
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -9,16 +9,22 @@ adding an action is one Struct in schema.py and one entry here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+import orjson
+
 from appserver.relay.lifecycle import check_sendable
 from appserver.rules import schema as s
 from appserver.rules.schema import RuleError
 from appserver.rules.subject import Subject, path_set, path_unset
-from appserver.verdict import (DROP, PASS, CloseLegs, Delay, Inject, Pass, Refuse, Replace, Route, Silence)
+from appserver.verdict import (DROP, PASS, CloseLegs, Delay, HttpDrop, HttpResponse, Inject, Pass, Refuse, Replace,
+                               ResponseEdit, Route, Silence)
 from shared import ably
 from shared.wire import Frame, WireError
 from shared.wire import message_frame as wire_message_frame
@@ -26,6 +32,7 @@ from shared.wire import message_frame as wire_message_frame
 ALL = frozenset(s.EVENTS)
 FRAMES = frozenset({"message"})
 CONTROL = frozenset({"ping", "pong"})
+HTTP = frozenset({"http"})
 
 
 class Transform:
@@ -155,16 +162,73 @@ def _route(config: s.RouteAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: route
 
 
+def _drop(config: s.DropAction, where: str) -> Callable[[Subject], Part]:
+    http_drop = HttpDrop(config.mode or "reset")
+    return lambda subject: http_drop if subject.event == "http" else DROP
+
+
+def _body(config: s.RespondAction | s.ReplaceResponseAction, where: str) -> tuple[bytes | None, str | None]:
+    """The body a respond or replaceResponse writes, and its default Content-Type."""
+    given = [name for name in ("body", "json", "bodyBase64")
+             if getattr(config, name) is not msgspec.UNSET and getattr(config, name) is not None
+             or (name == "json" and config.json is None)]  # fmt: skip
+    if len(given) > 1:
+        raise RuleError(f"{where}: give one of 'body', 'json' and 'bodyBase64', not {' and '.join(given)}")
+    if config.bodyBase64 is not None:
+        try:
+            return base64.b64decode(config.bodyBase64, validate=True), "application/octet-stream"
+        except (binascii.Error, ValueError):
+            raise RuleError(f"{where}.bodyBase64: must be Base64") from None
+    if config.json is not msgspec.UNSET:
+        return orjson.dumps(config.json), "application/json"
+    if config.body is not None:
+        return config.body.encode(), "text/plain; charset=utf-8"
+    return None, None
+
+
+def _headers(headers: dict[str, str] | None, content_type: str | None) -> tuple[tuple[str, str], ...]:
+    given = dict(headers or {})
+    if content_type is not None and not any(k.lower() == "content-type" for k in given):
+        given["Content-Type"] = content_type
+    return tuple(given.items())
+
+
+def _respond(config: s.RespondAction, where: str) -> Callable[[Subject], Part]:
+    if not 100 <= config.status <= 599:
+        raise RuleError(f"{where}.status: must be an HTTP status, got {config.status}")
+    body, content_type = _body(config, where)
+    response = HttpResponse(config.status, _headers(config.headers, content_type), body or b"")
+    return lambda subject: response
+
+
+def _replace_response(config: s.ReplaceResponseAction, where: str) -> Callable[[Subject], Part]:
+    body, content_type = _body(config, where)
+    edit = ResponseEdit(config.status, _headers(config.headers, content_type), body)
+    return lambda subject: edit
+
+
+def _patch_response(config: s.PatchResponseAction, where: str) -> Callable[[Subject], Part]:
+    sets = tuple((tuple(k.split(".")), v) for k, v in (config.set or {}).items())
+    unsets = tuple(tuple(k.split(".")) for k in config.unset or [])
+    if not (sets or unsets or config.status or config.headers):
+        raise RuleError(f"{where}: a patchResponse needs 'set', 'unset', 'status' or 'headers'")
+    edit = ResponseEdit(config.status, tuple((config.headers or {}).items()), None, sets, unsets)
+    return lambda subject: edit
+
+
 UNITS: dict[str, Spec] = {
     "pass": Spec(True, ALL, _const(PASS)),
     "observe": Spec(True, ALL, _const(PASS)),
-    "drop": Spec(True, FRAMES | CONTROL, _const(DROP)),
+    "drop": Spec(True, FRAMES | CONTROL | HTTP, _drop),
     "transform": Spec(True, FRAMES, _const(TRANSFORM)),
     "replace": Spec(True, FRAMES, _replace),
     "patch": Spec(True, FRAMES, _patch),
-    "delay": Spec(True, FRAMES | CONTROL | {"connect", "close"}, _delay),
+    "delay": Spec(True, FRAMES | CONTROL | HTTP | {"connect", "close"}, _delay),
     "refuse": Spec(True, frozenset({"connect"}), _refuse),
-    "route": Spec(True, frozenset({"connect"}), _route),
+    "route": Spec(True, frozenset({"connect"}) | HTTP, _route),
+    "respond": Spec(True, HTTP, _respond),
+    "replaceResponse": Spec(True, HTTP, _replace_response),
+    "patchResponse": Spec(True, HTTP, _patch_response),
     "inject": Spec(False, FRAMES | {"connect", "timer", "close"}, _inject),
     "close": Spec(False, FRAMES | {"connect", "timer"}, _close),
     "notify": Spec(False, ALL, _const(NOTIFY)),
@@ -183,11 +247,16 @@ def compile_actions(actions: tuple[Any, ...], event: str, where: str) -> tuple[U
         if event not in spec.events:
             raise RuleError(f"{at}: {name!r} cannot act on {event} events (it acts on: "
                             f"{', '.join(e for e in s.EVENTS if e in spec.events)})")  # fmt: skip
+        if name == "route" and (config.proto in ("ws", "wss")) != (event == "connect"):
+            raise RuleError(f"{at}.proto: on {event} events a route's proto is "
+                            f"{'ws or wss' if event == 'connect' else 'http or https'}, not {config.proto!r}")
+        if name == "drop" and config.mode is not None and event != "http":
+            raise RuleError(f"{at}.mode: only an http drop has a mode (reset or hang)")
         unit = Unit(name, spec.is_fate, spec.build(config, at))
         if unit.is_fate:
             if fate is not None:
                 raise RuleError(f"{at}: two fates in one action list ({fate.name!r} and {name!r}): at most one of "
-                                "pass, observe, drop, transform, replace, patch, delay, refuse, route")  # fmt: skip
+                                f"{', '.join(n for n, u in UNITS.items() if u.is_fate)}")  # fmt: skip
             fate = unit
         else:
             effects.append(unit)

@@ -15,11 +15,14 @@ from typing import Any
 from appserver.rules import actions as units
 from appserver.rules.schema import Condition, Match, Rule, RuleError, to_builtins
 from appserver.rules.subject import MISSING, Subject, glob, path_get
+from appserver.verdict import DROP, PASS
 from shared import ably
 
 Predicate = Callable[[Subject], bool]
-#: Match fields that look into a data frame's decoded Ably message (or the frame itself).
-MESSAGE_FIELDS = ("type", "action", "channel", "fields")
+#: Match fields that look into a data frame's decoded Ably message (or the frame itself), and the
+#: events that have them.
+MESSAGE_FIELDS = {"type": ("message",), "action": ("message",), "channel": ("message",),
+                  "fields": ("message", "http"), "method": ("http",)}  # fmt: skip
 
 
 @dataclass
@@ -39,6 +42,7 @@ class CompiledRule:
     is_observer: bool = False  # an observe rule: evaluation goes on after it
     notifies: bool = False  # observe or notify: ruleMatched
     side_effects: tuple[units.Unit, ...] = ()  # the effects but notify (the engine sends that itself)
+    reads_body: bool = False  # an http rule with fields: the request body is read before it is decided
     matched: int = 0
     applied: int = 0
     waiters: list[Any] = field(default_factory=list)  # (count, future) of waitForRule
@@ -67,9 +71,10 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
         raise RuleError(f"{where}.times: must be at least 1, got {rule.times}")
     if rule.skip < 0:
         raise RuleError(f"{where}.skip: must be 0 or more, got {rule.skip}")
-    for name in MESSAGE_FIELDS:
-        if getattr(m, name) is not None and m.event != "message":
-            raise RuleError(f"{where}.match.{name}: only message events have it (this rule's event is {m.event!r})")
+    for name, events in MESSAGE_FIELDS.items():
+        if getattr(m, name) is not None and m.event not in events:
+            raise RuleError(f"{where}.match.{name}: only {' and '.join(events)} events have it "
+                            f"(this rule's event is {m.event!r})")  # fmt: skip
     if m.event == "timer" and (m.afterMs is None or m.afterMs < 0):
         raise RuleError(f"{where}.match.afterMs: a timer rule needs afterMs, a number of milliseconds ≥ 0")
     if m.event != "timer" and m.afterMs is not None:
@@ -79,11 +84,12 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
     spec["id"] = rule_id
     compiled = CompiledRule(rule_id, spec, m.event, _predicates(m, f"{where}.match"), fate, effects, m.afterMs,
                             rule.times, rule.skip)  # fmt: skip
+    compiled.reads_body = m.event == "http" and m.fields is not None
     compiled.is_observer = fate is not None and fate.name == "observe"
     compiled.notifies = compiled.is_observer or any(unit.name == "notify" for unit in effects)
     compiled.side_effects = tuple(unit for unit in effects if unit.name != "notify")
     if fate is not None and fate.name in ("pass", "drop") and not effects and rule.times is None and not rule.skip:
-        compiled.constant = fate.apply(None)  # type: ignore[arg-type]  # pass and drop ignore the subject
+        compiled.constant = PASS if fate.name == "pass" else DROP
     return compiled
 
 
@@ -108,6 +114,8 @@ def _predicates(m: Match, where: str) -> tuple[Predicate, ...]:
         found.append(lambda s: _action_of(s) in wanted)
     if m.channel is not None:
         found.append(_globbed(lambda s: _field(s, "channel"), m.channel))
+    if m.method is not None:
+        found.append(_equal(lambda s: (s.method or "").upper(), m.method.upper()))
     if m.fields is not None:
         expected = [(tuple(path.split(".")), value) for path, value in m.fields.items()]
 

@@ -44,6 +44,10 @@ class RuleSet:
         return bool(self._rules)
 
     @property
+    def rules(self) -> tuple[CompiledRule, ...]:
+        return tuple(self._rules)
+
+    @property
     def leading_catch_all(self) -> CompiledRule | None:
         """The first rule, when it decides every data frame the same way (``{match: {}, action: pass}``):
         the whole evaluation is then one counter (the engine's fastest path)."""

@@ -18,8 +18,9 @@ from appserver.rules.actions import TRANSFORM
 from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match
 from appserver.rules.subject import Subject
-from appserver.verdict import (ADMIT, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect, Fate, Pass,
-                               Refuse, Replace, Route, Silence, Timer, Verdict)
+from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect,
+                               Fate, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
+                               Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED
 from shared.wire import ConnectionOpened, Frame, jsonable
 
@@ -157,6 +158,32 @@ class Rules:
 
         return fire
 
+    # -- plain HTTP: the gate every request passes (SPEC Part 4) ---------------------------------
+
+    def wants_body(self, info: ConnectionOpened, method: str) -> bool:
+        """Whether an http rule that could match this request looks into its body (``fields``)."""
+        return any(rule.event == "http" and rule.reads_body for rule in self.ruleset.rules)
+
+    async def decide_http(self, info: ConnectionOpened, method: str, body: bytes | None) -> HttpVerdict:
+        if not self.ruleset:
+            return HTTP_FORWARD
+        subject = Subject("http", info, method=method, body=body)
+        outcome = self._evaluate(subject)
+        if outcome is None or outcome.fate is None:
+            return HTTP_FORWARD
+        part = self._apply(outcome.decided_by, outcome.fate, subject)
+        if isinstance(part, HttpResponse):
+            return HttpVerdict(respond=part)
+        if isinstance(part, HttpDrop):
+            return HttpVerdict(drop=part)
+        if isinstance(part, Delay):
+            return HttpVerdict(delay_ms=part.ms)
+        if isinstance(part, Route):
+            return HttpVerdict(route=part)
+        if isinstance(part, ResponseEdit):
+            return HttpVerdict(edit=part)
+        return HTTP_FORWARD
+
     # -- shared ------------------------------------------------------------------------------
 
     def _evaluate(self, subject: Subject, only: CompiledRule | None = None,
@@ -198,6 +225,8 @@ class Rules:
         if subject.event == "connect":
             h = subject.handshake
             params.update(path=h.path, query=h.query, headers=h.headers, host=h.host)
+        elif subject.event == "http":
+            params.update(method=subject.method, url=subject.handshake.url)
         if extra:
             params.update(extra)
         return params

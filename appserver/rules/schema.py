@@ -16,8 +16,8 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-EVENTS = ("message", "connect", "timer", "ping", "pong", "close")
-Event = Literal["message", "connect", "timer", "ping", "pong", "close"]
+EVENTS = ("message", "connect", "timer", "ping", "pong", "close", "http")
+Event = Literal["message", "connect", "timer", "ping", "pong", "close", "http"]
 Side = Literal["client", "server", "both"]
 #: A query or header condition: equal to this text, or present (True) / absent (False).
 Condition = Union[str, bool]
@@ -44,6 +44,7 @@ class Match(_Strict, frozen=True):
     channel: str | None = None
     fields: dict[str, Any] | None = None
     afterMs: int | None = None
+    method: str | None = None
 
 
 class Raw(_Strict, frozen=True):
@@ -64,7 +65,7 @@ class ObserveAction(_Action, tag="observe", frozen=True):
 
 
 class DropAction(_Action, tag="drop", frozen=True):
-    pass
+    mode: Literal["reset", "hang"] | None = None  # http only
 
 
 class TransformAction(_Action, tag="transform", frozen=True):
@@ -114,12 +115,37 @@ class RefuseAction(_Action, tag="refuse", frozen=True):
 
 class RouteAction(_Action, tag="route", frozen=True):
     host: str
-    proto: Literal["ws", "wss"]
+    proto: Literal["ws", "wss", "http", "https"]
+
+
+class _Body(_Action, frozen=True):
+    """An HTTP body written one of three ways: text, a JSON value, or Base64 bytes."""
+
+    body: str | None = None
+    json: Any | msgspec.UnsetType = msgspec.UNSET
+    bodyBase64: str | None = None
+    headers: dict[str, str] | None = None
+
+
+class RespondAction(_Body, tag="respond", frozen=True):
+    status: int = 200
+
+
+class ReplaceResponseAction(_Body, tag="replaceResponse", frozen=True):
+    status: int | None = None
+
+
+class PatchResponseAction(_Action, tag="patchResponse", frozen=True):
+    status: int | None = None
+    headers: dict[str, str] | None = None
+    set: dict[str, Any] | None = None
+    unset: list[str] | None = None
 
 
 AnyAction = Union[
     PassAction, ObserveAction, DropAction, TransformAction, ReplaceAction, PatchAction, DelayAction,
-    InjectAction, CloseAction, NotifyAction, SilenceAction, RefuseAction, RouteAction,
+    InjectAction, CloseAction, NotifyAction, SilenceAction, RefuseAction, RouteAction, RespondAction,
+    ReplaceResponseAction, PatchResponseAction,
 ]  # fmt: skip
 ACTIONS: tuple[type[_Action], ...] = AnyAction.__args__  # type: ignore[attr-defined]
 ACTION_NAMES = tuple(str(a.__struct_config__.tag) for a in ACTIONS)

@@ -50,7 +50,7 @@ def decided(ruleset: RuleSet, subject: Subject) -> str | None:
         ({"rules": [{"match": {}, "action": {"type": "refuse"}}]}, "rules[0].action: 'refuse' cannot act on message events (it acts on: connect)"),
         ({"rules": [{"match": {"event": "timer", "afterMs": 5}, "action": {"type": "refuse"}}]}, "rules[0].action: 'refuse' cannot act on timer"),
         ({"rules": [{"match": {"event": "connect", "fields": {"a": 1}}, "action": {"type": "refuse"}}]},
-         "rules[0].match.fields: only message events have it (this rule's event is 'connect')"),
+         "rules[0].match.fields: only message and http events have it (this rule's event is 'connect')"),
         ({"rules": [{"match": {"event": "timer"}, "action": {"type": "notify"}}]}, "rules[0].match.afterMs: a timer rule needs afterMs"),
         ({"rules": [{"match": {"afterMs": 5}, "action": {"type": "notify"}}]}, "rules[0].match.afterMs: only timer rules have it"),
         ({"rules": [{"match": {}, "action": {"type": "replace"}}]}, "rules[0].action: give either 'message'"),

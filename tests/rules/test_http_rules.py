@@ -1,0 +1,129 @@
+"""HTTP rules (SPEC Part 4) end to end: a real app server, a real HTTP upstream, stamped requests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from appserver.app import AppServer
+from tests.mitm_helpers import run_app
+from tests.peers import Suite, redirect_headers
+from tests.relay.test_http import HttpUpstream, http_upstream  # noqa: F401 - a fixture
+from tests.rules.test_rules_relay import add, note
+
+
+def url(app_server: AppServer, path: str) -> str:
+    return f"http://127.0.0.1:{app_server.proxy_port}{path}"
+
+
+def stamped(host: str) -> dict[str, str]:
+    return redirect_headers(host, "http")
+
+
+async def test_respond_without_contacting_the_upstream(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    """respond answers with its status, JSON body and a default Content-Type; the upstream sees nothing;
+    ruleMatched carries the method and URL."""
+    await add(suite, {"id": "time", "match": {"event": "http", "method": "GET", "path": "/time"},
+                      "action": [{"type": "respond", "status": 200, "json": [1700000000000]}, {"type": "notify"}]})
+    async with http.get(url(app_server, "/time?x=1"), headers=stamped(http_upstream.host)) as response:
+        assert (response.status, await response.json()) == (200, [1700000000000])
+        assert response.headers["Content-Type"].startswith("application/json")
+    matched = await note(suite, "ruleMatched")
+    assert (matched["ruleId"], matched["event"], matched["method"]) == ("time", "http", "GET")
+    assert matched["url"] == f"http://{http_upstream.host}/time?x=1"
+    assert http_upstream.seen == []
+    async with http.post(url(app_server, "/time"), headers=stamped(http_upstream.host)) as response:
+        assert response.status == 207  # a POST: the rule's method does not match, so it is forwarded
+
+
+async def test_fields_look_into_a_json_request_body(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    """fields on an http rule match the JSON request body (read first, then forwarded whole when no rule answers)."""
+    await add(suite, {"match": {"event": "http", "fields": {"name": "bad", "data.0": 1}},
+                      "action": {"type": "respond", "status": 400, "body": "no"}})  # fmt: skip
+    headers = {**stamped(http_upstream.host), "Content-Type": "application/json"}
+    async with http.post(url(app_server, "/messages"), data=json.dumps({"name": "bad", "data": [1]}),
+                         headers=headers) as response:  # fmt: skip
+        assert (response.status, await response.text()) == (400, "no")
+        assert response.headers["Content-Type"].startswith("text/plain")
+    async with http.post(url(app_server, "/messages"), data=json.dumps({"name": "good"}), headers=headers) as response:
+        assert response.status == 207
+    assert json.loads(http_upstream.seen[-1][3]) == {"name": "good"}
+
+
+async def test_delay_then_forward(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    await add(suite, {"match": {"event": "http"}, "action": {"type": "delay", "ms": 300}})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with http.get(url(app_server, "/late"), headers=stamped(http_upstream.host)) as response:
+        assert response.status == 207
+    assert loop.time() - started >= 0.3
+
+
+async def test_drop_reset_and_hang(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    """drop reset closes the client's connection with no response; hang never answers; neither is forwarded."""
+    await add(suite, {"match": {"event": "http", "path": "/reset"}, "action": {"type": "drop", "mode": "reset"}},
+              {"match": {"event": "http", "path": "/hang"}, "action": {"type": "drop", "mode": "hang"}})
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.get(url(app_server, "/reset"), headers=stamped(http_upstream.host)) as response:
+            await response.read()
+    with pytest.raises(TimeoutError):
+        async with http.get(url(app_server, "/hang"), headers=stamped(http_upstream.host),
+                            timeout=aiohttp.ClientTimeout(total=0.5)) as response:  # fmt: skip
+            await response.read()
+    assert http_upstream.seen == []
+
+
+async def test_route_replace_and_patch_the_response(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite,  # noqa: F811
+    no_leaks: None,
+) -> None:  # fmt: skip
+    """route sends a request to another host (a fallback, say); replaceResponse and patchResponse change what
+    the upstream answered."""
+    async def json_answer(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "details": {"n": 1}})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", json_answer)
+    async with run_app(app) as other_port:
+        await add(suite,
+                  {"match": {"event": "http", "host": "primary.test"},
+                   "action": {"type": "route", "host": f"127.0.0.1:{other_port}", "proto": "http"}},
+                  {"match": {"event": "http", "path": "/replace"},
+                   "action": {"type": "replaceResponse", "status": 500, "json": {"error": {"code": 50000}}}},
+                  {"match": {"event": "http", "path": "/patch"},
+                   "action": {"type": "patchResponse", "set": {"details.n": 2, "extra": True}, "unset": ["status"]}})
+        async with http.get(url(app_server, "/x"), headers=stamped("primary.test")) as response:
+            assert await response.json() == {"status": "ok", "details": {"n": 1}}
+        async with http.get(url(app_server, "/replace"), headers=stamped(http_upstream.host)) as response:
+            assert (response.status, await response.json()) == (500, {"error": {"code": 50000}})
+        assert http_upstream.seen[-1][1] == "/replace"  # forwarded, then replaced
+        async with http.get(url(app_server, "/patch"), headers=stamped(f"127.0.0.1:{other_port}")) as response:
+            assert await response.json() == {"details": {"n": 2}, "extra": True}
+
+
+@pytest.mark.parametrize("rule, error", [
+    ({"match": {}, "action": {"type": "respond"}}, "'respond' cannot act on message events"),
+    ({"match": {"event": "http"}, "action": {"type": "route", "host": "h", "proto": "ws"}},
+     "rules[0].action.proto: on http events a route's proto is http or https"),
+    ({"match": {}, "action": {"type": "drop", "mode": "hang"}}, "rules[0].action.mode: only an http drop"),
+    ({"match": {"method": "GET"}, "action": {"type": "drop"}}, "rules[0].match.method: only http events have it"),
+    ({"match": {"event": "http"}, "action": {"type": "respond", "body": "a", "json": 1}},
+     "rules[0].action: give one of 'body', 'json' and 'bodyBase64'"),
+    ({"match": {"event": "http"}, "action": {"type": "inject", "message": {}}}, "'inject' cannot act on http"),
+])  # fmt: skip
+async def test_bad_http_rules(suite: Suite, rule: dict[str, Any], error: str) -> None:
+    response = await suite.request("addRules", {"rules": [rule]})
+    assert response["error"]["code"] == -32602 and error in response["error"]["message"], response
