@@ -200,15 +200,28 @@ class ResponseEdit:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestEdit:
+    """The suite's replacement for parts of a request (transformInterceptedHttpRequest)."""
+
+    method: str | None = None
+    url: str | None = None
+    headers: tuple[tuple[str, str], ...] | None = None
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HttpVerdict:
     """What happens to one HTTP request: answered here, dropped, or forwarded after ``delay_ms`` to
-    ``route`` (or where the client meant), its response then changed by ``edit``."""
+    ``route`` (or where the client meant), changed by ``request`` first, its response then changed by
+    ``edit`` or asked of the suite (``transform_response``: the rule's id)."""
 
     respond: HttpResponse | None = None
     drop: HttpDrop | None = None
     delay_ms: int = 0
     route: Route | None = None
     edit: ResponseEdit | None = None
+    request: RequestEdit | None = None
+    transform_response: str | None = None
 
 
 HTTP_FORWARD = HttpVerdict()
@@ -223,3 +236,7 @@ class HttpGate(Protocol):
         ...
 
     async def decide_http(self, info: ConnectionOpened, method: str, body: bytes | None) -> HttpVerdict: ...
+
+    async def transform_response(
+        self, info: ConnectionOpened, rule_id: str, response: HttpResponse
+    ) -> HttpResponse | HttpDrop: ...

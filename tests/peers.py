@@ -139,6 +139,8 @@ class Suite:
         self.on_transform: Handler | None = None
         self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.transform_requests: list[dict[str, Any]] = []
+        self.handlers: dict[str, Handler] = {}  # answers to our other requests, by method
+        self.other_requests: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self._reader = asyncio.ensure_future(self._read())
@@ -167,6 +169,13 @@ class Suite:
                 self._pending.pop(None, asyncio.get_running_loop().create_future()).set_result(payload)
 
     async def _answer(self, request: dict[str, Any]) -> None:
+        if request["method"] != "transformInterceptedMessage":  # e.g. the HTTP dialogue (SPEC Part 4)
+            self.other_requests.append(request)
+            handler = self.handlers.get(request["method"])
+            result = {"action": "pass"} if handler is None else await handler(request["params"])
+            if result is not NO_ANSWER:
+                await self.ws.send_str(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}))
+            return
         self.transform_requests.append(request["params"])
         if self.on_transform is None:
             result: Any = {"action": "replace", "type": request["params"]["type"], "data": request["params"]["data"]}

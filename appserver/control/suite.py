@@ -74,6 +74,25 @@ class ActiveSuite:
             return None
         return await self.ask(connection_id, frame, from_client)
 
+    async def ask_raw(self, method: str, params: dict[str, Any], what: str) -> Any:
+        """A call to the suite whose answer the caller parses; None (logged at ERROR, or DEBUG when the
+        suite went away) when there is no usable answer: the caller then passes ``what`` on unchanged."""
+        suite = self.active
+        if suite is None:
+            return None
+        try:
+            return await suite.call(method, params, self.transform_timeout)
+        except PeerGone:
+            log.debug("%s released unchanged: the test suite went away", what)
+        except TimeoutError:
+            log.error("%s passed on unchanged: no answer within %gs", what, self.transform_timeout)
+        except RemoteError as exc:
+            log.error("%s passed on unchanged: the test suite answered with an error: %s", what, exc)
+        return None
+
+    def next_id(self) -> str:
+        return self._message_id()
+
     async def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None = None) -> Verdict:
         """transformInterceptedMessage; PASS whenever the suite cannot give an answer."""
         suite = self.active

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from ssl import SSLContext
 
 import aiohttp
@@ -26,7 +27,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from appserver.relay.headers import end_to_end, without_test_headers
-from appserver.verdict import HttpGate, HttpVerdict, ResponseEdit
+from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, RequestEdit, ResponseEdit
 from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
 from shared.dotted import path_set, path_unset
 from shared.wire import ConnectionOpened
@@ -44,11 +45,12 @@ async def relay_http(
 ) -> web.StreamResponse:  # fmt: skip
     """Relay one request to ``target``; ``meant`` is where the client meant it to go (what rules see)."""
     body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if request.body_exists else None
+    out = Outgoing(request.method, target, without_test_headers(end_to_end(request.headers)), body)
     if gate is not None:
         info = http_info(request, meant)
         read = None
         if request.body_exists and gate.wants_body(info, request.method):
-            read, body = await read_bounded(request, max_body)
+            read, out.body = await read_bounded(request, max_body)
             if read is None:
                 log.info("%s %s: body over --max-http-body (%d bytes): streamed, rules see no body",
                          request.method, meant, max_body)  # fmt: skip
@@ -57,17 +59,18 @@ async def relay_http(
         if early is not None:
             return early
         if verdict.route is not None:
-            target = URL(f"{verdict.route.proto}://{verdict.route.host}{meant.raw_path_qs}", encoded=True)
-        if verdict.edit is not None:
-            return await _edited(request, session, target, ssl, body, verdict.edit, max_body)
+            out.url = URL(f"{verdict.route.proto}://{verdict.route.host}{meant.raw_path_qs}", encoded=True)
+        if verdict.request is not None:
+            out.apply(verdict.request)
+        if verdict.edit is not None or verdict.transform_response is not None:
+            return await _whole(request, session, out, ssl, max_body, verdict, gate, info)
     try:
-        upstream = await session.request(
-            request.method, target, headers=without_test_headers(end_to_end(request.headers)), data=body,
-            allow_redirects=False, auto_decompress=False, ssl=ssl,
-        )  # fmt: skip
+        upstream = await session.request(out.method, out.url, headers=out.headers, data=out.body,
+                                         allow_redirects=False, auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        log.info("could not relay %s %s: %r", request.method, target, exc)
-        return web.Response(status=502, text=f"upstream {target} could not be reached: {exc!r}\n")
+        log.info("could not relay %s %s: %r", out.method, out.url, exc)
+        return web.Response(status=502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
+    target = out.url
     finished = False
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
@@ -177,28 +180,54 @@ async def _before_forwarding(request: web.Request, verdict: HttpVerdict, meant: 
     return None
 
 
-async def _edited(
-    request: web.Request, session: aiohttp.ClientSession, target: URL, ssl: SSLContext | bool,
-    body: AsyncIterator[bytes] | bytes | None, edit: ResponseEdit, max_body: int,
+@dataclass
+class Outgoing:
+    """The request as it will go upstream (a rule or the suite may have changed it)."""
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: AsyncIterator[bytes] | bytes | None
+
+    def apply(self, edit: RequestEdit) -> None:
+        self.method = edit.method or self.method
+        if edit.url is not None:
+            self.url = URL(edit.url)
+        if edit.headers is not None:
+            self.headers = CIMultiDict(edit.headers)
+        if edit.body is not None:
+            self.body = edit.body
+
+
+async def _whole(
+    request: web.Request, session: aiohttp.ClientSession, out: Outgoing, ssl: SSLContext | bool, max_body: int,
+    verdict: HttpVerdict, gate: HttpGate, info: ConnectionOpened,
 ) -> web.StreamResponse:  # fmt: skip
-    """Forward, read the whole response, change it as the rule says, answer with that."""
+    """Forward, read the whole response, change it (a rule's edit, or the suite's answer), answer with that."""
+    edit = verdict.edit
     try:
-        async with session.request(
-            request.method, target, headers=without_test_headers(end_to_end(request.headers)), data=body,
-            allow_redirects=False, ssl=ssl,
-        ) as upstream:  # fmt: skip
-            payload = await upstream.content.read(max_body + 1) if edit.body is None else b""
+        async with session.request(out.method, out.url, headers=out.headers, data=out.body, allow_redirects=False,
+                                   ssl=ssl) as upstream:  # fmt: skip
+            payload = b"" if edit is not None and edit.body is not None else await upstream.content.read(max_body)
             status, headers = upstream.status, end_to_end(upstream.headers)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return web.Response(status=502, text=f"upstream {target} could not be reached: {exc!r}\n")
-    headers.popall("Content-Encoding", None)  # read decompressed: the edited body is sent as is
-    for name, value in edit.headers:
-        headers[name] = value
-    if edit.body is not None:
-        payload = edit.body
-    elif edit.needs_body:
-        payload = _patched_json(payload, edit, str(target))
-    return web.Response(status=edit.status or status, headers=headers, body=payload)
+        return web.Response(status=502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
+    headers.popall("Content-Encoding", None)  # read decompressed: the body is sent as it now is
+    if edit is not None:
+        for name, value in edit.headers:
+            headers[name] = value
+        if edit.body is not None:
+            payload = edit.body
+        elif edit.needs_body:
+            payload = _patched_json(payload, edit, str(out.url))
+        status = edit.status or status
+    if verdict.transform_response is not None:
+        answer = await gate.transform_response(info, verdict.transform_response,
+                                               HttpResponse(status, tuple(headers.items()), payload))  # fmt: skip
+        if isinstance(answer, HttpDrop):
+            return await _before_forwarding(request, HttpVerdict(drop=answer), URL(info.url)) or web.Response()
+        status, headers, payload = answer.status, CIMultiDict(answer.headers), answer.body
+    return web.Response(status=status, headers=headers, body=payload)
 
 
 def _patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:

@@ -36,7 +36,11 @@ HTTP = frozenset({"http"})
 
 
 class Transform:
-    """The fate 'ask the suite' (transformInterceptedMessage with this rule's id)."""
+    """The fate 'ask the suite' (transformInterceptedMessage, or for http transformInterceptedHttpRequest,
+    with this rule's id)."""
+
+    def __init__(self, response: bool = False) -> None:
+        self.response = response
 
 
 class Notify:
@@ -162,6 +166,11 @@ def _route(config: s.RouteAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: route
 
 
+def _transform(config: s.TransformAction) -> Callable[[Subject], Part]:
+    part = Transform(response=True) if config.response else TRANSFORM
+    return lambda subject: part
+
+
 def _drop(config: s.DropAction, where: str) -> Callable[[Subject], Part]:
     http_drop = HttpDrop(config.mode or "reset")
     return lambda subject: http_drop if subject.event == "http" else DROP
@@ -220,7 +229,7 @@ UNITS: dict[str, Spec] = {
     "pass": Spec(True, ALL, _const(PASS)),
     "observe": Spec(True, ALL, _const(PASS)),
     "drop": Spec(True, FRAMES | CONTROL | HTTP, _drop),
-    "transform": Spec(True, FRAMES, _const(TRANSFORM)),
+    "transform": Spec(True, FRAMES | HTTP, lambda config, where: _transform(config)),
     "replace": Spec(True, FRAMES, _replace),
     "patch": Spec(True, FRAMES, _patch),
     "delay": Spec(True, FRAMES | CONTROL | HTTP | {"connect", "close"}, _delay),
@@ -250,6 +259,8 @@ def compile_actions(actions: tuple[Any, ...], event: str, where: str) -> tuple[U
         if name == "route" and (config.proto in ("ws", "wss")) != (event == "connect"):
             raise RuleError(f"{at}.proto: on {event} events a route's proto is "
                             f"{'ws or wss' if event == 'connect' else 'http or https'}, not {config.proto!r}")
+        if name == "transform" and config.response and event != "http":
+            raise RuleError(f"{at}.response: only an http transform asks about the response too")
         if name == "drop" and config.mode is not None and event != "http":
             raise RuleError(f"{at}.mode: only an http drop has a mode (reset or hang)")
         unit = Unit(name, spec.is_fate, spec.build(config, at))

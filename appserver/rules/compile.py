@@ -84,7 +84,7 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
     spec["id"] = rule_id
     compiled = CompiledRule(rule_id, spec, m.event, _predicates(m, f"{where}.match"), fate, effects, m.afterMs,
                             rule.times, rule.skip)  # fmt: skip
-    compiled.reads_body = m.event == "http" and m.fields is not None
+    compiled.reads_body = m.event == "http" and (m.fields is not None or (fate is not None and fate.name == "transform"))
     compiled.is_observer = fate is not None and fate.name == "observe"
     compiled.notifies = compiled.is_observer or any(unit.name == "notify" for unit in effects)
     compiled.side_effects = tuple(unit for unit in effects if unit.name != "notify")

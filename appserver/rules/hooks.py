@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from appserver.relay.events import Closed, Event, Opened
-from appserver.rules.actions import TRANSFORM
+from appserver.rules.actions import Transform
+from appserver.rules.http_dialogue import (METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE, parse_request_answer,
+                                           parse_response_answer, request_params, response_params)
 from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match
 from appserver.rules.subject import Subject
@@ -22,7 +24,7 @@ from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict,
                                Fate, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED
-from shared.wire import ConnectionOpened, Frame, jsonable
+from shared.wire import ConnectionOpened, Frame, WireError, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class Suite(Protocol):
     decoded: bool
 
     async def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None) -> Verdict: ...
+    async def ask_raw(self, method: str, params: dict[str, Any], what: str) -> Any: ...
+    def next_id(self) -> str: ...
     def notify_soon(self, method: str, params: dict[str, Any]) -> None: ...
 
 
@@ -77,7 +81,7 @@ class Rules:
         if outcome.decided_by is None and not effects:
             return None  # only observers: the dialogue decides, as if no rule were there
         part = PASS if outcome.fate is None else self._apply(outcome.decided_by, outcome.fate, subject)
-        if outcome.decided_by is None or part is TRANSFORM:
+        if outcome.decided_by is None or isinstance(part, Transform):
             # No rule decided (observers with side effects), or one said "ask the suite".
             rule_id = outcome.decided_by.id if outcome.decided_by is not None else None
             part = await self._suite.ask(connection_id, frame, from_client, rule_id)
@@ -172,6 +176,9 @@ class Rules:
         if outcome is None or outcome.fate is None:
             return HTTP_FORWARD
         part = self._apply(outcome.decided_by, outcome.fate, subject)
+        if isinstance(part, Transform):
+            assert outcome.decided_by is not None
+            return await self._ask_http(info, method, body, outcome.decided_by.id, part.response)
         if isinstance(part, HttpResponse):
             return HttpVerdict(respond=part)
         if isinstance(part, HttpDrop):
@@ -183,6 +190,36 @@ class Rules:
         if isinstance(part, ResponseEdit):
             return HttpVerdict(edit=part)
         return HTTP_FORWARD
+
+    async def _ask_http(self, info: ConnectionOpened, method: str, body: bytes | None, rule_id: str,
+                        response: bool) -> HttpVerdict:  # fmt: skip
+        """transformInterceptedHttpRequest; what the suite said (forward unchanged when it said nothing usable)."""
+        exchange = self._suite.next_id()
+        what = f"HTTP request {exchange} ({method} {info.url})"
+        raw = await self._suite.ask_raw(METHOD_HTTP_REQUEST, request_params(exchange, info, method, body, rule_id),
+                                        what)  # fmt: skip
+        verdict: HttpVerdict | None = None
+        if raw is not None:
+            try:
+                verdict = parse_request_answer(raw)
+            except WireError as exc:
+                log.error("%s passed on unchanged: the test suite's answer was unusable: %s", what, exc)
+        if response and (verdict is None or verdict.request is not None):
+            return HttpVerdict(request=verdict.request if verdict else None, transform_response=rule_id)
+        return verdict or HTTP_FORWARD
+
+    async def transform_response(self, info: ConnectionOpened, rule_id: str,
+                                 response: HttpResponse) -> HttpResponse | HttpDrop:  # fmt: skip
+        exchange = self._suite.next_id()
+        what = f"HTTP response {exchange} ({response.status} for {info.url})"
+        raw = await self._suite.ask_raw(METHOD_HTTP_RESPONSE, response_params(exchange, response), what)
+        if raw is None:
+            return response
+        try:
+            return parse_response_answer(raw, response)
+        except WireError as exc:
+            log.error("%s passed on unchanged: the test suite's answer was unusable: %s", what, exc)
+            return response
 
     # -- shared ------------------------------------------------------------------------------
 

@@ -69,7 +69,7 @@ class DropAction(_Action, tag="drop", frozen=True):
 
 
 class TransformAction(_Action, tag="transform", frozen=True):
-    pass
+    response: bool = False  # http: also ask transformInterceptedHttpResponse
 
 
 class ReplaceAction(_Action, tag="replace", frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -127,3 +128,63 @@ async def test_route_replace_and_patch_the_response(
 async def test_bad_http_rules(suite: Suite, rule: dict[str, Any], error: str) -> None:
     response = await suite.request("addRules", {"rules": [rule]})
     assert response["error"]["code"] == -32602 and error in response["error"]["message"], response
+
+
+async def test_the_http_dialogue(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    """A transform rule asks transformInterceptedHttpRequest (body in Base64, its ruleId), whose replace
+    changes the request; with response: true it then asks transformInterceptedHttpResponse, whose replace
+    changes the response."""
+    async def on_request(params: dict[str, Any]) -> Any:
+        assert base64.b64decode(params["body"]) == b"original"
+        return {"action": "replace", "request": {"method": "PUT", "body": "rewritten"}}
+
+    async def on_response(params: dict[str, Any]) -> Any:
+        assert params["status"] == 207 and base64.b64decode(params["body"]) == b"plain answer"
+        return {"action": "replace", "response": {"status": 201, "json": {"ok": True}}}
+
+    suite.handlers = {"transformInterceptedHttpRequest": on_request, "transformInterceptedHttpResponse": on_response}
+    await add(suite, {"id": "t", "match": {"event": "http", "path": "/things"},
+                      "action": {"type": "transform", "response": True}})  # fmt: skip
+    async with http.post(url(app_server, "/things"), data=b"original", headers=stamped(http_upstream.host)) as r:
+        assert (r.status, await r.json()) == (201, {"ok": True})
+    [(method, path, _, body)] = http_upstream.seen
+    assert (method, path, body) == ("PUT", "/things", b"rewritten")
+    first, second = suite.other_requests
+    assert (first["method"], first["params"]["ruleId"], first["params"]["method"]) == (
+        "transformInterceptedHttpRequest", "t", "POST")  # fmt: skip
+    assert second["method"] == "transformInterceptedHttpResponse"
+
+
+@pytest.mark.parametrize("answer", ["garbage", {"action": "explode"}, {"action": "replace", "request": "x"}])
+async def test_an_unusable_http_answer_passes_the_request_unchanged(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite,  # noqa: F811
+    caplog: pytest.LogCaptureFixture, answer: Any,
+) -> None:  # fmt: skip
+    async def on_request(params: dict[str, Any]) -> Any:
+        return answer
+
+    suite.handlers = {"transformInterceptedHttpRequest": on_request}
+    await add(suite, {"match": {"event": "http"}, "action": {"type": "transform"}})
+    async with http.get(url(app_server, "/x"), headers=stamped(http_upstream.host)) as response:
+        assert response.status == 207
+    assert any(r.levelname == "ERROR" and "passed on unchanged" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_suite_may_answer_or_drop_a_request(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    async def on_request(params: dict[str, Any]) -> Any:
+        if params["url"].endswith("/answer"):
+            return {"action": "respond", "response": {"status": 418, "body": "teapot"}}
+        return {"action": "drop", "mode": "reset"}
+
+    suite.handlers = {"transformInterceptedHttpRequest": on_request}
+    await add(suite, {"match": {"event": "http"}, "action": {"type": "transform"}})
+    async with http.get(url(app_server, "/answer"), headers=stamped(http_upstream.host)) as response:
+        assert (response.status, await response.text()) == (418, "teapot")
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with http.get(url(app_server, "/drop"), headers=stamped(http_upstream.host)) as response:
+            await response.read()
+    assert http_upstream.seen == []
