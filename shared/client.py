@@ -32,6 +32,8 @@ from shared.constants import (
     METHOD_ADD_RULES,
     METHOD_CLEAR_RULES,
     METHOD_CLOSE_CONNECTION,
+    METHOD_HTTP_REQUEST,
+    METHOD_HTTP_RESPONSE,
     METHOD_INJECT,
     METHOD_LIST_RULES,
     METHOD_REMOVE_RULES,
@@ -40,7 +42,9 @@ from shared.constants import (
     METHOD_START_INTERCEPTION,
     METHOD_TRANSFORM,
 )
-from shared.context import Intercepted, InterceptionContext, Spy, Transform
+from shared.context import Intercepted, InterceptionContext, Spy, Transform, _maybe_await
+from shared.http_dialogue import PASS as HTTP_PASS
+from shared.http_dialogue import HttpExchange
 from shared.jsonrpc import Peer, PeerGone, RemoteError
 from shared.rules import Rule
 from shared.wire import (
@@ -52,6 +56,8 @@ from shared.wire import (
     MessageType,
     TransformResult,
 )
+
+HTTP_METHODS = (METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE)
 
 __all__ = ["Intercepted", "InterceptionClient", "InterceptionContext", "ProxyCallError", "Spy", "Transform"]
 
@@ -215,7 +221,11 @@ class InterceptionClient:
     def _on_payload(self, item: Any) -> None:
         if self._peer.feed(item) or not isinstance(item, dict) or not isinstance(item.get("method"), str):
             return
-        if item["method"] == METHOD_TRANSFORM and "id" in item:
+        if item["method"] in HTTP_METHODS and "id" in item:
+            task = asyncio.ensure_future(self._answer_http(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif item["method"] == METHOD_TRANSFORM and "id" in item:
             task = asyncio.ensure_future(self._answer_transform(item))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -240,6 +250,22 @@ class InterceptionClient:
                 future = context._closed.setdefault(closed.id, asyncio.get_running_loop().create_future())
                 if not future.done():
                     future.set_result(closed)
+
+    async def _answer_http(self, request: Mapping[str, Any]) -> None:
+        """transformInterceptedHttpRequest/Response: the context's callback decides (none: pass)."""
+        exchange = HttpExchange.from_params(request["params"])
+        context = self._context
+        callback = None if context is None else (
+            context.transform_http_request if request["method"] == HTTP_METHODS[0] else context.transform_http_response)
+        answer: Any = None
+        if callback is not None and context is not None:
+            try:
+                answer = await _maybe_await(callback(exchange))
+            except Exception as exc:  # a test's callback failed: pass it on, fail the test at exit
+                log.error("HTTP callback failed on %s %s: %r; passed on unchanged", exchange.method, exchange.url, exc)
+                context.errors.append(exc)
+        with contextlib.suppress(ConnectionError):
+            await self._send(jsonrpc.response(request["id"], answer if answer is not None else HTTP_PASS))
 
     async def _answer_transform(self, request: Mapping[str, Any]) -> None:
         message = InterceptedMessage.from_json(request["params"])

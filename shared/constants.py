@@ -29,6 +29,9 @@ METHOD_LIST_RULES: Final = "listRules"
 METHOD_WAIT_FOR_RULE: Final = "waitForRule"
 METHOD_SEND_PING: Final = "sendPing"
 EVENT_RULE_MATCHED: Final = "ruleMatched"
+# Part 4: the HTTP dialogue.
+METHOD_HTTP_REQUEST: Final = "transformInterceptedHttpRequest"
+METHOD_HTTP_RESPONSE: Final = "transformInterceptedHttpResponse"
 
 # Local-capture canary: plain-HTTP requests to this host are answered by the
 # redirector itself (204) and prove that capture is active (.invalid: RFC 6761).

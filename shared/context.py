@@ -60,6 +60,10 @@ class InterceptionContext:
     spy_server_message: Spy | None = None
     connections: list[ConnectionOpened] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    #: HTTP transform callbacks (for http rules whose action is transform): get an HttpExchange,
+    #: return None to pass it on, or an answer of shared.http_dialogue (may be async).
+    transform_http_request: Callable[[Any], Any] | None = None
+    transform_http_response: Callable[[Any], Any] | None = None
     #: Called with the params of every ruleMatched notification (may be async).
     on_rule_matched: Callable[[dict[str, Any]], Any] | None = None
     rule_matches: list[dict[str, Any]] = field(default_factory=list)

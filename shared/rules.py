@@ -153,3 +153,64 @@ def inject_action(message: dict[str, Any], from_client: bool | None = None) -> d
     if from_client is not None:
         action["fromClient"] = from_client
     return action
+
+
+# -- plain HTTP (SPEC Part 4): rules with event "http" ---------------------------------------------
+
+def _http_body(json: Any, body: str | None, body_base64: str | None) -> dict[str, Any]:
+    if json is not _UNSET:
+        return {"json": json}
+    if body_base64 is not None:
+        return {"bodyBase64": body_base64}
+    return {} if body is None else {"body": body}
+
+
+_UNSET: Any = object()
+
+
+def http_respond(status: int = 200, *, json: Any = _UNSET, body: str | None = None, body_base64: str | None = None,
+                 headers: dict[str, str] | None = None, **fields: Any) -> Rule:  # fmt: skip
+    """Answer matching HTTP requests here (``method="GET", path="/time"``): the upstream is not contacted."""
+    action: dict[str, Any] = {"type": "respond", "status": status, **_http_body(json, body, body_base64)}
+    if headers:
+        action["headers"] = headers
+    return rule(action, event="http", **fields)
+
+
+def http_delay(ms: int, **fields: Any) -> Rule:
+    return rule({"type": "delay", "ms": ms}, event="http", **fields)
+
+
+def http_drop(mode: str = "reset", **fields: Any) -> Rule:
+    """No response: "reset" closes the client's connection, "hang" never answers."""
+    return rule({"type": "drop", "mode": mode}, event="http", **fields)
+
+
+def http_route(host: str, proto: str = "http", **fields: Any) -> Rule:
+    """Send matching requests to another host (a local server standing in for a fallback host, say)."""
+    return rule({"type": "route", "host": host, "proto": proto}, event="http", **fields)
+
+
+def http_transform(response: bool = False, **fields: Any) -> Rule:
+    """Ask the context's transform_http_request (and, with response, transform_http_response) callbacks."""
+    return rule({"type": "transform", "response": response}, event="http", **fields)
+
+
+def http_replace_response(status: int | None = None, *, json: Any = _UNSET, body: str | None = None,
+                          headers: dict[str, str] | None = None, **fields: Any) -> Rule:  # fmt: skip
+    action: dict[str, Any] = {"type": "replaceResponse", **_http_body(json, body, None)}
+    if status is not None:
+        action["status"] = status
+    if headers:
+        action["headers"] = headers
+    return rule(action, event="http", **fields)
+
+
+def http_patch_response(set: dict[str, Any] | None = None, unset: list[str] | None = None,
+                        **fields: Any) -> Rule:  # fmt: skip
+    action: dict[str, Any] = {"type": "patchResponse"}
+    if set:
+        action["set"] = set
+    if unset:
+        action["unset"] = unset
+    return rule(action, event="http", **fields)

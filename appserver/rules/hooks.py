@@ -15,15 +15,15 @@ from typing import Any, Protocol
 
 from appserver.relay.events import Closed, Event, Opened
 from appserver.rules.actions import Transform
-from appserver.rules.http_dialogue import (METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE, parse_request_answer,
-                                           parse_response_answer, request_params, response_params)
+from appserver.rules.http_dialogue import (parse_request_answer, parse_response_answer, request_params,
+                                           response_params)
 from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match
 from appserver.rules.subject import Subject
 from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect,
                                Fate, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
-from shared.constants import EVENT_RULE_MATCHED
+from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
 from shared.wire import ConnectionOpened, Frame, WireError, jsonable
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,6 @@ import orjson
 from appserver.verdict import HttpDrop, HttpResponse, HttpVerdict, RequestEdit
 from shared.wire import ConnectionOpened, WireError
 
-METHOD_HTTP_REQUEST = "transformInterceptedHttpRequest"
-METHOD_HTTP_RESPONSE = "transformInterceptedHttpResponse"
 #: The Content-Type a body gets when the answer names none, by how it was written (as for rules).
 CONTENT_TYPES = {"json": "application/json", "body": "text/plain; charset=utf-8",
                  "bodyBase64": "application/octet-stream"}  # fmt: skip

@@ -273,3 +273,41 @@ async def test_a_contexts_rules_end_with_it(
         assert [r["id"] for r in await ctx.list_rules()] == [rule_id]
     assert await client.list_rules() == []
     await close_cleanly(sdk, server)
+
+
+async def test_http_rules_and_callbacks(
+    http: aiohttp.ClientSession, app_server: AppServer, client: InterceptionClient, no_leaks: None
+) -> None:
+    """HTTP rule helpers and the context's HTTP callbacks: a rule answers /time; a transform rule hands
+    /token to transform_http_request (its JSON body decoded), which answers 401; the response callback sees
+    the upstream's answer to /other and replaces it."""
+    from aiohttp import web
+
+    from shared import http_dialogue, rules
+    from tests.mitm_helpers import run_app
+    from tests.peers import redirect_headers
+
+    async def upstream(request: web.Request) -> web.Response:
+        return web.json_response({"from": "upstream"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", upstream)
+    seen: list[Any] = []
+    async with run_app(app) as port, client.intercept() as ctx:
+        def on_request(req: Any) -> Any:
+            seen.append(req.decoded)
+            return http_dialogue.respond(401, json={"error": {"code": 40101}}) if req.path == "/token" else None
+
+        ctx.transform_http_request = on_request
+        ctx.transform_http_response = lambda res: http_dialogue.replace_response(json={**res.decoded, "seen": 1})
+        await ctx.add_rules(rules.http_respond(200, json=[123], path="/time"),
+                            rules.http_transform(response=True, path="/other"),
+                            rules.http_transform(path="/token"))  # fmt: skip
+        base, headers = f"http://127.0.0.1:{app_server.proxy_port}", redirect_headers(f"127.0.0.1:{port}", "http")
+        async with http.get(f"{base}/time", headers=headers) as r:
+            assert await r.json() == [123]
+        async with http.post(f"{base}/token", json={"keyName": "k"}, headers=headers) as r:
+            assert (r.status, await r.json()) == (401, {"error": {"code": 40101}})
+        async with http.get(f"{base}/other", headers=headers) as r:
+            assert await r.json() == {"from": "upstream", "seen": 1}
+    assert seen == [{"keyName": "k"}, None]
