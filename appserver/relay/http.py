@@ -131,10 +131,12 @@ async def _client_gone(request: web.Request) -> None:
 
 
 def http_info(request: web.Request, meant: URL) -> ConnectionOpened:
-    """An HTTP request as rules and the suite see it (described like a connection's handshake)."""
+    """An HTTP request as rules and the suite see it (described like a connection's handshake): with the
+    host the client meant, Ably-Test-Host when captured, its Host header in direct mode."""
+    host = request.headers.get(HEADER_TEST_HOST) or request.host
     return ConnectionOpened(
-        url=str(meant), host=request.headers.get(HEADER_TEST_HOST) or meant.raw_authority, proto=meant.scheme,
-        path=meant.raw_path, query=dict(meant.query),
+        url=f"{meant.scheme}://{host}{meant.raw_path_qs}", host=host, proto=meant.scheme, path=meant.raw_path,
+        query=dict(meant.query),
         headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
     )  # fmt: skip
 

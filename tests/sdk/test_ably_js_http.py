@@ -1,0 +1,68 @@
+"""HTTP rules and the HTTP dialogue against the real ably-js 2.28.0 in Node, in direct mode (SPEC Part 4).
+
+ably-js in Node talks to the proxy endpoint for everything: its realtime WebSocket
+and its REST requests, which the app server relays to the fake Ably server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from appserver.app import AppServer
+from shared import http_dialogue, rules
+from shared.client import InterceptionContext
+from tests.ably_driver import AblyDriver, CommandError, fake_ably_options
+from tests.fake_ably import FakeAbly
+from tests.sdk_fixtures import SHORT_TIMEOUTS, direct, fake, intercept  # noqa: F401 - fixtures are found by name
+
+
+def rest_only(server: AppServer, **overrides: object) -> AblyDriver:
+    """ably-js whose realtime side stays unconnected: its REST requests go to the proxy endpoint."""
+    options = {**SHORT_TIMEOUTS, "autoConnect": False, "useBinaryProtocol": False, **overrides}
+    return AblyDriver(fake_ably_options(f"127.0.0.1:{server.proxy_port}", **options))
+
+
+async def test_rest_time_answered_by_a_rule(direct: AppServer, intercept: InterceptionContext, fake: FakeAbly) -> None:
+    """ably-js's REST time() is answered by an http rule: the SDK returns the rule's time; the fake saw nothing."""
+    [rule_id] = await intercept.add_rules(rules.http_respond(200, json=[1234567890123], method="GET", path="/time"))
+    async with rest_only(direct) as sdk:
+        assert await sdk.command("time") == 1234567890123
+    assert await intercept.wait_for_rule(rule_id) == 1 and fake.http_requests == []
+
+
+async def test_a_failing_primary_host_falls_back(direct: AppServer, intercept: InterceptionContext,
+                                                 fake: FakeAbly) -> None:  # fmt: skip
+    """The primary host's REST request answered 500 by a rule: ably-js retries on its fallback host, which
+    the proxy relays to the fake, and time() succeeds."""
+    port = direct.proxy_port
+    primary, fallback = await intercept.add_rules(
+        rules.http_respond(500, json={"error": {"code": 50000, "statusCode": 500}}, host=f"127.0.0.1:{port}",
+                           path="/time"),
+        rules.observe(event="http", host="localhost:*", path="/time"),
+    )  # fmt: skip
+    async with rest_only(direct, fallbackHosts=["localhost"]) as sdk:
+        assert isinstance(await sdk.command("time"), int)
+    assert await intercept.wait_for_rule(primary) == 1 and await intercept.wait_for_rule(fallback) == 1
+    assert [m["url"] for m in intercept.rule_matches if m["ruleId"] == fallback] == [f"http://localhost:{port}/time"]
+    assert [path for _, path, _ in fake.http_requests] == ["/time"]  # only the fallback's request reached it
+
+
+async def test_a_slow_failing_token_request_is_reported(direct: AppServer, intercept: InterceptionContext) -> None:
+    """ably-js's authUrl request is held by the suite's callback, then answered 401: the SDK reports the
+    authUrl error."""
+    async def slow_refusal(request: http_dialogue.HttpExchange) -> object:
+        await asyncio.sleep(0.3)
+        return http_dialogue.respond(401, json={"error": {"code": 40101, "statusCode": 401, "message": "no"}})
+
+    intercept.transform_http_request = slow_refusal
+    await intercept.add_rules(rules.http_transform(path="/auth"))
+    auth_url = f"http://127.0.0.1:{direct.proxy_port}/auth"
+    async with AblyDriver(fake_ably_options(f"127.0.0.1:{direct.proxy_port}", key=None, authUrl=auth_url,
+                                            autoConnect=False, **SHORT_TIMEOUTS)) as sdk:  # fmt: skip
+        try:
+            await sdk.command("authorize")
+        except CommandError as exc:
+            error = exc.error
+        else:
+            raise AssertionError("authorize succeeded although its authUrl answered 401")
+    assert error["statusCode"] == 401
