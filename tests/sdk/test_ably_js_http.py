@@ -66,3 +66,16 @@ async def test_a_slow_failing_token_request_is_reported(direct: AppServer, inter
         else:
             raise AssertionError("authorize succeeded although its authUrl answered 401")
     assert error["statusCode"] == 401
+
+
+async def test_a_failed_connectivity_check_is_the_internet_down(direct: AppServer,
+                                                               intercept: InterceptionContext) -> None:  # fmt: skip
+    """Its realtime connects refused and its connectivity check answered 503: ably-js concludes the network is
+    unreachable (rather than that its hosts are), and says so."""
+    await intercept.add_rules(rules.http_respond(503, body="no", path="/is-the-internet-up.txt"),
+                              rules.refuse_connect(503, times=None, path="/"))  # fmt: skip
+    async with AblyDriver(fake_ably_options(f"127.0.0.1:{direct.proxy_port}", fallbackHosts=["localhost"],
+                                            **SHORT_TIMEOUTS)) as sdk:  # fmt: skip
+        disconnected = await sdk.next_event(
+            "state", lambda e: e["current"] == "disconnected" and e["reason"] is not None, timeout=15)
+    assert "network unreachable" in disconnected["reason"]["message"]
