@@ -188,3 +188,41 @@ async def test_the_suite_may_answer_or_drop_a_request(
         async with http.get(url(app_server, "/drop"), headers=stamped(http_upstream.host)) as response:
             await response.read()
     assert http_upstream.seen == []
+
+
+async def test_a_body_over_the_limit_streams_and_the_rule_sees_none(
+    http: aiohttp.ClientSession, http_upstream: HttpUpstream, no_leaks: None,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A request body over --max-http-body is not held for a fields rule: it streams upstream whole, the rule
+    does not match it, and the log says so."""
+    from tests.conftest import make_config, running_app_server
+    from tests.peers import suite_connection
+
+    async with running_app_server(make_config(max_http_body=1000)) as server, \
+            suite_connection(http, server.control_port) as suite:  # fmt: skip
+        await suite.request("startInterception", {})
+        await add(suite, {"match": {"event": "http", "fields": {"name": "x"}},
+                          "action": {"type": "respond", "status": 400}})  # fmt: skip
+        big = json.dumps({"name": "x", "pad": "p" * 5000}).encode()
+        async with http.post(url(server, "/big"), data=big, headers=stamped(http_upstream.host)) as response:
+            assert response.status == 207
+        small = json.dumps({"name": "x"}).encode()
+        async with http.post(url(server, "/small"), data=small, headers=stamped(http_upstream.host)) as response:
+            assert response.status == 400
+    assert http_upstream.seen[0][3] == big
+    assert any("over --max-http-body" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_malformed_request_gets_400_and_the_server_goes_on(
+    app_server: AppServer, http_upstream: HttpUpstream, http: aiohttp.ClientSession  # noqa: F811
+) -> None:
+    """Garbage where a request line should be: the client gets 400; the next request is served."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_server.proxy_port)
+    writer.write(b"THIS IS NOT HTTP\r\n\r\n")
+    head = await asyncio.wait_for(reader.read(100), 5)
+    writer.close()
+    await writer.wait_closed()
+    assert head.split(b" ", 2)[1] == b"400"
+    async with http.get(url(app_server, "/after"), headers=stamped(http_upstream.host)) as response:
+        assert response.status == 207
