@@ -85,6 +85,7 @@ def workloads(quick: bool) -> list[Workload]:
             Workload("tput20", "throughput 100 B, 20 conns", "throughput", "text", 100, 2_000, conns=20),
             Workload("lat64k", "latency 64 KiB binary", "latency", "binary", k64, 50, warmup=5),
             Workload("tput64k", "throughput 64 KiB, 1 conn", "throughput", "binary", k64, 100),
+            *HTTP_WORKLOADS(True),
         ]
     return [
         Workload("lat100", "latency 100 B text", "latency", "text", 100, 2_000, warmup=100),
@@ -92,8 +93,22 @@ def workloads(quick: bool) -> list[Workload]:
         Workload("tput20", "throughput 100 B, 20 conns", "throughput", "text", 100, 10_000, conns=20),
         Workload("lat64k", "latency 64 KiB binary", "latency", "binary", k64, 200, warmup=10),
         Workload("tput64k", "throughput 64 KiB, 1 conn", "throughput", "binary", k64, 500),
+        *HTTP_WORKLOADS(False),
     ]
 
+
+def HTTP_WORKLOADS(quick: bool) -> list[Workload]:  # noqa: N802 - a table, as the lists above
+    """Plain HTTP (issue 13): small GETs one after another, and a 1 MiB streamed response's first byte."""
+    return [
+        Workload("http100", "HTTP GET 100 B", "http_get", "http", 100, 100 if quick else 1_000, warmup=20),
+        Workload("http1m", "HTTP 1 MiB stream, 1st byte", "http_stream", "http", 1 << 20, 10 if quick else 50,
+                 warmup=2),
+    ]
+
+
+#: The variants plain HTTP jobs run on: the HTTP path has no per-frame dialogue, so the rule variants
+#: would measure the relay again.
+HTTP_VARIANTS = ("direct", "relay", "mitm")
 
 VARIANTS = ("direct", "suite", "relay", "pass", "observe", "mitm")
 PROXIED = ("suite", "relay", "pass", "observe", "mitm")
@@ -270,7 +285,15 @@ class Harness:
                 raise RuntimeError(f"the bench suite could not attach: {answer}")
         self.suite_attached = rules
 
-    def endpoint(self, variant: str) -> dict[str, Any]:
+    def endpoint(self, variant: str, workload: Workload | None = None) -> dict[str, Any]:
+        if workload is not None and workload.kind == "http":
+            path = "/http/small" if workload.op == "http_get" else "/http/big"
+            if variant == "direct":
+                return {"url": f"http://{HOST}:{self.echo_port}{path}"}
+            if variant == "mitm":
+                return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
+            stamps = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "http"}
+            return {"url": f"http://{HOST}:{self.proxy_port}{path}", "headers": stamps}
         path = "/bench?v=3&format=json"
         if variant == "direct":
             return {"url": f"ws://{HOST}:{self.echo_port}{path}"}
@@ -286,13 +309,13 @@ class Harness:
         timeout = self.args.job_timeout
         answered = self.suite.request({"op": "stats"}, 10)["answered"]
         before = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
-        result = self.client.request({**workload.job(timeout), **self.endpoint(variant)}, timeout + 10)
+        result = self.client.request({**workload.job(timeout), **self.endpoint(variant, workload)}, timeout + 10)
         after = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
         if cell is None:
             return
         if "rtt_us" in result:
             cell.rtt_us += result["rtt_us"]
-        else:
+        if "elapsed_s" in result:
             cell.rates.append(workload.count / result["elapsed_s"])
         if variant != "direct":
             cell.cpu_ticks += after[0] - before[0]
@@ -325,13 +348,15 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
     rss: dict[str, Any] = {"start_kb": h.rss_kb(), "after_20x500_kb": []}
     log(f"warm-up ({', '.join(variants)})")
     for variant in variants:
-        for workload in loads:
+        for workload in (w for w in loads if runs_on(w, variant)):
             h.run_job(variant, warmup_of(workload), None)
     rss["after_warmup_kb"] = h.rss_kb()
     for r in range(h.args.rounds):
         for i, workload in enumerate(loads):
             shift = (r + i) % len(variants)
             for variant in variants[shift:] + variants[:shift]:
+                if not runs_on(workload, variant):
+                    continue
                 log(f"round {r + 1}/{h.args.rounds}: {workload.label} [{variant}]")
                 h.run_job(variant, workload, cells[variant][workload.key])
                 if workload.conns == 20 and variant != "direct":
@@ -350,6 +375,10 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
         rss["churn"] = {"connections": count, "before_kb": before, "after_kb": h.rss_kb()}
     rss["peak_kb"] = status_kb(h.appserver.pid, "VmHWM")
     return cells, rss
+
+
+def runs_on(workload: Workload, variant: str) -> bool:
+    return workload.kind != "http" or variant in HTTP_VARIANTS
 
 
 def warmup_of(w: Workload) -> Workload:
@@ -418,6 +447,10 @@ TARGETS = [
     ("catch-all pass rule: throughput, 20 conns", "pass", "tput20", "msgs_per_s", ">=", 0.45, True),
     ("observe-all rule: throughput, 1 conn", "observe", "tput1", "msgs_per_s", ">=", 0.35, True),
     ("observe-all rule: median round trip, 100 B", "observe", "lat100", "median_us", "<=", 2.5, True),
+    # issue 13: plain HTTP
+    ("HTTP through the app server: request rate, small GETs", "relay", "http100", "msgs_per_s", ">=", 0.3, True),
+    ("HTTP through the app server: 1 MiB stream, time to first byte", "relay", "http1m", "median_us", "<=", 2.0,
+     True),
 ]
 RSS_LIMIT_MB = 60
 CHURN_CONNECTIONS = 3_000
@@ -521,7 +554,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds of every job on every variant (default 3; 1 with --quick)")
     p.add_argument("--mitmdump", action="store_true", help="add the variant through mitmdump + the app server")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:5])}[,mitm]")
-    p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k")
+    p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k,http100,http1m")
     p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
                    "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one job may take (default 120)")

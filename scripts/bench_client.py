@@ -121,6 +121,31 @@ async def churn(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[str
     return {"elapsed_s": time.perf_counter() - start}
 
 
+async def http_get(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[str, Any]:
+    """Sequential GETs on one keep-alive connection: each one's latency (or, streaming, its time to the
+    first chunk), and the time for all of them."""
+    rtts: list[float] = []
+    streaming = job["op"] == "http_stream"
+    started = time.perf_counter()
+    for i in range(job["warmup"] + job["count"]):
+        if i == job["warmup"]:
+            started = time.perf_counter()
+        start = time.perf_counter_ns()
+        async with session.get(job["url"], headers=job.get("headers") or {}, proxy=job.get("proxy")) as response:
+            if response.status != 200:
+                raise RuntimeError(f"GET {job['url']}: {response.status}")
+            if streaming:
+                await response.content.readany()
+                first = time.perf_counter_ns()
+                size = len(await response.read())
+            else:
+                await response.read()
+                first = time.perf_counter_ns()
+        if i >= job["warmup"]:
+            rtts.append((first - start) / 1000)
+    return {"rtt_us": rtts, "elapsed_s": time.perf_counter() - started}
+
+
 async def run_job(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[str, Any]:
     try:
         async with asyncio.timeout(job.get("timeout", 120)):
@@ -130,6 +155,8 @@ async def run_job(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[s
                 return await throughput(session, job)
             if job["op"] == "churn":
                 return await churn(session, job)
+            if job["op"] in ("http_get", "http_stream"):
+                return await http_get(session, job)
             return {"ok": True}
     except TimeoutError:
         return {"error": f"{job['op']} job did not finish within {job.get('timeout', 120)} s"}

@@ -2,7 +2,8 @@
 
 Binds a free loopback port, prints ``{"port": N}`` on stdout, and echoes every
 data message back with its own frame type until its standard input closes;
-the text ``__close__`` makes it close that connection (1000) instead.
+the text ``__close__`` makes it close that connection (1000) instead. Plain
+HTTP: ``GET /http/small`` answers 100 bytes, ``GET /http/big`` 1 MiB streamed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,23 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+SMALL = b"x" * 100
+BIG_CHUNK = b"y" * 65536  # 16 of them: a 1 MiB response, streamed (chunked)
+
+
+async def small(request: web.Request) -> web.Response:
+    return web.Response(body=SMALL)
+
+
+async def big(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for _ in range(16):
+        await response.write(BIG_CHUNK)
+    await response.write_eof()
+    return response
+
+
 async def until_stdin_closes() -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -39,6 +57,8 @@ async def until_stdin_closes() -> None:
 
 async def main() -> None:
     app = web.Application()
+    app.router.add_get("/http/small", small)
+    app.router.add_get("/http/big", big)
     app.router.add_get("/{tail:.*}", echo)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
     await runner.setup()
