@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -123,6 +124,39 @@ class FakeConnection:
         self._unread.put_nowait(message)
 
 
+class CometConnection(FakeConnection):
+    """One Comet transport of an SDK (ably-js's ``xhr_polling`` in browsers, ``comet`` in Node): HTTP
+    requests under /comet/, messages to the client queued until its next poll collects them (JSON only)."""
+
+    def __init__(self, server: FakeAbly, request: web.Request) -> None:
+        super().__init__(server, request, None)  # type: ignore[arg-type]
+        self.format = Format.JSON
+        self.outbox: list[dict[str, Any]] = []
+        self.waiting = asyncio.Event()
+        self.polls = 0
+        self.stream = True
+
+    async def send(self, message: dict[str, Any]) -> None:
+        log.debug("fake %s → %s (comet)", self.connection_id, summarize(message))
+        self.sent.append(message)
+        self.outbox.append(message)
+        self.waiting.set()
+
+    def collect(self) -> list[dict[str, Any]]:
+        messages, self.outbox = self.outbox, []
+        self.waiting.clear()
+        return messages
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.sent_close = (code, reason)
+        self.closed.set()
+        self.waiting.set()
+
+    def drop(self) -> None:
+        self.closed.set()
+        self.waiting.set()
+
+
 class FakeAbly:
     """The fake server; `start` binds 127.0.0.1 on a free port, `stop` leaves nothing behind."""
 
@@ -150,6 +184,7 @@ class FakeAbly:
         self.port = 0
         self._live: set[FakeConnection] = set()
         self._sessions: dict[str, str] = {}  # connectionKey → connectionId
+        self._comets: dict[str, CometConnection] = {}  # connectionKey → its Comet transport
         self._new: asyncio.Queue[FakeConnection] = asyncio.Queue()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -163,6 +198,10 @@ class FakeAbly:
         app.router.add_get("/time", self._time)
         app.router.add_get("/is-the-internet-up.txt", self._internet_up)
         app.router.add_post("/keys/{key_name}/requestToken", self._request_token)
+        app.router.add_get("/comet/connect", self._comet_connect)
+        app.router.add_get("/comet/{key}/recv", self._comet_recv)
+        app.router.add_post("/comet/{key}/send", self._comet_send)
+        app.router.add_route("*", "/comet/{key}/{end:close|disconnect}", self._comet_end)
         app.router.add_get("/{tail:.*}", self._websocket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
@@ -220,6 +259,71 @@ class FakeAbly:
         if body.get("clientId"):
             details["clientId"] = body["clientId"]
         return web.json_response(details)
+
+    # --- Comet (long polling over plain HTTP) ------------------------------------
+
+    COMET_POLL = 5.0  # seconds a recv is held open when there is nothing to send
+
+    async def _comet_connect(self, request: web.Request) -> web.StreamResponse:
+        conn = CometConnection(self, request)
+        conn.stream = request.query.get("stream", "true") != "false"
+        await self._connected(conn)
+        self._live.add(conn)
+        self._comets[conn.connection_key] = conn
+        self.connections.append(conn)
+        self._new.put_nowait(conn)
+        return await self._comet_deliver(request, conn)
+
+    async def _comet_deliver(self, request: web.Request, conn: CometConnection) -> web.StreamResponse:
+        """Polling: what is queued (waiting for something, up to COMET_POLL), as one JSON array. Streaming
+        (ably-js in Node): one JSON array per line as messages come, for up to COMET_POLL seconds."""
+        if not conn.stream:
+            if not conn.outbox:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.waiting.wait(), self.COMET_POLL)
+            return web.json_response(conn.collect())
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        deadline = asyncio.get_running_loop().time() + self.COMET_POLL
+        with contextlib.suppress(ConnectionError):
+            while not conn.closed.is_set() or conn.outbox:
+                if conn.outbox:
+                    await response.write(json.dumps(conn.collect()).encode() + b"\n")
+                    continue
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(conn.waiting.wait(), left)
+            await response.write_eof()
+        return response
+
+    def _comet(self, request: web.Request) -> CometConnection:
+        conn = self._comets.get(request.match_info["key"])
+        if conn is None or conn.closed.is_set():
+            raise web.HTTPNotFound(text="fake Ably: no such comet connection\n")
+        return conn
+
+    async def _comet_recv(self, request: web.Request) -> web.StreamResponse:
+        conn = self._comet(request)
+        conn.polls += 1
+        return await self._comet_deliver(request, conn)
+
+    async def _comet_send(self, request: web.Request) -> web.Response:
+        conn = self._comet(request)
+        for message in await request.json():
+            conn._record(message)
+            if self.on_message is None or not await self.on_message(conn, message):
+                await self._reply(conn, message)
+        return web.json_response([])
+
+    async def _comet_end(self, request: web.Request) -> web.Response:
+        conn = self._comet(request)
+        if request.match_info["end"] == "close":
+            await conn.send({"action": Action.CLOSED})
+        self._live.discard(conn)
+        await conn.close()
+        return web.json_response(conn.collect())
 
     # --- WebSocket ------------------------------------------------------------
 

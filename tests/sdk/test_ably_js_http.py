@@ -13,7 +13,7 @@ from shared import http_dialogue, rules
 from shared.client import InterceptionContext
 from tests.ably_driver import AblyDriver, CommandError, fake_ably_options
 from tests.fake_ably import FakeAbly
-from tests.sdk_fixtures import SHORT_TIMEOUTS, direct, fake, intercept  # noqa: F401 - fixtures are found by name
+from tests.sdk_fixtures import SHORT_TIMEOUTS, direct, fake, intercept, publish_and_receive  # noqa: F401 - fixtures
 
 
 def rest_only(server: AppServer, **overrides: object) -> AblyDriver:
@@ -79,3 +79,24 @@ async def test_a_failed_connectivity_check_is_the_internet_down(direct: AppServe
         disconnected = await sdk.next_event(
             "state", lambda e: e["current"] == "disconnected" and e["reason"] is not None, timeout=15)
     assert "network unreachable" in disconnected["reason"]["message"]
+
+
+async def test_comet_transport_through_the_app_server_survives_a_dropped_poll(
+    direct: AppServer, intercept: InterceptionContext, fake: FakeAbly
+) -> None:
+    """ably-js on its Comet transport (HTTP long polling: every protocol message is HTTP) through the app
+    server's streaming HTTP path: it connects, publishes and receives; an HTTP rule drops its first poll
+    (connection reset), and ably-js reconnects on Comet and goes on publishing and receiving."""
+    fake.COMET_POLL = 0.3  # polls end soon, so that there is a next one to drop
+    [rule_id] = await intercept.add_rules(rules.http_drop("reset", path="/comet/*/recv", times=1))
+    async with AblyDriver(fake_ably_options(f"127.0.0.1:{direct.proxy_port}", transports=["comet"],
+                                            useBinaryProtocol=False, **SHORT_TIMEOUTS)) as sdk:  # fmt: skip
+        await sdk.wait_for_state("connected")
+        received = await publish_and_receive(sdk, "over comet")
+        assert received["data"] == "over comet"
+        assert await intercept.wait_for_rule(rule_id) == 1  # a poll was dropped…
+        await sdk.wait_for_state("connected", timeout=15)  # …and ably-js came back
+        await sdk.command("publish", channel="room", name="again", data="after the drop")
+        again = await sdk.next_event("message", lambda e: e["data"] == "after the drop")
+    assert again["name"] == "again"
+    assert all(type(conn).__name__ == "CometConnection" for conn in fake.connections)
