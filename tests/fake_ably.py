@@ -193,8 +193,24 @@ class FakeAbly:
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @staticmethod
+    @web.middleware
+    async def _cors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:  # fmt: skip
+        """Browsers' ably-js (Comet, REST) calls the fake from a page of another origin: allow it."""
+        allow = {"Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+                 "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+                 "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+                 "Access-Control-Allow-Credentials": "true"}  # fmt: skip
+        if request.method == "OPTIONS":
+            return web.Response(status=204, headers=allow)
+        response = await handler(request)
+        if not response.prepared and request.headers.get("Upgrade", "").lower() != "websocket":
+            response.headers.update(allow)
+        return response
+
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._cors])
         app.router.add_get("/time", self._time)
         app.router.add_get("/is-the-internet-up.txt", self._internet_up)
         app.router.add_post("/keys/{key_name}/requestToken", self._request_token)
@@ -282,7 +298,9 @@ class FakeAbly:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(conn.waiting.wait(), self.COMET_POLL)
             return web.json_response(conn.collect())
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(headers={"Content-Type": "application/json",
+                                               "Access-Control-Allow-Origin": request.headers.get("Origin", "*"),
+                                               "Access-Control-Allow-Credentials": "true"})  # fmt: skip
         await response.prepare(request)
         deadline = asyncio.get_running_loop().time() + self.COMET_POLL
         with contextlib.suppress(ConnectionError):

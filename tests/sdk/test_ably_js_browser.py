@@ -210,3 +210,31 @@ async def test_browser_dropped_ack_resent_after_injected_disconnected(
     assert resent.message["msgSerial"] == original.message["msgSerial"]
     assert resent.message["messages"][0]["data"] == "unacked"
     assert acks == 2
+
+
+async def test_browser_comet_through_proxy_mode_survives_a_dropped_poll(
+    mitmdump_stack: AppServer, fake: FakeAbly, intercept: InterceptionContext
+) -> None:
+    """Chromium's ably-js forced onto its Comet transport (transports: ['xhr_polling']) through mitmproxy: every
+    protocol message is an HTTP request the redirector sends to the app server; it connects, publishes and
+    receives, and when an HTTP rule drops one of its polls it reconnects and goes on."""
+    from shared import rules
+    from tests.sdk_fixtures import publish_and_receive
+
+    fake.COMET_POLL = 0.3  # polls end soon, so that there are more of them
+    # The sixth poll (about 1.5 s in: after the publish below) is dropped.
+    drop = rules.http_drop("reset", path="/comet/*/recv", times=1, skip=5)
+    [rule_id] = await intercept.add_rules(drop)
+    async with browser_sdk(mitmdump_stack, fake, False, transports=["xhr_polling"],
+                           realtimeRequestTimeout=5000) as sdk:  # fmt: skip
+        await sdk.wait_for_state("connected")
+        received = await publish_and_receive(sdk, "over xhr polling")
+        assert received["data"] == "over xhr polling"
+        assert await intercept.wait_for_rule(rule_id, count=6, timeout_ms=15_000) >= 6  # the dropped one
+        await sdk.wait_for_state("connected", timeout=20)
+        await sdk.command("publish", channel="room", name="again", data="after the drop")
+        again = await sdk.next_event("message", lambda e: e["data"] == "after the drop")
+    assert again["name"] == "again"
+    comets = [conn for conn in fake.connections if type(conn).__name__ == "CometConnection"]
+    assert comets and len(comets) == len(fake.connections)  # no WebSocket at all
+    assert all(not conn.stream for conn in comets)  # browsers poll
