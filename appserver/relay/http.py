@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 DEFAULT_MAX_BODY = 16 * 1024 * 1024  # --max-http-body
+#: A body of known length up to this is copied without watching for the client to go away meanwhile
+#: (two tasks a request): it cannot keep the upstream request open for long.
+WATCH_ABOVE = 256 * 1024
 CLIENT_POLL = 0.1  # seconds between looks at whether a streaming response's client is still there
 
 
@@ -78,6 +81,22 @@ async def relay_http(
         if upstream.content_length is not None and "chunked" not in upstream.headers.get("Transfer-Encoding", ""):
             response.content_length = upstream.content_length
         await response.prepare(request)
+        length = upstream.content_length
+        if length is not None and length <= WATCH_ABOVE:
+            # A short body of known length: copied in place; a client gone shows as a failed write.
+            try:
+                await _copy_body(upstream, response)
+            except ClientGone:
+                log.info("the client of %s %s went away mid-body", request.method, target)
+                return response
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                log.info("upstream %s failed mid-body: %r; dropping the client's connection", target, exc)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write_eof()
+            finished = True
+            return response
         copying = asyncio.ensure_future(_copy_body(upstream, response))
         watching = asyncio.ensure_future(_client_gone(request))
         done: set[asyncio.Future[None]] = set()
