@@ -104,8 +104,19 @@ async def test_refused_connect_and_nacked_publish(interception, ably):  # type: 
 # --- end of the README's rule-based example ------------------------------------------------------
 
 
+# --- the README's HTTP example ---------------------------------------------------------------------
+async def test_rest_time_answered_by_an_http_rule(interception, ably):  # type: ignore[no-untyped-def]
+    """An http rule answers the SDK's REST time() request: the upstream is never asked."""
+    [rule_id] = await interception.add_rules(rules.http_respond(200, json=[1234567890123], path="/time"))
+
+    assert await ably.command("time") == 1234567890123
+    assert await interception.wait_for_rule(rule_id) == 1
+# --- end of the README's HTTP example --------------------------------------------------------------
+
+
 @pytest.mark.parametrize("shown", [test_publish_without_ack_is_resent_after_a_drop, ably,
-                                   test_refused_connect_and_nacked_publish], ids=["test", "fixture", "rules"])
+                                   test_refused_connect_and_nacked_publish, test_rest_time_answered_by_an_http_rule],
+                         ids=["test", "fixture", "rules", "http"])
 def test_readme_shows_this_example(shown: object) -> None:
     """The README's example test and its `ably` fixture are this file's, word for word."""
     source = inspect.getsource(getattr(shown, "__wrapped__", shown)).replace("  # type: ignore[no-untyped-def]", "")
