@@ -156,6 +156,11 @@ export function createDriver({ Ably, emit, toBase64, fromBase64, extraCommands =
     },
     ping: async () => requireClient().connection.ping(),
     time: async () => requireClient().time(), // a REST request: GET /time
+    request: async (cmd) => { // any REST request, e.g. a REST publish: POST /channels/<name>/messages
+      const r = await requireClient().request(cmd.method, cmd.path, cmd.version ?? 3, cmd.params ?? null,
+        cmd.body ?? null, cmd.headers ?? null);
+      return { statusCode: r.statusCode, success: r.success, items: r.items ?? null };
+    },
     ...extraCommands,
   };
 

@@ -100,3 +100,21 @@ async def test_comet_transport_through_the_app_server_survives_a_dropped_poll(
         again = await sdk.next_event("message", lambda e: e["data"] == "after the drop")
     assert again["name"] == "again"
     assert all(type(conn).__name__ == "CometConnection" for conn in fake.connections)
+
+
+async def test_rest_publish_observed_and_answered(direct: AppServer, intercept: InterceptionContext,
+                                                  fake: FakeAbly) -> None:  # fmt: skip
+    """A REST publish (POST /channels/room/messages) is seen by an observe rule and answered 201 by the next
+    rule, whose fields match its JSON body; ably-js reports the rule's answer."""
+    observe, answer = await intercept.add_rules(
+        rules.observe(event="http", method="POST", path="/channels/*/messages"),
+        rules.http_respond(201, json={"channel": "room", "messageId": "rule:0"}, method="POST",
+                           path="/channels/room/messages", fields={"name": "greeting"}),
+    )  # fmt: skip
+    async with rest_only(direct) as sdk:
+        result = await sdk.command("request", method="post", path="/channels/room/messages",
+                                   body={"name": "greeting", "data": "hello"})  # fmt: skip
+    assert result["statusCode"] == 201 and result["success"] is True
+    assert await intercept.wait_for_rule(observe) == 1 and await intercept.wait_for_rule(answer) == 1
+    [seen] = [m for m in intercept.rule_matches if m["ruleId"] == observe]
+    assert (seen["method"], seen["url"]) == ("POST", f"http://127.0.0.1:{direct.proxy_port}/channels/room/messages")
