@@ -96,6 +96,7 @@ async def relay_http(
                 return response
             await response.write_eof()
             finished = True
+            log.debug("relayed %s %s → %s", request.method, target, upstream.status)
             return response
         copying = asyncio.ensure_future(_copy_body(upstream, response))
         watching = asyncio.ensure_future(_client_gone(request))
