@@ -9,22 +9,17 @@ adding an action is one Struct in schema.py and one entry here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-import orjson
-
 from appserver.relay.lifecycle import check_sendable
+from appserver.rules import http_actions
 from appserver.rules import schema as s
 from appserver.rules.schema import RuleError
 from appserver.rules.subject import Subject, path_set, path_unset
-from appserver.verdict import (DROP, PASS, CloseLegs, Delay, HttpDrop, HttpResponse, Inject, Pass, Refuse, Replace,
-                               ResponseEdit, Route, Silence)
+from appserver.verdict import DROP, PASS, CloseLegs, Delay, HttpDrop, Inject, Pass, Refuse, Replace, Route, Silence
 from shared import ably
 from shared.wire import Frame, WireError
 from shared.wire import message_frame as wire_message_frame
@@ -176,55 +171,6 @@ def _drop(config: s.DropAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: http_drop if subject.event == "http" else DROP
 
 
-def _body(config: s.RespondAction | s.ReplaceResponseAction, where: str) -> tuple[bytes | None, str | None]:
-    """The body a respond or replaceResponse writes, and its default Content-Type."""
-    given = [name for name in ("body", "json", "bodyBase64")
-             if getattr(config, name) is not msgspec.UNSET and getattr(config, name) is not None
-             or (name == "json" and config.json is None)]  # fmt: skip
-    if len(given) > 1:
-        raise RuleError(f"{where}: give one of 'body', 'json' and 'bodyBase64', not {' and '.join(given)}")
-    if config.bodyBase64 is not None:
-        try:
-            return base64.b64decode(config.bodyBase64, validate=True), "application/octet-stream"
-        except (binascii.Error, ValueError):
-            raise RuleError(f"{where}.bodyBase64: must be Base64") from None
-    if config.json is not msgspec.UNSET:
-        return orjson.dumps(config.json), "application/json"
-    if config.body is not None:
-        return config.body.encode(), "text/plain; charset=utf-8"
-    return None, None
-
-
-def _headers(headers: dict[str, str] | None, content_type: str | None) -> tuple[tuple[str, str], ...]:
-    given = dict(headers or {})
-    if content_type is not None and not any(k.lower() == "content-type" for k in given):
-        given["Content-Type"] = content_type
-    return tuple(given.items())
-
-
-def _respond(config: s.RespondAction, where: str) -> Callable[[Subject], Part]:
-    if not 100 <= config.status <= 599:
-        raise RuleError(f"{where}.status: must be an HTTP status, got {config.status}")
-    body, content_type = _body(config, where)
-    response = HttpResponse(config.status, _headers(config.headers, content_type), body or b"")
-    return lambda subject: response
-
-
-def _replace_response(config: s.ReplaceResponseAction, where: str) -> Callable[[Subject], Part]:
-    body, content_type = _body(config, where)
-    edit = ResponseEdit(config.status, _headers(config.headers, content_type), body)
-    return lambda subject: edit
-
-
-def _patch_response(config: s.PatchResponseAction, where: str) -> Callable[[Subject], Part]:
-    sets = tuple((tuple(k.split(".")), v) for k, v in (config.set or {}).items())
-    unsets = tuple(tuple(k.split(".")) for k in config.unset or [])
-    if not (sets or unsets or config.status or config.headers):
-        raise RuleError(f"{where}: a patchResponse needs 'set', 'unset', 'status' or 'headers'")
-    edit = ResponseEdit(config.status, tuple((config.headers or {}).items()), None, sets, unsets)
-    return lambda subject: edit
-
-
 UNITS: dict[str, Spec] = {
     "pass": Spec(True, ALL, _const(PASS)),
     "observe": Spec(True, ALL, _const(PASS)),
@@ -235,9 +181,9 @@ UNITS: dict[str, Spec] = {
     "delay": Spec(True, FRAMES | CONTROL | HTTP | {"connect", "close"}, _delay),
     "refuse": Spec(True, frozenset({"connect"}), _refuse),
     "route": Spec(True, frozenset({"connect"}) | HTTP, _route),
-    "respond": Spec(True, HTTP, _respond),
-    "replaceResponse": Spec(True, HTTP, _replace_response),
-    "patchResponse": Spec(True, HTTP, _patch_response),
+    "respond": Spec(True, HTTP, http_actions.respond),
+    "replaceResponse": Spec(True, HTTP, http_actions.replace_response),
+    "patchResponse": Spec(True, HTTP, http_actions.patch_response),
     "inject": Spec(False, FRAMES | {"connect", "timer", "close"}, _inject),
     "close": Spec(False, FRAMES | {"connect", "timer"}, _close),
     "notify": Spec(False, ALL, _const(NOTIFY)),

@@ -1,0 +1,151 @@
+"""What rules and the suite make of an HTTP exchange (SPEC Part 4): answered, dropped, delayed, rewritten,
+or its response read whole and changed. relay_http (http.py) asks its HttpGate and applies the verdict here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from ssl import SSLContext
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from appserver.relay.headers import end_to_end
+from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, RequestEdit, ResponseEdit
+from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
+from shared.dotted import path_set, path_unset
+from shared.wire import ConnectionOpened
+
+log = logging.getLogger("appserver.relay.http")
+
+CLIENT_POLL = 0.1  # seconds between looks at whether a streaming response's client is still there
+
+
+async def client_gone(request: web.Request) -> None:
+    """Returns once the client's connection is closed (aiohttp does not cancel the handler for us)."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(CLIENT_POLL)
+
+
+def http_info(request: web.Request, meant: URL) -> ConnectionOpened:
+    """An HTTP request as rules and the suite see it (described like a connection's handshake): with the
+    host the client meant, Ably-Test-Host when captured, its Host header in direct mode."""
+    host = request.headers.get(HEADER_TEST_HOST) or request.host
+    return ConnectionOpened(
+        url=f"{meant.scheme}://{host}{meant.raw_path_qs}", host=host, proto=meant.scheme, path=meant.raw_path,
+        query=dict(meant.query),
+        headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
+    )  # fmt: skip
+
+
+async def read_bounded(request: web.Request, limit: int) -> tuple[bytes | None, AsyncIterator[bytes] | bytes]:
+    """The request body whole if it is at most ``limit`` bytes (and what to send upstream); over it,
+    None and a stream of what was read and what follows."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None, _prefixed(chunks, request.content.iter_any())
+    whole = b"".join(chunks)
+    return whole, whole
+
+
+async def _prefixed(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+async def before_forwarding(request: web.Request, verdict: HttpVerdict, meant: URL) -> web.StreamResponse | None:
+    """A rule's answer, drop or delay; None when the request is to be forwarded now."""
+    if verdict.respond is not None:
+        r = verdict.respond
+        log.info("%s %s answered by a rule: %d", request.method, meant, r.status)
+        return web.Response(status=r.status, headers=CIMultiDict(r.headers), body=r.body)
+    if verdict.drop is not None:
+        log.info("%s %s dropped by a rule (%s)", request.method, meant, verdict.drop.mode)
+        if verdict.drop.mode == "hang":
+            await client_gone(request)
+        elif request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=499)  # nobody reads it
+    if verdict.delay_ms:
+        await asyncio.sleep(verdict.delay_ms / 1000)
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=499)  # the client gave up: never forwarded
+    return None
+
+
+@dataclass
+class Outgoing:
+    """The request as it will go upstream (a rule or the suite may have changed it)."""
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: AsyncIterator[bytes] | bytes | None
+
+    def apply(self, edit: RequestEdit) -> None:
+        self.method = edit.method or self.method
+        if edit.url is not None:
+            self.url = URL(edit.url)
+        if edit.headers is not None:
+            self.headers = CIMultiDict(edit.headers)
+        if edit.body is not None:
+            self.body = edit.body
+
+
+async def whole(
+    request: web.Request, session: aiohttp.ClientSession, out: Outgoing, ssl: SSLContext | bool, max_body: int,
+    verdict: HttpVerdict, gate: HttpGate, info: ConnectionOpened,
+) -> web.StreamResponse:  # fmt: skip
+    """Forward, read the whole response, change it (a rule's edit, or the suite's answer), answer with that."""
+    edit = verdict.edit
+    try:
+        async with session.request(out.method, out.url, headers=out.headers, data=out.body, allow_redirects=False,
+                                   ssl=ssl) as upstream:  # fmt: skip
+            payload = b"" if edit is not None and edit.body is not None else await upstream.content.read(max_body)
+            status, headers = upstream.status, end_to_end(upstream.headers)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        return web.Response(status=502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
+    headers.popall("Content-Encoding", None)  # read decompressed: the body is sent as it now is
+    if edit is not None:
+        for name, value in edit.headers:
+            headers[name] = value
+        if edit.body is not None:
+            payload = edit.body
+        elif edit.needs_body:
+            payload = _patched_json(payload, edit, str(out.url))
+        status = edit.status or status
+    if verdict.transform_response is not None:
+        answer = await gate.transform_response(info, verdict.transform_response,
+                                               HttpResponse(status, tuple(headers.items()), payload))  # fmt: skip
+        if isinstance(answer, HttpDrop):
+            return await before_forwarding(request, HttpVerdict(drop=answer), URL(info.url)) or web.Response()
+        status, headers, payload = answer.status, CIMultiDict(answer.headers), answer.body
+    return web.Response(status=status, headers=headers, body=payload)
+
+
+def _patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        log.error("a patchResponse rule on %s: the response is not JSON; passed on unchanged", where)
+        return payload
+    if not isinstance(document, (dict, list)):
+        return payload
+    for path, value in edit.set:
+        if isinstance(document, dict):
+            path_set(document, path, value)
+    for path in edit.unset:
+        path_unset(document, path)
+    return json.dumps(document, separators=(",", ":")).encode()
