@@ -77,33 +77,10 @@ async def relay_http(
         await response.prepare(request)
         length = upstream.content_length
         if length is not None and length <= WATCH_ABOVE:
-            # A short body of known length: copied in place; a client gone shows as a failed write.
-            try:
-                await _copy_body(upstream, response)
-            except ClientGone:
-                log.info("the client of %s %s went away mid-body", request.method, target)
-                return response
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                log.info("upstream %s failed mid-body: %r; dropping the client's connection", target, exc)
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            await response.write_eof()
-            finished = True
-            log.debug("relayed %s %s → %s", request.method, target, upstream.status)
-            return response
-        copying = asyncio.ensure_future(_copy_body(upstream, response))
-        watching = asyncio.ensure_future(client_gone(request))
-        done: set[asyncio.Future[None]] = set()
-        try:
-            done, _ = await asyncio.wait((copying, watching), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watching.cancel()
-            if copying not in done:  # the client went first (or we are cancelled): stop reading upstream
-                copying.cancel()
-            await asyncio.gather(copying, watching, return_exceptions=True)
-        failure = None if copying.cancelled() else copying.exception()
-        if copying.cancelled() or isinstance(failure, ClientGone):
+            failure = await _copied(upstream, response)  # short: a client gone shows as a failed write
+        else:
+            failure = await _copied_watching(request, upstream, response)
+        if isinstance(failure, ClientGone):
             log.info("the client of %s %s went away mid-body: the upstream request is abandoned",
                      request.method, target)  # fmt: skip
             return response
@@ -122,6 +99,37 @@ async def relay_http(
             upstream.release()
         else:
             upstream.close()  # not read to its end: the connection goes, and the upstream sees it go
+
+
+async def _copied(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> BaseException | None:
+    """Copy the body; None, or why it stopped (ClientGone, or the upstream's error)."""
+    try:
+        await _copy_body(upstream, response)
+    except (ClientGone, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        return exc
+    return None
+
+
+async def _copied_watching(request: web.Request, upstream: aiohttp.ClientResponse,
+                           response: web.StreamResponse) -> BaseException | None:  # fmt: skip
+    """Copy the body while watching the client: one that goes away while the upstream is silent (a long
+    poll, a stream) ends the upstream request too (aiohttp does not cancel the handler for us)."""
+    copying: asyncio.Future[BaseException | None] = asyncio.ensure_future(_copied(upstream, response))
+    watching: asyncio.Future[BaseException | None] = asyncio.ensure_future(_gone(request))
+    done: set[asyncio.Future[BaseException | None]] = set()
+    try:
+        done, _ = await asyncio.wait((copying, watching), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if copying not in done:  # the client went first (or we are cancelled): stop reading upstream
+            copying.cancel()
+        await asyncio.gather(copying, watching, return_exceptions=True)
+    return ClientGone("went away") if copying.cancelled() else copying.result()
+
+
+async def _gone(request: web.Request) -> BaseException | None:
+    await client_gone(request)
+    return None
 
 
 class ClientGone(Exception):
