@@ -1,7 +1,8 @@
 """What may happen to one intercepted frame, and who decides it.
 
-A connection's pump asks a chain of deciders about every data frame; the first
-that has an opinion gives the :data:`Verdict`, and the pump applies it without
+A connection's pump asks a chain of deciders about every data frame
+(relay/connection.py, ``Connection._decider``); the first that has an opinion
+gives the :data:`Verdict`, and the pump applies it without
 knowing where it came from. Today the chain has one link, the active test
 suite (control/suite.py); the rule engine will be its first link. The verdicts
 grow with it (delay, inject, close …): each is a frozen value here, applied in
@@ -10,7 +11,7 @@ relay/pump.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -129,15 +130,6 @@ class Decider(Protocol):
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
         """The frame's verdict, or None: no opinion, the next link decides."""
         ...
-
-
-async def decide(chain: Sequence[Decider], connection_id: str, frame: Frame, from_client: bool) -> Verdict:
-    """Ask the links in order; a frame no link has an opinion on passes."""
-    for decider in chain:
-        verdict = await decider.decide(connection_id, frame, from_client)
-        if verdict is not None:
-            return verdict
-    return PASS
 
 
 class ConnectGate(Protocol):

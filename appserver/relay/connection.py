@@ -129,7 +129,7 @@ class Connection:
         chain, connection_id = self._chain, self.id
 
         async def verdict(frame: Frame) -> Verdict:
-            for decider in chain:  # as verdict.decide, one coroutine fewer per frame
+            for decider in chain:  # in order; the first opinion decides, none: pass
                 found = await decider.decide(connection_id, frame, from_client)
                 if found is not None:
                     return found

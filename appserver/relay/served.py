@@ -8,11 +8,10 @@ ends when it is closed, by the rule or by the client.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from appserver.relay.events import Closed, Injected, Opened, Sink, publish
 from appserver.relay.leg import Leg
@@ -43,7 +42,7 @@ async def serve_alone(
                 end = End.drop() if effect.abrupt else End.close(effect.code, effect.reason)
                 first = first or (ClosedBy.PROXY, end)
                 await pass_on_end(end, leg)
-        first = await _until_closed(leg, first)
+        first = await _until_closed(ws, leg, first)
     finally:
         if leg.state is not LegState.CLOSED:
             leg.abort()
@@ -53,19 +52,17 @@ async def serve_alone(
     return ws
 
 
-async def _until_closed(leg: Leg, first: tuple[ClosedBy, End] | None) -> tuple[ClosedBy, End] | None:
-    """Read (and discard) until the client's close or drop; answer a close."""
+async def _until_closed(ws: web.WebSocketResponse, leg: Leg, first: tuple[ClosedBy, End] | None
+                        ) -> tuple[ClosedBy, End] | None:  # fmt: skip
+    """Read (and discard) until the client's close or drop; a close is answered as lifecycle.py says."""
     while leg.state is not LegState.CLOSED:
-        msg = await leg.ws.receive()
-        kind = getattr(msg, "type", None)
-        if kind is not None and kind.name == "CLOSE":
-            end = End.close(code_from_wire(msg.data), msg.extra or "")  # type: ignore[attr-defined]
+        msg = await ws.receive()
+        if msg.type is WSMsgType.CLOSE:
+            end = End.close(code_from_wire(msg.data), msg.extra or "")
             leg.apply(LegEvent.RECEIVED_CLOSE)
             first = first or (ClosedBy.CLIENT, end)
-            if leg.state is LegState.CLOSE_RECEIVED:
-                await leg.send_close(end.code, end.reason)
-        elif kind is not None and kind.name in ("CLOSED", "CLOSING", "ERROR"):
+            await pass_on_end(end, leg)
+        elif msg.type in (WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR):
             leg.apply(LegEvent.TRANSPORT_LOST)
             first = first or (ClosedBy.CLIENT, End.drop())
-        await asyncio.sleep(0)
     return first

@@ -88,10 +88,26 @@ def _frame_maker(config: s.ReplaceAction | s.InjectAction, where: str) -> Callab
     return lambda subject: message_frame(message, subject.format)
 
 
+def resolve_actions(value: int | str | list[int | str], where: str) -> list[int]:
+    """Ably action names or numbers as numbers; RuleError naming the first unknown one."""
+    numbers = []
+    for item in value if isinstance(value, list) else [value]:
+        numbers.append(resolve_action(item, where))
+    return numbers
+
+
+def resolve_action(item: int | str, where: str) -> int:
+    if isinstance(item, int) and not isinstance(item, bool):
+        if item in ably.Action._value2member_map_:
+            return item
+        raise RuleError(f"{where}: unknown Ably action number {item} (valid: 0 to {max(ably.Action)})")
+    if isinstance(item, str) and item.upper() in ably.Action.__members__:
+        return int(ably.Action[item.upper()])
+    raise RuleError(f"{where}: unknown Ably action {item!r} (valid: {', '.join(ably.Action.__members__)})")
+
+
 def named_action(message: dict[str, Any], where: str) -> dict[str, Any]:
     """A message whose ``action`` may be a name ("NACK"): with its number."""
-    from appserver.rules.compile import resolve_action
-
     if isinstance(message.get("action"), str):
         return {**message, "action": resolve_action(message["action"], f"{where}.message.action")}
     return message

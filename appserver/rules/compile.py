@@ -16,7 +16,6 @@ from appserver.rules import actions as units
 from appserver.rules.schema import Condition, Match, Rule, RuleError, to_builtins
 from appserver.rules.subject import MISSING, Subject, glob, path_get
 from appserver.verdict import DROP, PASS
-from shared import ably
 
 Predicate = Callable[[Subject], bool]
 #: Match fields that look into a data frame's decoded Ably message (or the frame itself), and the
@@ -110,7 +109,7 @@ def _predicates(m: Match, where: str) -> tuple[Predicate, ...]:
     if m.type is not None:
         found.append(_equal(lambda s: s.frame.type.value if s.frame is not None else None, m.type))
     if m.action is not None:
-        wanted = frozenset(resolve_actions(m.action, f"{where}.action"))
+        wanted = frozenset(units.resolve_actions(m.action, f"{where}.action"))
         found.append(lambda s: _action_of(s) in wanted)
     if m.channel is not None:
         found.append(_globbed(lambda s: _field(s, "channel"), m.channel))
@@ -150,24 +149,6 @@ def _conditions(conditions: dict[str, Condition], values: Callable[[Subject], di
         return all((name in have) is v if isinstance(v, bool) else have.get(name) == v for name, v in wanted.items())
 
     return holds
-
-
-def resolve_actions(value: int | str | list[int | str], where: str) -> list[int]:
-    """Ably action names or numbers as numbers; RuleError naming the first unknown one."""
-    numbers = []
-    for item in value if isinstance(value, list) else [value]:
-        numbers.append(resolve_action(item, where))
-    return numbers
-
-
-def resolve_action(item: int | str, where: str) -> int:
-    if isinstance(item, int) and not isinstance(item, bool):
-        if item in ably.Action._value2member_map_:
-            return item
-        raise RuleError(f"{where}: unknown Ably action number {item} (valid: 0 to {max(ably.Action)})")
-    if isinstance(item, str) and item.upper() in ably.Action.__members__:
-        return int(ably.Action[item.upper()])
-    raise RuleError(f"{where}: unknown Ably action {item!r} (valid: {', '.join(ably.Action.__members__)})")
 
 
 def _action_of(s: Subject) -> Any:

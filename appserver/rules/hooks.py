@@ -21,7 +21,7 @@ from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match
 from appserver.rules.subject import Subject
 from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect,
-                               Fate, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
+                               HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
 from shared.wire import ConnectionOpened, Frame, WireError, jsonable
