@@ -24,7 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from appserver.relay.headers import end_to_end, without_test_headers
-from appserver.relay.http_verdicts import Outgoing, before_forwarding, client_gone, http_info, read_bounded, whole
+from appserver.relay.http_verdicts import Outgoing, before_forwarding, client_gone, http_info, made_here, read_bounded, whole
 from appserver.verdict import HttpGate
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ async def relay_http(
                                          allow_redirects=False, auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.info("could not relay %s %s: %r", out.method, out.url, exc)
-        return web.Response(status=502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
+        return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
     target = out.url
     finished = False
     try:

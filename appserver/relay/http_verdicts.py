@@ -65,12 +65,36 @@ async def _prefixed(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIter
         yield chunk
 
 
+def made_here(request: web.Request, status: int, headers: CIMultiDict[str] | None = None, body: bytes = b"",
+              text: str | None = None) -> web.Response:  # fmt: skip
+    """A response the proxy makes itself (a rule's or the suite's answer, a 502). A browser's request (it has an
+    Origin) gets the CORS headers a server would send, so that the page may read it, unless the answer set
+    them: without them the browser hides the answer and the SDK sees a network error instead."""
+    headers = CIMultiDict(headers or {})
+    origin = request.headers.get("Origin")
+    if origin is not None and "Access-Control-Allow-Origin" not in headers:
+        exposed = ", ".join(name for name in headers if name.lower() not in _SIMPLE_RESPONSE_HEADERS)
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers.add("Vary", "Origin")
+        if exposed:
+            headers["Access-Control-Expose-Headers"] = exposed
+    if text is not None:
+        return web.Response(status=status, headers=headers, text=text)
+    return web.Response(status=status, headers=headers, body=body)
+
+
+#: Response headers a page may always read (the Fetch standard's CORS-safelisted response header names).
+_SIMPLE_RESPONSE_HEADERS = frozenset(
+    ("cache-control", "content-language", "content-length", "content-type", "expires", "last-modified", "pragma"))
+
+
 async def before_forwarding(request: web.Request, verdict: HttpVerdict, meant: URL) -> web.StreamResponse | None:
     """A rule's answer, drop or delay; None when the request is to be forwarded now."""
     if verdict.respond is not None:
         r = verdict.respond
         log.info("%s %s answered by a rule: %d", request.method, meant, r.status)
-        return web.Response(status=r.status, headers=CIMultiDict(r.headers), body=r.body)
+        return made_here(request, r.status, CIMultiDict(r.headers), r.body)
     if verdict.drop is not None:
         log.info("%s %s dropped by a rule (%s)", request.method, meant, verdict.drop.mode)
         if verdict.drop.mode == "hang":
@@ -116,7 +140,7 @@ async def whole(
             payload = b"" if edit is not None and edit.body is not None else await upstream.content.read(max_body)
             status, headers = upstream.status, end_to_end(upstream.headers)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return web.Response(status=502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
+        return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
     headers.popall("Content-Encoding", None)  # read decompressed: the body is sent as it now is
     if edit is not None:
         for name, value in edit.headers:

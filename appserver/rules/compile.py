@@ -115,6 +115,8 @@ def _predicates(m: Match, where: str) -> tuple[Predicate, ...]:
         found.append(_globbed(lambda s: _field(s, "channel"), m.channel))
     if m.method is not None:
         found.append(_equal(lambda s: (s.method or "").upper(), m.method.upper()))
+    elif m.event == "http":
+        found.append(lambda s: not _preflight(s))  # a browser's CORS preflight: only for method "OPTIONS"
     if m.fields is not None:
         expected = [(tuple(path.split(".")), value) for path, value in m.fields.items()]
 
@@ -124,6 +126,11 @@ def _predicates(m: Match, where: str) -> tuple[Predicate, ...]:
 
         found.append(fields_hold)
     return tuple(found)
+
+
+def _preflight(s: Subject) -> bool:
+    """A browser's CORS preflight (OPTIONS with Access-Control-Request-Method), not a request of the SDK's."""
+    return s.method == "OPTIONS" and any(k.lower() == "access-control-request-method" for k in s.handshake.headers)
 
 
 def _equal(get: Callable[[Subject], Any], value: Any) -> Predicate:

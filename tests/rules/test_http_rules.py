@@ -44,6 +44,39 @@ async def test_respond_without_contacting_the_upstream(
         assert response.status == 207  # a POST: the rule's method does not match, so it is forwarded
 
 
+async def test_a_browsers_preflight_and_the_answers_it_may_read(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    """A CORS preflight matches only rules that name method OPTIONS (else it is forwarded, and the server
+    answers it); a rule's answer to a request with an Origin carries the CORS headers a page needs to read
+    it, unless the rule set them itself."""
+    await add(suite, {"match": {"event": "http", "path": "/time"},
+                      "action": {"type": "respond", "status": 400, "json": {"error": {"code": 40000}},
+                                 "headers": {"X-Ably-Errorcode": "40000"}}},
+              {"match": {"event": "http", "method": "OPTIONS", "path": "/own"},
+               "action": {"type": "respond", "status": 204, "headers": {"Access-Control-Allow-Origin": "*"}}},
+              {"match": {"event": "http", "path": "/own"},
+               "action": {"type": "respond", "status": 200, "headers": {"Access-Control-Allow-Origin": "*"}}})
+    page = {**stamped(http_upstream.host), "Origin": "http://page.test"}
+    preflight = {**page, "Access-Control-Request-Method": "GET"}
+    async with http.options(url(app_server, "/time"), headers=preflight) as response:
+        assert response.status == 207  # forwarded: the upstream answered
+    assert [seen[0] for seen in http_upstream.seen] == ["OPTIONS"]
+    async with http.get(url(app_server, "/time"), headers=page) as response:
+        assert response.status == 400
+        assert response.headers["Access-Control-Allow-Origin"] == "http://page.test"
+        assert response.headers["Access-Control-Allow-Credentials"] == "true"
+        assert response.headers["Access-Control-Expose-Headers"] == "X-Ably-Errorcode"
+    async with http.get(url(app_server, "/time"), headers=stamped(http_upstream.host)) as response:
+        assert response.status == 400 and "Access-Control-Allow-Origin" not in response.headers  # no Origin
+    async with http.options(url(app_server, "/own"), headers=preflight) as response:
+        assert response.status == 204 and response.headers.getall("Access-Control-Allow-Origin") == ["*"]
+    async with http.get(url(app_server, "/own"), headers=page) as response:
+        assert response.headers.getall("Access-Control-Allow-Origin") == ["*"]
+        assert "Access-Control-Allow-Credentials" not in response.headers
+    assert len(http_upstream.seen) == 1
+
+
 async def test_fields_look_into_a_json_request_body(
     http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
 ) -> None:
