@@ -81,7 +81,7 @@ class AppServer:
         self._session_ids = itertools.count(1)
         self.registry = Registry(
             ActiveSuite(config.transform_timeout, lambda: str(next(message_ids))), Connections(),
-            lambda: str(next(message_ids)),
+            lambda: str(next(message_ids)), config.trace, config.trace_limit, config.trace_data_limit,
         )  # fmt: skip
         self._dispatch = make_dispatch(make_methods(self.registry, lambda: self.launcher))
         self._runners: list[web.AppRunner] = []
@@ -106,7 +106,7 @@ class AppServer:
                              config.close_timeout, config.max_queued_messages, config.routes, config.max_http_body),
             self._session, self.registry.connections,
             chain=[rules, suite],  # the rules first; what no rule decides, the suite is asked
-            sinks=[LogSink(), suite, rules], gate=rules, hooks=rules, http_gate=rules,
+            sinks=[LogSink(), suite, rules, self.registry.tracer], gate=rules, hooks=rules, http_gate=rules,
         )  # fmt: skip
         control = web.Application()
         control.router.add_get("/", self._control_handler)

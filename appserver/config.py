@@ -46,6 +46,10 @@ class Config:
     max_queued_messages: int = 10_000
     max_control_message_size: int = 16 * 1024 * 1024
     max_http_body: int = 16 * 1024 * 1024
+    #: The trace (SPEC Part 5): on unless --no-trace; at most trace_limit events, trace_data_limit bytes each.
+    trace: bool = True
+    trace_limit: int = 20_000
+    trace_data_limit: int = 1024
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     log_level: str = "INFO"
     #: --route: (host glob, upstream) pairs, first match wins, for every WebSocket and HTTP request.
@@ -94,6 +98,20 @@ def _positive(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -172,6 +190,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-http-body", type=int, default=d.max_http_body, metavar="BYTES",
                    help="largest HTTP request body an http rule may look into; a larger one streams and the rule "
                         "sees no body (default %(default)s)")  # fmt: skip
+    p.add_argument("--trace-limit", type=_at_least_one, default=d.trace_limit, metavar="EVENTS",
+                   help="events the active suite's trace keeps (getTrace, exportTrace); the oldest go first, "
+                        "counted (default %(default)s)")  # fmt: skip
+    p.add_argument("--trace-data-limit", type=_not_negative, default=d.trace_data_limit, metavar="BYTES",
+                   help="bytes of a frame's or body's data the trace keeps (default %(default)s)")
+    p.add_argument("--no-trace", action="store_true", help="record no trace (getTrace then returns nothing)")
     p.add_argument("--allow-origin", action="append", default=None, metavar="PATTERN",
                    help="allow control connections from this browser Origin (glob, e.g. 'http://example.test:*'); "
                         "repeatable; connections without an Origin header are always allowed "
@@ -212,6 +236,9 @@ def from_args(argv: list[str] | None = None) -> Config:
         max_queued_messages=args.max_queued_messages,
         max_control_message_size=args.max_control_message_size,
         max_http_body=args.max_http_body,
+        trace=not args.no_trace,
+        trace_limit=args.trace_limit,
+        trace_data_limit=args.trace_data_limit,
         allowed_origins=DEFAULT_ORIGINS + tuple(args.allow_origin or ()),
         log_level=args.log_level,
         ipv6_loopback=not args.no_ipv6_loopback,

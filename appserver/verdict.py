@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.wire import ConnectionOpened, Frame
 
@@ -130,6 +130,16 @@ class Decider(Protocol):
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
         """The frame's verdict, or None: no opinion, the next link decides."""
         ...
+
+    def explain(self, connection_id: str, from_client: bool) -> str | None:
+        """Who gave this direction's last verdict, for the trace: a rule's id, "suite" (None: unknown)."""
+        ...
+
+
+class Decisions(Protocol):
+    """Where the rules and the suite record what they decided (the trace: appserver/trace/record.py)."""
+
+    def decision(self, connection_id: str | None, **fields: Any) -> None: ...
 
 
 class ConnectGate(Protocol):

@@ -29,16 +29,10 @@ from shared.constants import (
     EVENT_CONNECTION_CLOSED,
     EVENT_CONNECTION_OPENED,
     EVENT_RULE_MATCHED,
-    METHOD_ADD_RULES,
-    METHOD_CLEAR_RULES,
     METHOD_CLOSE_CONNECTION,
     METHOD_HTTP_REQUEST,
     METHOD_HTTP_RESPONSE,
     METHOD_INJECT,
-    METHOD_LIST_RULES,
-    METHOD_REMOVE_RULES,
-    METHOD_SEND_PING,
-    METHOD_WAIT_FOR_RULE,
     METHOD_START_INTERCEPTION,
     METHOD_TRANSFORM,
 )
@@ -46,7 +40,7 @@ from shared.context import Intercepted, InterceptionContext, Spy, Transform, _ma
 from shared.http_dialogue import PASS as HTTP_PASS
 from shared.http_dialogue import HttpExchange
 from shared.jsonrpc import Peer, PeerGone, RemoteError
-from shared.rules import Rule
+from shared.client_methods import ProxyMethods
 from shared.wire import (
     ConnectionClosed,
     ConnectionOpened,
@@ -73,7 +67,7 @@ class ProxyCallError(Exception):
         super().__init__(f"{method}: {self.proxy_message} (code {self.code})")
 
 
-class InterceptionClient:
+class InterceptionClient(ProxyMethods):
     """A control-API connection that becomes the active test suite."""
 
     def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, owns_session: bool) -> None:
@@ -152,34 +146,6 @@ class InterceptionClient:
         if reason is not None:
             params["reason"] = reason
         await self.call(METHOD_CLOSE_CONNECTION, params)
-
-    # --- rules (SPEC Part 3) --------------------------------------------------
-
-    async def add_rules(self, *rules: Rule | Mapping[str, Any], position: str = "append") -> list[str]:
-        """Add rules (all or nothing: ProxyCallError naming the bad one); their ids, in order."""
-        payload = [r.to_json() if isinstance(r, Rule) else dict(r) for r in rules]
-        result = await self.call(METHOD_ADD_RULES, {"rules": payload, "position": position})
-        return list(result["ids"])
-
-    async def remove_rules(self, *ids: str) -> int:
-        return int((await self.call(METHOD_REMOVE_RULES, {"ids": list(ids)}))["removed"])
-
-    async def clear_rules(self) -> int:
-        return int((await self.call(METHOD_CLEAR_RULES, {}))["removed"])
-
-    async def list_rules(self) -> list[dict[str, Any]]:
-        """Every rule as added, with ``matched`` and ``remaining``."""
-        return list((await self.call(METHOD_LIST_RULES, {}))["rules"])
-
-    async def wait_for_rule(self, rule_id: str, count: int = 1, timeout_ms: int = 10_000) -> int:
-        """Once the rule has matched ``count`` times in all (past matches count): its match count."""
-        params = {"id": rule_id, "count": count, "timeoutMs": timeout_ms}
-        result = await self.call(METHOD_WAIT_FOR_RULE, params, timeout=timeout_ms / 1000 + 10)
-        return int(result["matched"])
-
-    async def send_ping(self, connection_id: str, side: str, data: str = "") -> None:
-        """A WebSocket ping of our own to the client or the server; its pong stops at the proxy."""
-        await self.call(METHOD_SEND_PING, {"connectionID": connection_id, "side": side, "data": data})
 
     @contextlib.asynccontextmanager
     async def intercept(self) -> AsyncIterator[InterceptionContext]:

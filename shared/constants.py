@@ -33,6 +33,11 @@ EVENT_RULE_MATCHED: Final = "ruleMatched"
 METHOD_HTTP_REQUEST: Final = "transformInterceptedHttpRequest"
 METHOD_HTTP_RESPONSE: Final = "transformInterceptedHttpResponse"
 
+# The trace (SPEC Part 5)
+METHOD_GET_TRACE: Final = "getTrace"
+METHOD_CLEAR_TRACE: Final = "clearTrace"
+METHOD_EXPORT_TRACE: Final = "exportTrace"
+
 # Local-capture canary: plain-HTTP requests to this host are answered by the
 # redirector itself (204) and prove that capture is active (.invalid: RFC 6761).
 DEFAULT_CANARY_HOST: Final = "interception-proxy-canary.invalid"

@@ -13,6 +13,7 @@ from appserver.capture.launcher import LaunchError
 from appserver.capture.spec import CaptureSpec, ProxyMode
 from appserver.control.registry import Registry
 from appserver.control.rule_methods import make_rule_methods
+from appserver.control.trace_methods import make_trace_methods
 from appserver.control.session import ControlSession
 from appserver.errors import InterceptionFailed
 from appserver.relay.lifecycle import Side
@@ -87,6 +88,7 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
 
     return {
         **make_rule_methods(registry),
+        **make_trace_methods(registry),
         METHOD_START_INTERCEPTION: start_interception,
         METHOD_INJECT: inject_message,
         METHOD_CLOSE_CONNECTION: close_connection,

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from appserver.control.session import ControlSession
 from appserver.errors import SuiteAlreadyActive
 from appserver.relay.events import Closed, Event, Opened
-from appserver.verdict import DROP, PASS, Replace, Verdict
+from appserver.verdict import DROP, PASS, Decisions, Replace, Verdict
 from shared.constants import EVENT_CONNECTION_CLOSED, EVENT_CONNECTION_OPENED, METHOD_TRANSFORM
 from shared.jsonrpc import PeerGone, RemoteError
 from shared import ably
@@ -28,9 +28,12 @@ class ActiveSuite:
     #: Only connections opening and closing are notified; frames are asked about, not published.
     frames = False
 
-    def __init__(self, transform_timeout: float, message_id: Callable[[], str]) -> None:
+    def __init__(self, transform_timeout: float, message_id: Callable[[], str],
+                 decisions: Decisions | None = None) -> None:  # fmt: skip
         self.transform_timeout = transform_timeout
         self._message_id = message_id
+        #: Where the suite's answers are recorded (the trace), set by the app.
+        self.decisions = decisions
         self.active: ControlSession | None = None
         #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
         self.decoded = False
@@ -68,6 +71,13 @@ class ActiveSuite:
         elif isinstance(event, Closed):
             await suite.notify(EVENT_CONNECTION_CLOSED, event.closed.to_json())
 
+    def explain(self, connection_id: str, from_client: bool) -> str | None:
+        return "suite"  # it only has an opinion when it was asked
+
+    def _answered(self, connection_id: str | None, answer: str, **fields: Any) -> None:
+        if self.decisions is not None:
+            self.decisions.decision(connection_id, by="suite", answer=answer, **fields)
+
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
         """The last link of the chain: the suite's verdict, or None (no opinion) when there is no suite."""
         if self.active is None:
@@ -80,14 +90,22 @@ class ActiveSuite:
         suite = self.active
         if suite is None:
             return None
+        exchange = params.get("connectionID")
         try:
-            return await suite.call(method, params, self.transform_timeout)
+            answer = await suite.call(method, params, self.transform_timeout)
         except PeerGone:
             log.debug("%s released unchanged: the test suite went away", what)
+            self._answered(exchange, "gone", event=method, id=params.get("id"))
         except TimeoutError:
             log.error("%s passed on unchanged: no answer within %gs", what, self.transform_timeout)
+            self._answered(exchange, "timeout", event=method, id=params.get("id"))
         except RemoteError as exc:
             log.error("%s passed on unchanged: the test suite answered with an error: %s", what, exc)
+            self._answered(exchange, "error", event=method, id=params.get("id"), error=str(exc))
+        else:
+            action = answer.get("action") if isinstance(answer, dict) else None
+            self._answered(exchange, str(action), event=method, id=params.get("id"))
+            return answer
         return None
 
     def next_id(self) -> str:
@@ -105,21 +123,29 @@ class ActiveSuite:
         fmt = ably.Format.for_frame(frame.type is MessageType.BINARY)
         if self.decoded:
             params["message"] = decoded_or_none(frame, fmt)
+        asked = {"event": "message", "fromClient": from_client, "id": message.id}
+        if rule_id is not None:
+            asked["ruleId"] = rule_id
         try:
             raw = await suite.call(METHOD_TRANSFORM, params, self.transform_timeout)
             result = TransformResult.from_json(raw, sent=frame, sent_data=params["data"], fmt=fmt)
         except PeerGone:
             log.debug("message %s released unchanged: the test suite went away", message.id)
+            self._answered(connection_id, "gone", **asked)
             return PASS
         except TimeoutError:
             log.error("message %s passed on unchanged: no answer within %gs", message.id, self.transform_timeout)
+            self._answered(connection_id, "timeout", **asked)
             return PASS
         except (RemoteError, WireError) as exc:
             log.error("message %s passed on unchanged: the test suite's answer was unusable: %s", message.id, exc)
+            self._answered(connection_id, "error", error=str(exc), **asked)
             return PASS
         if result.action is not Action.REPLACE:
+            self._answered(connection_id, "drop", **asked)
             return DROP
         assert result.frame is not None
+        self._answered(connection_id, "pass" if result.frame is frame else "replace", **asked)
         return PASS if result.frame is frame else Replace(result.frame)
 
 

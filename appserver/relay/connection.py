@@ -38,6 +38,7 @@ class Connection:
         remote: str | None = None,
         hooks: ConnectionHooks | None = None,
         effects: tuple[Effect, ...] = (),
+        upstream_url: str | None = None,
     ) -> None:
         self.info = info
         self.id = info.id
@@ -47,14 +48,17 @@ class Connection:
         self._frame_sinks = tuple(s for s in sinks if s.frames)
         self._max_queued = max_queued
         self._remote = remote
-        self.controls = Controls(info.id, hooks)
+        self.controls = Controls(info.id, hooks, sinks=self._frame_sinks)
+        self._upstream_url = upstream_url
+        #: Per direction, the link of the chain that gave the last verdict (what Decided says decided it).
+        self._deciders: dict[Side, Decider | None] = {Side.CLIENT: None, Side.SERVER: None}
         self._initial_effects = effects  # decided on connect (e.g. silence)
         self._queues: dict[Side, asyncio.Queue[Any]] = {}
         self.first_end: tuple[ClosedBy, End] | None = None
 
     async def run(self) -> None:
         """Publish Opened, relay until both legs are closed, publish Closed."""
-        await publish(self._sinks, Opened(self.info, self._remote))
+        await publish(self._sinks, Opened(self.info, self._remote, self._upstream_url))
         client, upstream = self.legs[Side.CLIENT], self.legs[Side.SERVER]
         self._queues = {side: asyncio.Queue(self._max_queued) for side in Side}
         timers: set[asyncio.Task[None]] = set()
@@ -126,13 +130,15 @@ class Connection:
     def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Verdict]]:
         from_client = source is Side.CLIENT
 
-        chain, connection_id = self._chain, self.id
+        chain, connection_id, deciders = self._chain, self.id, self._deciders
 
         async def verdict(frame: Frame) -> Verdict:
             for decider in chain:  # in order; the first opinion decides, none: pass
                 found = await decider.decide(connection_id, frame, from_client)
                 if found is not None:
+                    deciders[source] = decider
                     return found
+            deciders[source] = None
             return PASS
 
         return verdict
@@ -141,9 +147,12 @@ class Connection:
         if not self._frame_sinks:
             return None
         from_client = source is Side.CLIENT
+        sinks, connection_id, deciders = self._frame_sinks, self.id, self._deciders
 
         async def decided(frame: Frame, verdict: Verdict) -> None:
-            await publish(self._frame_sinks, Decided(self.id, from_client, frame, verdict))
+            decider = deciders[source]
+            by = None if decider is None else decider.explain(connection_id, from_client)
+            await publish(sinks, Decided(connection_id, from_client, frame, verdict, by))
 
         return decided
 

@@ -59,6 +59,7 @@ class ProxyEndpoint:
         self._connections = connections
         self._chain = tuple(chain)
         self._sinks = tuple(sinks)
+        self._frame_sinks = tuple(sink for sink in sinks if sink.frames)
         self._gate = gate
         self._hooks = hooks
         self._http_gate = http_gate
@@ -73,7 +74,7 @@ class ProxyEndpoint:
             route = route_for(meant.raw_authority, s.routes)
             forward_to = routed_url(meant, route) if route is not None else meant
             return await relay_http(request, self._session, meant, forward_to, s.upstream_ssl, self._http_gate,
-                                    s.max_http_body)  # fmt: skip
+                                    s.max_http_body, self._frame_sinks)  # fmt: skip
         try:
             target = target_of(request, s.default_upstream)
         except BadTarget as exc:
@@ -106,11 +107,11 @@ class ProxyEndpoint:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("upstream %s could not be reached: %r", target.url, exc)
             return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
-        return await self._relay(request, info, upstream, verdict.effects)
+        return await self._relay(request, info, upstream, verdict.effects, str(target.url))
 
     async def _relay(
         self, request: web.Request, info: ConnectionOpened, upstream: aiohttp.ClientWebSocketResponse,
-        effects: tuple[Effect, ...],
+        effects: tuple[Effect, ...], upstream_url: str,
     ) -> web.StreamResponse:  # fmt: skip
         ws = upstreams.answer_like(upstream)
         try:
@@ -130,6 +131,7 @@ class ProxyEndpoint:
             request.remote,
             self._hooks,
             effects,
+            upstream_url,
         )
         with self._connections.track(connection), upstreams.released(upstream):
             await connection.run()

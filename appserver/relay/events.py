@@ -1,11 +1,12 @@
 """What a connection publishes about itself, and the sinks that watch it.
 
 A connection hands every event to each of its sinks in order: opened, each
-frame with its verdict, each injection, closed. The relay never calls an
-observer by name: the suite's JSON-RPC notifications are one sink
-(control/suite.py), the INFO/DEBUG log is another (:class:`LogSink`), and a
-trace will be a third. A sink whose ``frames`` is False is not given the
-per-frame events, so watching only opens and closes costs a frame nothing.
+frame with its verdict, each ping and pong, each injection, closed; a plain
+HTTP exchange hands over its request and its response. The relay never calls
+an observer by name: the suite's JSON-RPC notifications are one sink
+(control/suite.py), the INFO/DEBUG log is another (:class:`LogSink`), the
+trace a third (appserver/trace). A sink whose ``frames`` is False is given
+only opens and closes, so watching those costs a frame nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Opened:
 
     info: ConnectionOpened
     remote: str | None  # the client's address, as the proxy endpoint saw it
+    upstream: str | None = None  # the URL dialled (after routes); None: answered by the proxy alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,19 @@ class Decided:
     from_client: bool
     frame: Frame
     verdict: Verdict
+    by: str | None = None  # the rule that decided (its id), "suite", or None: nobody had an opinion
+
+
+@dataclass(frozen=True, slots=True)
+class Pinged:
+    """A ping or pong from one leg, and what became of it (``relayed``, ``dropped``, ``delayed``, ``silenced``,
+    or ``answered``: the pong to the suite's own ping, which ends here)."""
+
+    connection_id: str
+    from_client: bool
+    kind: str  # "ping" | "pong"
+    payload: bytes
+    fate: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +72,32 @@ class Closed:
     url: str
 
 
-Event = Opened | Decided | Injected | Closed
+@dataclass(frozen=True, slots=True)
+class HttpRequested:
+    """A plain HTTP request has arrived (``info.id`` names the exchange); its body when it was read whole."""
+
+    info: ConnectionOpened
+    method: str
+    body: bytes | None
+    remote: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswered:
+    """What the client got: the status and headers, how many body bytes and the first of them, where it came
+    from (``upstream`` URL, or None: made by the proxy), and how it ended (``complete``, ``dropped``,
+    ``upstream failed``, ``client gone``)."""
+
+    exchange_id: str
+    status: int | None
+    headers: tuple[tuple[str, str], ...]
+    size: int
+    head: bytes
+    upstream: str | None
+    outcome: str = "complete"
+
+
+Event = Opened | Decided | Pinged | Injected | Closed | HttpRequested | HttpAnswered
 
 
 class Sink(Protocol):
@@ -90,6 +130,9 @@ class LogSink:
                 " [replaced]" if isinstance(event.verdict, Replace) else ""  # fmt: skip
             log.debug("connection %s %s %s%s", event.connection_id, ">" if event.from_client else "<",
                       ably.describe(event.frame.data), fate)  # fmt: skip
-        else:
+        elif isinstance(event, Injected):
             log.debug("connection %s %s injected %s", event.connection_id, ">" if event.from_client else "<",
                       ably.describe(event.frame.data))  # fmt: skip
+        elif isinstance(event, Pinged):
+            log.debug("connection %s %s %s (%s)", event.connection_id, ">" if event.from_client else "<",
+                      event.kind, event.fate)  # fmt: skip

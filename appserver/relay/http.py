@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from ssl import SSLContext
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from appserver.relay.events import HttpAnswered, HttpRequested, Sink, publish
 from appserver.relay.headers import end_to_end, without_test_headers
 from appserver.relay.http_verdicts import Outgoing, before_forwarding, client_gone, http_info, made_here, read_bounded, whole
 from appserver.verdict import HttpGate
+from shared.wire import ConnectionOpened
 
 log = logging.getLogger(__name__)
 
@@ -34,38 +36,63 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024  # --max-http-body
 #: A body of known length up to this is copied without watching for the client to go away meanwhile
 #: (two tasks a request): it cannot keep the upstream request open for long.
 WATCH_ABOVE = 256 * 1024
+#: How much of a body the sinks are given (the trace keeps at most its own --trace-data-limit of it).
+HEAD = 64 * 1024
 
 
 async def relay_http(
     request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, ssl: SSLContext | bool,
-    gate: HttpGate | None = None, max_body: int = DEFAULT_MAX_BODY,
+    gate: HttpGate | None = None, max_body: int = DEFAULT_MAX_BODY, sinks: Sequence[Sink] = (),
 ) -> web.StreamResponse:  # fmt: skip
-    """Relay one request to ``target``; ``meant`` is where the client meant it to go (what rules see)."""
+    """Relay one request to ``target``; ``meant`` is where the client meant it to go (what rules see).
+    ``sinks`` (per-frame sinks: the trace) are told of the request and of what the client got."""
+    tally = Tally()
+    info = http_info(request, meant) if gate is not None or sinks else None
+    response = await _exchange(request, session, meant, target, ssl, gate, max_body, sinks, info, tally)
+    if sinks and info is not None:
+        if isinstance(response, web.Response):  # made whole: by the proxy, or read whole and changed
+            tally.size = len(response.body) if isinstance(response.body, bytes) else 0
+            tally.head = response.body[:HEAD] if isinstance(response.body, bytes) else b""
+        status = None if tally.outcome == "dropped" else response.status
+        await publish(sinks, HttpAnswered(info.id, status, tuple(response.headers.items()), tally.size, tally.head,
+                                          tally.upstream, tally.outcome))  # fmt: skip
+    return response
+
+
+async def _exchange(
+    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, ssl: SSLContext | bool,
+    gate: HttpGate | None, max_body: int, sinks: Sequence[Sink], info: ConnectionOpened | None, tally: Tally,
+) -> web.StreamResponse:  # fmt: skip
     body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if request.body_exists else None
     out = Outgoing(request.method, target, without_test_headers(end_to_end(request.headers)), body)
-    if gate is not None:
-        info = http_info(request, meant)
-        read = None
-        if request.body_exists and gate.wants_body(info, request.method):
-            read, out.body = await read_bounded(request, max_body)
-            if read is None:
-                log.info("%s %s: body over --max-http-body (%d bytes): streamed, rules see no body",
-                         request.method, meant, max_body)  # fmt: skip
+    read = None
+    if gate is not None and info is not None and request.body_exists and gate.wants_body(info, request.method):
+        read, out.body = await read_bounded(request, max_body)
+        if read is None:
+            log.info("%s %s: body over --max-http-body (%d bytes): streamed, rules see no body",
+                     request.method, meant, max_body)  # fmt: skip
+    if sinks and info is not None:
+        await publish(sinks, HttpRequested(info, request.method, read, request.remote))
+    if gate is not None and info is not None:
         verdict = await gate.decide_http(info, request.method, read)
         early = await before_forwarding(request, verdict, meant)
         if early is not None:
+            tally.outcome = "dropped" if verdict.drop is not None or early.status == 499 else "complete"
             return early
         if verdict.route is not None:
             out.url = URL(f"{verdict.route.proto}://{verdict.route.host}{meant.raw_path_qs}", encoded=True)
         if verdict.request is not None:
             out.apply(verdict.request)
         if verdict.edit is not None or verdict.transform_response is not None:
+            tally.upstream = str(out.url)
             return await whole(request, session, out, ssl, max_body, verdict, gate, info)
+    tally.upstream = str(out.url)
     try:
         upstream = await session.request(out.method, out.url, headers=out.headers, data=out.body,
                                          allow_redirects=False, auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.info("could not relay %s %s: %r", out.method, out.url, exc)
+        tally.upstream = None
         return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
     target = out.url
     finished = False
@@ -77,16 +104,18 @@ async def relay_http(
         await response.prepare(request)
         length = upstream.content_length
         if length is not None and length <= WATCH_ABOVE:
-            failure = await _copied(upstream, response)  # short: a client gone shows as a failed write
+            failure = await _copied(upstream, response, tally)  # short: a client gone shows as a failed write
         else:
-            failure = await _copied_watching(request, upstream, response)
+            failure = await _copied_watching(request, upstream, response, tally)
         if isinstance(failure, ClientGone):
             log.info("the client of %s %s went away mid-body: the upstream request is abandoned",
                      request.method, target)  # fmt: skip
+            tally.outcome = "client gone"
             return response
         if failure is not None:
             # The upstream failed mid-body: so does the client's response (no clean end it could trust).
             log.info("upstream %s failed mid-body: %r; dropping the client's connection", target, failure)
+            tally.outcome = "upstream failed"
             if request.transport is not None:
                 request.transport.abort()
             return response
@@ -101,20 +130,33 @@ async def relay_http(
             upstream.close()  # not read to its end: the connection goes, and the upstream sees it go
 
 
-async def _copied(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> BaseException | None:
+class Tally:
+    """What the client got of a relayed body (for the sinks): how much, its first bytes, how it ended."""
+
+    __slots__ = ("size", "head", "upstream", "outcome")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.head = b""
+        self.upstream: str | None = None
+        self.outcome = "complete"
+
+
+async def _copied(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                  tally: Tally) -> BaseException | None:  # fmt: skip
     """Copy the body; None, or why it stopped (ClientGone, or the upstream's error)."""
     try:
-        await _copy_body(upstream, response)
+        await _copy_body(upstream, response, tally)
     except (ClientGone, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         return exc
     return None
 
 
-async def _copied_watching(request: web.Request, upstream: aiohttp.ClientResponse,
-                           response: web.StreamResponse) -> BaseException | None:  # fmt: skip
+async def _copied_watching(request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+                           tally: Tally) -> BaseException | None:  # fmt: skip
     """Copy the body while watching the client: one that goes away while the upstream is silent (a long
     poll, a stream) ends the upstream request too (aiohttp does not cancel the handler for us)."""
-    copying: asyncio.Future[BaseException | None] = asyncio.ensure_future(_copied(upstream, response))
+    copying: asyncio.Future[BaseException | None] = asyncio.ensure_future(_copied(upstream, response, tally))
     watching: asyncio.Future[BaseException | None] = asyncio.ensure_future(_gone(request))
     done: set[asyncio.Future[BaseException | None]] = set()
     try:
@@ -136,10 +178,13 @@ class ClientGone(Exception):
     """Writing to the client failed: it went away."""
 
 
-async def _copy_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse) -> None:
+async def _copy_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse, tally: Tally) -> None:
     """Chunk by chunk as they come; ClientGone when the client went away, aiohttp's errors
     (ClientPayloadError, ClientConnectionError) when the upstream failed."""
     async for chunk in upstream.content.iter_chunked(CHUNK):
+        if not tally.size:
+            tally.head = chunk[:HEAD]
+        tally.size += len(chunk)
         try:
             await response.write(chunk)
         except ConnectionError as exc:  # aiohttp's server side raises its client-flavoured reset error

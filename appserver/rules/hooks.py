@@ -20,7 +20,7 @@ from appserver.rules.http_dialogue import (parse_request_answer, parse_response_
 from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match
 from appserver.rules.subject import Subject
-from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect,
+from appserver.verdict import (ADMIT, Decisions, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect,
                                HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
@@ -44,11 +44,14 @@ class Rules:
     #: A sink for Opened/Closed only (to know each connection's handshake).
     frames = False
 
-    def __init__(self, suite: Suite, message_id: Callable[[], str]) -> None:
+    def __init__(self, suite: Suite, message_id: Callable[[], str], decisions: Decisions | None = None) -> None:
         self.ruleset = RuleSet()
         self._suite = suite
         self._message_id = message_id
+        self._decisions = decisions
         self._handshakes: dict[str, ConnectionOpened] = {}
+        #: Per (connection, from_client): the rule that decided its last frame (or "suite": it was asked).
+        self._decided_by: dict[tuple[str, bool], str] = {}
 
     # -- the sink ---------------------------------------------------------------------------
 
@@ -57,6 +60,11 @@ class Rules:
             self._handshakes[event.info.id] = event.info
         elif isinstance(event, Closed):
             self._handshakes.pop(event.closed.id, None)
+            self._decided_by.pop((event.closed.id, True), None)
+            self._decided_by.pop((event.closed.id, False), None)
+
+    def explain(self, connection_id: str, from_client: bool) -> str | None:
+        return self._decided_by.get((connection_id, from_client))
 
     # -- data frames: the first link of the chain -------------------------------------------
 
@@ -67,6 +75,7 @@ class Rules:
         catch_all = ruleset.leading_catch_all
         if catch_all is not None:  # e.g. {match: {}, action: pass} alone: one counter, no subject
             count_match(catch_all)
+            self._decided_by[connection_id, from_client] = catch_all.id
             return catch_all.constant  # type: ignore[no-any-return]
         handshake = self._handshakes.get(connection_id)
         if handshake is None:
@@ -75,8 +84,10 @@ class Rules:
         outcome = self._evaluate(subject)
         if outcome is None:
             return None
-        if outcome.decided_by is not None and outcome.decided_by.constant is not None and not outcome.effects:
-            return outcome.decided_by.constant  # type: ignore[no-any-return]  # the fast path: pass or drop
+        decided_by = outcome.decided_by
+        self._decided_by[connection_id, from_client] = decided_by.id if decided_by is not None else "suite"
+        if decided_by is not None and decided_by.constant is not None and not outcome.effects:
+            return decided_by.constant  # type: ignore[no-any-return]  # the fast path: pass or drop
         effects = self._effects(outcome, subject)
         if outcome.decided_by is None and not effects:
             return None  # only observers: the dialogue decides, as if no rule were there
@@ -212,7 +223,7 @@ class Rules:
                                  response: HttpResponse) -> HttpResponse | HttpDrop:  # fmt: skip
         exchange = self._suite.next_id()
         what = f"HTTP response {exchange} ({response.status} for {info.url})"
-        raw = await self._suite.ask_raw(METHOD_HTTP_RESPONSE, response_params(exchange, response), what)
+        raw = await self._suite.ask_raw(METHOD_HTTP_RESPONSE, response_params(exchange, info, response), what)
         if raw is None:
             return response
         try:
@@ -234,7 +245,23 @@ class Rules:
         if outcome is not None:
             for rule in outcome.notify:
                 self._suite.notify_soon(EVENT_RULE_MATCHED, self._matched(rule, subject, extra))
+            if self._decisions is not None and subject.event != "message" and (outcome.fate or outcome.effects):
+                self._record(subject, outcome)
         return outcome
+
+    def _record(self, subject: Subject, outcome: Outcome) -> None:
+        """A decision about anything but a frame (a frame's is on its own trace event): which rule, what."""
+        assert self._decisions is not None
+        fields: dict[str, Any] = {"event": subject.event}
+        if subject.from_client is not None:
+            fields["fromClient"] = subject.from_client
+        if outcome.decided_by is not None and outcome.fate is not None:
+            fields.update(ruleId=outcome.decided_by.id, action=outcome.fate.name)
+        if outcome.effects:
+            fields["effects"] = [{"ruleId": rule.id, "action": unit.name} for rule, unit in outcome.effects]
+        if subject.event in ("connect", "http"):
+            fields["url"] = subject.handshake.url
+        self._decisions.decision(subject.connection_id, **fields)
 
     def _effects(self, outcome: Outcome, subject: Subject) -> tuple[Effect, ...]:
         effects: list[Effect] = []

@@ -24,15 +24,15 @@ CONTENT_TYPES = {"json": "application/json", "body": "text/plain; charset=utf-8"
 
 def request_params(exchange_id: str, info: ConnectionOpened, method: str, body: bytes | None,
                    rule_id: str | None) -> dict[str, Any]:  # fmt: skip
-    params: dict[str, Any] = {"id": exchange_id, "method": method, "url": info.url, "headers": info.headers,
+    params: dict[str, Any] = {"id": exchange_id, "connectionID": info.id, "method": method, "url": info.url, "headers": info.headers,
                               "body": base64.b64encode(body or b"").decode("ascii")}  # fmt: skip
     if rule_id is not None:
         params["ruleId"] = rule_id
     return params
 
 
-def response_params(exchange_id: str, response: HttpResponse) -> dict[str, Any]:
-    return {"id": exchange_id, "status": response.status, "headers": dict(response.headers),
+def response_params(exchange_id: str, info: ConnectionOpened, response: HttpResponse) -> dict[str, Any]:
+    return {"id": exchange_id, "connectionID": info.id, "status": response.status, "headers": dict(response.headers),
             "body": base64.b64encode(response.body).decode("ascii")}  # fmt: skip
 
 
