@@ -131,9 +131,9 @@ class Decider(Protocol):
         """The frame's verdict, or None: no opinion, the next link decides."""
         ...
 
-    def explain(self, connection_id: str, from_client: bool) -> str | None:
-        """Who gave this direction's last verdict, for the trace: a rule's id, "suite" (None: unknown)."""
-        ...
+    #: Who gave the verdict decide() returned last, for the trace: a rule's id, "suite" (None: unknown). Read
+    #: right after decide() returns, with no suspension in between.
+    decided_by: str | None
 
 
 class Decisions(Protocol):

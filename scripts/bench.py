@@ -110,11 +110,13 @@ def HTTP_WORKLOADS(quick: bool) -> list[Workload]:  # noqa: N802 - a table, as t
 #: would measure the relay again.
 HTTP_VARIANTS = ("direct", "relay", "mitm")
 
-VARIANTS = ("direct", "suite", "relay", "pass", "observe", "mitm")
-PROXIED = ("suite", "relay", "pass", "observe", "mitm")
+VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "mitm")
+PROXIED = ("suite", "relay", "pass", "observe", "untraced", "mitm")
+#: Served by a second app server started with --no-trace (issue 14: what the trace costs): the catch-all rule.
+UNTRACED = "untraced"
 WITH_SUITE = ("suite", "mitm")  # every message a transform round trip
 #: The suite of each variant: the rules it adds (None: no suite at all).
-SUITE_OF = {"suite": "", "mitm": "", "pass": "pass", "observe": "observe"}
+SUITE_OF = {"suite": "", "mitm": "", "pass": "pass", "observe": "observe", UNTRACED: "pass"}
 SUITE_RULES: dict[str, list[dict[str, Any]]] = {
     "": [],
     "pass": [{"match": {}, "action": {"type": "pass"}}],  # the dialogue off: rules decide everything
@@ -244,7 +246,7 @@ class Harness:
         self.log_dir = log_dir
         self.stack = stack
         self.children: list[Child] = []
-        self.suite_attached: str | None = None
+        self.suite_attached: tuple[str, int] | None = None  # its rules, and the control port attached to
 
     def start(self, name: str, args: list[str], talks: bool, sig: int = signal.SIGTERM) -> Child:
         child = Child(name, args, self.log_dir, talks)
@@ -263,6 +265,15 @@ class Harness:
         ], talks=False)  # fmt: skip
         wait_listening(self.appserver, self.control_port)
         wait_listening(self.appserver, self.proxy_port)
+        self.untraced: Child | None = None
+        if UNTRACED in self.args.variant_list:
+            self.untraced_control, self.untraced_proxy = free_ports(2)
+            self.untraced = self.start("appserver-untraced", [
+                py, "-m", "appserver", "--no-mitmproxy", "--no-trace", "--control-host", HOST, "--proxy-host", HOST,
+                "--control-port", str(self.untraced_control), "--proxy-port", str(self.untraced_proxy),
+            ], talks=False)  # fmt: skip
+            wait_listening(self.untraced, self.untraced_control)
+            wait_listening(self.untraced, self.untraced_proxy)
         self.suite = self.start("suite", [py, str(SCRIPTS / "bench_suite.py")], talks=True)
         self.client = self.start("client", [py, str(SCRIPTS / "bench_client.py")], talks=True)
         self.client.request({"op": "ping"}, 20)
@@ -271,19 +282,26 @@ class Harness:
             self.mitmdump = self.start("mitmdump", mitmdump_args(self), talks=False)
             wait_listening(self.mitmdump, self.mitm_port, timeout=60)
 
-    def set_suite(self, rules: str | None) -> None:
+    def set_suite(self, rules: str | None, control_port: int) -> None:
         """No suite (None), or one attached with these rules: "" (none: every message asked), "pass", "observe"."""
-        if rules == self.suite_attached:
+        wanted = None if rules is None else (rules, control_port)
+        if wanted == self.suite_attached:
             return
         if self.suite_attached is not None:
             self.suite.request({"op": "detach"}, 30)
             time.sleep(0.05)  # let the app server release the session before traffic flows
         if rules is not None:
-            answer = self.suite.request({"op": "attach", "url": f"ws://{HOST}:{self.control_port}/",
+            answer = self.suite.request({"op": "attach", "url": f"ws://{HOST}:{control_port}/",
                                          "rules": SUITE_RULES[rules]}, 30)  # fmt: skip
             if not answer.get("ok"):
                 raise RuntimeError(f"the bench suite could not attach: {answer}")
-        self.suite_attached = rules
+        self.suite_attached = wanted
+
+    def server_of(self, variant: str) -> tuple[Child, int, int]:
+        """The app server a variant runs through: the process, its control port, its proxy port."""
+        if variant == UNTRACED and self.untraced is not None:
+            return self.untraced, self.untraced_control, self.untraced_proxy
+        return self.appserver, self.control_port, self.proxy_port
 
     def endpoint(self, variant: str, workload: Workload | None = None) -> dict[str, Any]:
         if workload is not None and workload.kind == "http":
@@ -302,15 +320,16 @@ class Harness:
             # mitmproxy refuses; with http:// the request line is one mitmproxy accepts.
             return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
         headers = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "ws"}
-        return {"url": f"ws://{HOST}:{self.proxy_port}{path}", "headers": headers}
+        return {"url": f"ws://{HOST}:{self.server_of(variant)[2]}{path}", "headers": headers}
 
     def run_job(self, variant: str, workload: Workload, cell: Cell | None) -> None:
-        self.set_suite(SUITE_OF.get(variant))
+        server, control_port, _ = self.server_of(variant)
+        self.set_suite(SUITE_OF.get(variant), control_port)
         timeout = self.args.job_timeout
         answered = self.suite.request({"op": "stats"}, 10)["answered"]
-        before = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
+        before = (cpu_ticks(server.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
         result = self.client.request({**workload.job(timeout), **self.endpoint(variant, workload)}, timeout + 10)
-        after = (cpu_ticks(self.appserver.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
+        after = (cpu_ticks(server.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
         if cell is None:
             return
         if "rtt_us" in result:
@@ -453,6 +472,7 @@ TARGETS = [
      True),
 ]
 RSS_LIMIT_MB = 60
+TRACE_COST_LIMIT = 0.9  # tracing on costs at most 10 % of the throughput with it off
 CHURN_CONNECTIONS = 3_000
 CHURN_GROWTH_LIMIT_MB = 5
 
@@ -470,6 +490,14 @@ def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]
         value = round(rss["after_20x500_first_round_kb"] / 1024, 1)
         checks.append({"target": "RSS after the 20-conn job, round 1 (MB)", "value": value, "op": "<=",
                        "limit": RSS_LIMIT_MB, "ratio": False, "met": value <= RSS_LIMIT_MB})  # fmt: skip
+    for key, conns in (("tput1", "1 conn"), ("tput20", "20 conns")):  # issue 14: what the trace costs
+        traced = figs.get("pass", {}).get(key, {}).get("msgs_per_s")
+        untraced = figs.get(UNTRACED, {}).get(key, {}).get("msgs_per_s")
+        if traced and untraced:
+            value = round(traced / untraced, 2)
+            checks.append({"target": f"catch-all pass rule, tracing on / off: throughput, {conns}", "value": value,
+                           "op": ">=", "limit": TRACE_COST_LIMIT, "ratio": True,
+                           "met": value >= TRACE_COST_LIMIT})  # fmt: skip
     if "churn" in rss:
         growth = round((rss["churn"]["after_kb"] - rss["churn"]["before_kb"]) / 1024, 1)
         checks.append({"target": f"RSS growth over {rss['churn']['connections']:,} connections (MB)", "value": growth,
@@ -553,14 +581,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: a few hundred messages per job, 1 round")
     p.add_argument("--rounds", type=int, help="rounds of every job on every variant (default 3; 1 with --quick)")
     p.add_argument("--mitmdump", action="store_true", help="add the variant through mitmdump + the app server")
-    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:5])}[,mitm]")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:6])}[,mitm]")
     p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k,http100,http1m")
     p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
                    "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one job may take (default 120)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    chosen = args.variants.split(",") if args.variants else [*VARIANTS[:5], *(["mitm"] if args.mitmdump else [])]
+    chosen = args.variants.split(",") if args.variants else [*VARIANTS[:6], *(["mitm"] if args.mitmdump else [])]
     unknown = set(chosen) - set(VARIANTS)
     if unknown or ("mitm" in chosen and not args.mitmdump):
         p.error(f"unknown variants {sorted(unknown)}" if unknown else "the mitm variant needs --mitmdump")

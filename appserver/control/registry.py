@@ -21,7 +21,8 @@ class Registry:
         self.suite = suite
         self.connections = connections
         #: The active suite's trace (SPEC Part 5): a sink on every connection, gone with the suite.
-        self.tracer = Tracer(lambda: suite.active, trace_limit, trace_data_limit, enabled=trace)
+        self.tracer = Tracer(trace_limit, trace_data_limit, enabled=trace)
+        suite.on_claim.append(self.tracer.start)
         suite.decisions = self.tracer
         #: The active suite's rules (SPEC Part 3): gone with it.
         self.rules = Rules(suite, message_id, self.tracer)

@@ -37,7 +37,8 @@ class ActiveSuite:
         self.active: ControlSession | None = None
         #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
         self.decoded = False
-        #: Called when the active suite goes away (its rules go with it).
+        #: Called when a suite becomes the active one, and when the active suite goes away (its rules go with it).
+        self.on_claim: list[Callable[[], None]] = []
         self.on_release: list[Callable[[], None]] = []
 
     def claim(self, session: ControlSession) -> None:
@@ -47,6 +48,9 @@ class ActiveSuite:
             )
         if self.active is None:
             log.info("control session %d is now the active test suite", session.id)
+            self.active = session
+            for callback in self.on_claim:
+                callback()
         self.active = session
 
     def release(self, session: ControlSession) -> None:
@@ -71,8 +75,14 @@ class ActiveSuite:
         elif isinstance(event, Closed):
             await suite.notify(EVENT_CONNECTION_CLOSED, event.closed.to_json())
 
-    def explain(self, connection_id: str, from_client: bool) -> str | None:
-        return "suite"  # it only has an opinion when it was asked
+    def seen(self, event: Any) -> None:
+        """Not a frame sink (``frames`` is False): never told per-frame events."""
+
+    def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
+        """Not a frame sink."""
+
+    #: It only has an opinion when it was asked.
+    decided_by: str | None = "suite"
 
     def _answered(self, connection_id: str | None, answer: str, **fields: Any) -> None:
         if self.decisions is not None:

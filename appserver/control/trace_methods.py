@@ -26,7 +26,7 @@ def make_trace_methods(registry: Registry) -> dict[str, Method]:
         if "connectionID" not in params:
             return None
         connection_id: str = require(params, "connectionID", str)
-        known = trace is not None and connection_id in trace.connections
+        known = trace is not None and trace.knows(connection_id)
         if not known and registry.connections.get(connection_id) is None:
             raise UnknownConnection(f"no connection or HTTP exchange {connection_id!r} in this suite's trace")
         return connection_id

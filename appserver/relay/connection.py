@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import WSMsgType
 
 from appserver.errors import LegClosed
-from appserver.relay.events import Closed, Decided, Injected, Opened, Sink, publish
+from appserver.relay.events import Closed, Injected, Opened, Sink, publish, tell
 from appserver.relay.leg import Controls, Leg, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay.pump import OnDecided, ProxyEnd, pass_on_end, pump
@@ -50,8 +50,8 @@ class Connection:
         self._remote = remote
         self.controls = Controls(info.id, hooks, sinks=self._frame_sinks)
         self._upstream_url = upstream_url
-        #: Per direction, the link of the chain that gave the last verdict (what Decided says decided it).
-        self._deciders: dict[Side, Decider | None] = {Side.CLIENT: None, Side.SERVER: None}
+        #: Per direction, the link of the chain that gave the last verdict (who the sinks are told decided).
+        self._deciders: dict[Side, list[Decider | None]] = {Side.CLIENT: [None], Side.SERVER: [None]}
         self._initial_effects = effects  # decided on connect (e.g. silence)
         self._queues: dict[Side, asyncio.Queue[Any]] = {}
         self.first_end: tuple[ClosedBy, End] | None = None
@@ -130,15 +130,15 @@ class Connection:
     def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Verdict]]:
         from_client = source is Side.CLIENT
 
-        chain, connection_id, deciders = self._chain, self.id, self._deciders
+        chain, connection_id, last = self._chain, self.id, self._deciders[source]
 
         async def verdict(frame: Frame) -> Verdict:
             for decider in chain:  # in order; the first opinion decides, none: pass
                 found = await decider.decide(connection_id, frame, from_client)
                 if found is not None:
-                    deciders[source] = decider
+                    last[0] = decider
                     return found
-            deciders[source] = None
+            last[0] = None
             return PASS
 
         return verdict
@@ -147,13 +147,23 @@ class Connection:
         if not self._frame_sinks:
             return None
         from_client = source is Side.CLIENT
-        sinks, connection_id, deciders = self._frame_sinks, self.id, self._deciders
+        sinks, connection_id, last = self._frame_sinks, self.id, self._deciders[source]
 
-        async def decided(frame: Frame, verdict: Verdict) -> None:
-            decider = deciders[source]
-            by = None if decider is None else decider.explain(connection_id, from_client)
-            await publish(sinks, Decided(connection_id, from_client, frame, verdict, by))
+        def decided(frame: Frame, verdict: Verdict) -> None:
+            # Called right after the verdict, with no suspension between: decided_by speaks of this frame.
+            decider = last[0]
+            by = None if decider is None else decider.decided_by
+            for sink in sinks:
+                sink.frame(connection_id, from_client, frame, verdict, by)
 
+        if len(sinks) == 1:  # the usual case (the trace alone): no loop
+            only = sinks[0]
+
+            def decided_once(frame: Frame, verdict: Verdict) -> None:
+                decider = last[0]
+                only.frame(connection_id, from_client, frame, verdict, None if decider is None else decider.decided_by)
+
+            return decided_once
         return decided
 
     def _on_end(self, side: Side | None, end: End) -> None:
@@ -170,7 +180,7 @@ class Connection:
             await leg.send(frame)
         except ConnectionError as exc:
             raise LegClosed(f"the {leg.side} leg of connection {self.id} is gone") from exc
-        await publish(self._frame_sinks, Injected(self.id, from_client, frame))
+        tell(self._frame_sinks, Injected(self.id, from_client, frame))
 
     async def close(self, sides: tuple[Side, ...], code: int | None, reason: str, abrupt: bool) -> None:
         """Close legs on the proxy's own initiative (closeConnection, shutdown)."""

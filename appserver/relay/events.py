@@ -33,17 +33,6 @@ class Opened:
 
 
 @dataclass(frozen=True, slots=True)
-class Decided:
-    """A data frame from one leg, and what was decided for it (before it is delivered)."""
-
-    connection_id: str
-    from_client: bool
-    frame: Frame
-    verdict: Verdict
-    by: str | None = None  # the rule that decided (its id), "suite", or None: nobody had an opinion
-
-
-@dataclass(frozen=True, slots=True)
 class Pinged:
     """A ping or pong from one leg, and what became of it (``relayed``, ``dropped``, ``delayed``, ``silenced``,
     or ``answered``: the pong to the suite's own ping, which ends here)."""
@@ -97,19 +86,36 @@ class HttpAnswered:
     outcome: str = "complete"
 
 
-Event = Opened | Decided | Pinged | Injected | Closed | HttpRequested | HttpAnswered
+#: A connection opening or closing: told to every sink, which may take its time (a notification).
+Event = Opened | Closed
+#: Everything else, told only to sinks whose ``frames`` is True, synchronously: a sink must not block.
+Seen = Pinged | Injected | HttpRequested | HttpAnswered
 
 
 class Sink(Protocol):
-    #: Whether this sink wants the per-frame events (Decided, Injected).
+    #: Whether this sink wants the per-frame events (:meth:`frame` and :data:`Seen`).
     frames: bool
 
     async def publish(self, event: Event) -> None: ...
+
+    def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
+        """A data frame from one leg and what was decided for it, before it is delivered; ``by``: the rule that
+        decided (its id), "suite", or None (nobody had an opinion). Its parts, not an event object: this is
+        called for every frame."""
+        ...
+
+    def seen(self, event: Seen) -> None: ...
 
 
 async def publish(sinks: Sequence[Sink], event: Event) -> None:
     for sink in sinks:
         await sink.publish(event)
+
+
+def tell(sinks: Sequence[Sink], event: Seen) -> None:
+    """A per-frame event to the frame sinks (the caller passes only those)."""
+    for sink in sinks:
+        sink.seen(event)
 
 
 class LogSink:
@@ -125,12 +131,14 @@ class LogSink:
             c = event.closed
             log.info("connection %s closed by %s: code=%s reason=%r clean=%s (%s)",
                      c.id, c.closed_by, c.code, c.reason, c.clean, event.url)  # fmt: skip
-        elif isinstance(event, Decided):
-            fate = " [dropped]" if isinstance(event.verdict, Drop) else \
-                " [replaced]" if isinstance(event.verdict, Replace) else ""  # fmt: skip
-            log.debug("connection %s %s %s%s", event.connection_id, ">" if event.from_client else "<",
-                      ably.describe(event.frame.data), fate)  # fmt: skip
-        elif isinstance(event, Injected):
+
+    def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
+        fate = " [dropped]" if isinstance(verdict, Drop) else " [replaced]" if isinstance(verdict, Replace) else ""
+        log.debug("connection %s %s %s%s", connection_id, ">" if from_client else "<", ably.describe(frame.data),
+                  fate)  # fmt: skip
+
+    def seen(self, event: Seen) -> None:
+        if isinstance(event, Injected):
             log.debug("connection %s %s injected %s", event.connection_id, ">" if event.from_client else "<",
                       ably.describe(event.frame.data))  # fmt: skip
         elif isinstance(event, Pinged):

@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from appserver.relay.events import HttpAnswered, HttpRequested, Sink, publish
+from appserver.relay.events import HttpAnswered, HttpRequested, Sink, tell
 from appserver.relay.headers import end_to_end, without_test_headers
 from appserver.relay.http_verdicts import Outgoing, before_forwarding, client_gone, http_info, made_here, read_bounded, whole
 from appserver.verdict import HttpGate
@@ -54,7 +54,7 @@ async def relay_http(
             tally.size = len(response.body) if isinstance(response.body, bytes) else 0
             tally.head = response.body[:HEAD] if isinstance(response.body, bytes) else b""
         status = None if tally.outcome == "dropped" else response.status
-        await publish(sinks, HttpAnswered(info.id, status, tuple(response.headers.items()), tally.size, tally.head,
+        tell(sinks, HttpAnswered(info.id, status, tuple(response.headers.items()), tally.size, tally.head,
                                           tally.upstream, tally.outcome))  # fmt: skip
     return response
 
@@ -72,7 +72,7 @@ async def _exchange(
             log.info("%s %s: body over --max-http-body (%d bytes): streamed, rules see no body",
                      request.method, meant, max_body)  # fmt: skip
     if sinks and info is not None:
-        await publish(sinks, HttpRequested(info, request.method, read, request.remote))
+        tell(sinks, HttpRequested(info, request.method, read, request.remote))
     if gate is not None and info is not None:
         verdict = await gate.decide_http(info, request.method, read)
         early = await before_forwarding(request, verdict, meant)

@@ -30,7 +30,7 @@ from appserver.relay.lifecycle import (
     transition,
 )
 from appserver.verdict import PASS, ConnectionHooks, Delay, Drop, split
-from appserver.relay.events import Pinged, Sink, publish
+from appserver.relay.events import Pinged, Sink, tell
 from shared.wire import Frame, MessageType
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,9 @@ class Controls:
     #: The connection's per-frame sinks: told of every ping and pong and its fate.
     sinks: Sequence[Sink] = ()
 
-    async def seen(self, kind: str, from_client: bool, payload: bytes, fate: str) -> None:
+    def seen(self, kind: str, from_client: bool, payload: bytes, fate: str) -> None:
         if self.sinks:
-            await publish(self.sinks, Pinged(self.connection_id, from_client, kind, payload, fate))
+            tell(self.sinks, Pinged(self.connection_id, from_client, kind, payload, fate))
 
 
 async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Controls | None = None) -> None:
@@ -154,27 +154,27 @@ async def _controlled(leg: Leg, other: Leg, kind: WSMsgType, payload: bytes, con
     event = "ping" if kind is WSMsgType.PING else "pong"
     from_client = leg.side is Side.CLIENT
     if controls.silenced:
-        await controls.seen(event, from_client, payload, "silenced")
+        controls.seen(event, from_client, payload, "silenced")
         return
     if kind is WSMsgType.PONG and payload in controls.own_pings[leg.side]:
         controls.own_pings[leg.side].discard(payload)  # the answer to sendPing: a pong event, not relayed
         if controls.hooks is not None:
             controls.hooks.control(event, controls.connection_id, from_client, payload)
-        await controls.seen(event, from_client, payload, "answered")
+        controls.seen(event, from_client, payload, "answered")
         return
     verdict = PASS if controls.hooks is None else controls.hooks.control(event, controls.connection_id,
                                                                           from_client, payload)  # fmt: skip
     fate, _ = split(verdict)
     if isinstance(fate, Drop):
-        await controls.seen(event, from_client, payload, "dropped")
+        controls.seen(event, from_client, payload, "dropped")
         return
     if isinstance(fate, Delay):
-        await controls.seen(event, from_client, payload, f"delayed {fate.ms} ms")
+        controls.seen(event, from_client, payload, f"delayed {fate.ms} ms")
         task = asyncio.ensure_future(_later(fate.ms, other, kind, payload))
         controls.delayed.add(task)
         task.add_done_callback(controls.delayed.discard)
         return
-    await controls.seen(event, from_client, payload, "relayed")
+    controls.seen(event, from_client, payload, "relayed")
     await _relay_control(other, kind, payload)
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: The verdict for one frame of this direction.
 Decide = Callable[[Frame], Awaitable[Verdict]]
 #: Told every frame and its verdict, before it is delivered (the connection's per-frame events).
-OnDecided = Callable[[Frame, Verdict], Awaitable[None]]
+OnDecided = Callable[[Frame, Verdict], None]
 #: Applies side effects (inject, close, silence) for the connection.
 ApplyEffects = Callable[[tuple[Effect, ...]], Awaitable[None]]
 
@@ -69,7 +69,7 @@ async def pump(
             continue
         verdict = await decide(item)
         if on_decided is not None:
-            await on_decided(item, verdict)
+            on_decided(item, verdict)
         if verdict is PASS:  # the common case, first
             try:
                 await dest.send(item)

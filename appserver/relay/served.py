@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiohttp import WSMsgType, web
 
-from appserver.relay.events import Closed, Injected, Opened, Sink, publish
+from appserver.relay.events import Closed, Injected, Opened, Sink, publish, tell
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import End, LegEvent, LegState, Side, code_from_wire
 from appserver.relay.pump import pass_on_end
@@ -37,7 +37,7 @@ async def serve_alone(
         for effect in effects:
             if isinstance(effect, Inject) and not effect.from_client and leg.can_send:
                 await leg.send(effect.frame)
-                await publish([s for s in sinks if s.frames], Injected(info.id, False, effect.frame))
+                tell([s for s in sinks if s.frames], Injected(info.id, False, effect.frame))
             elif isinstance(effect, CloseLegs) and "client" in effect.sides:
                 end = End.drop() if effect.abrupt else End.close(effect.code, effect.reason)
                 first = first or (ClosedBy.PROXY, end)

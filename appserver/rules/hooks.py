@@ -50,8 +50,9 @@ class Rules:
         self._message_id = message_id
         self._decisions = decisions
         self._handshakes: dict[str, ConnectionOpened] = {}
-        #: Per (connection, from_client): the rule that decided its last frame (or "suite": it was asked).
-        self._decided_by: dict[tuple[str, bool], str] = {}
+        #: The rule that decided the last frame ("suite": it was asked), set just before decide returns: the
+        #: connection reads it right after, with no suspension in between.
+        self.decided_by: str | None = None
 
     # -- the sink ---------------------------------------------------------------------------
 
@@ -60,11 +61,13 @@ class Rules:
             self._handshakes[event.info.id] = event.info
         elif isinstance(event, Closed):
             self._handshakes.pop(event.closed.id, None)
-            self._decided_by.pop((event.closed.id, True), None)
-            self._decided_by.pop((event.closed.id, False), None)
 
-    def explain(self, connection_id: str, from_client: bool) -> str | None:
-        return self._decided_by.get((connection_id, from_client))
+    def seen(self, event: Any) -> None:
+        """Not a frame sink (``frames`` is False): never told per-frame events."""
+
+    def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
+        """Not a frame sink."""
+
 
     # -- data frames: the first link of the chain -------------------------------------------
 
@@ -75,7 +78,7 @@ class Rules:
         catch_all = ruleset.leading_catch_all
         if catch_all is not None:  # e.g. {match: {}, action: pass} alone: one counter, no subject
             count_match(catch_all)
-            self._decided_by[connection_id, from_client] = catch_all.id
+            self.decided_by = catch_all.id
             return catch_all.constant  # type: ignore[no-any-return]
         handshake = self._handshakes.get(connection_id)
         if handshake is None:
@@ -85,8 +88,8 @@ class Rules:
         if outcome is None:
             return None
         decided_by = outcome.decided_by
-        self._decided_by[connection_id, from_client] = decided_by.id if decided_by is not None else "suite"
         if decided_by is not None and decided_by.constant is not None and not outcome.effects:
+            self.decided_by = decided_by.id
             return decided_by.constant  # type: ignore[no-any-return]  # the fast path: pass or drop
         effects = self._effects(outcome, subject)
         if outcome.decided_by is None and not effects:
@@ -96,6 +99,7 @@ class Rules:
             # No rule decided (observers with side effects), or one said "ask the suite".
             rule_id = outcome.decided_by.id if outcome.decided_by is not None else None
             part = await self._suite.ask(connection_id, frame, from_client, rule_id)
+        self.decided_by = decided_by.id if decided_by is not None else "suite"
         return self._verdict(part, effects)
 
     @staticmethod

@@ -32,7 +32,8 @@ CREATOR = {"name": "ably-interception-proxy", "version": _version()}
 
 
 def jsonl(events: Iterable[dict[str, Any]]) -> str:
-    return "".join(orjson.dumps(event).decode() + "\n" for event in events)
+    # OPT_NON_STR_KEYS: header names from aiohttp are a str subclass
+    return "".join(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode() + "\n" for event in events)
 
 
 def har(events: list[dict[str, Any]], epoch: float) -> dict[str, Any]:

@@ -18,24 +18,28 @@ import base64
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from appserver.relay.events import (Closed, Decided, Event, HttpAnswered, HttpRequested, Injected, Opened,
-                                    Pinged)
-from appserver.verdict import Decision, Delay, Drop, Pass, Replace, Verdict, split
+from appserver.relay.events import Closed, Event, HttpAnswered, HttpRequested, Injected, Opened, Pinged, Seen
+from appserver.verdict import PASS, Delay, Drop, Pass, Replace, Verdict, split
 from shared import ably
 from shared.wire import Frame, MessageType
 
 DEFAULT_LIMIT = 20_000  # --trace-limit: events
 DEFAULT_DATA_LIMIT = 1024  # --trace-data-limit: bytes of one frame's (or body's) data
 
-#: kind, connection id, fields (what the reader sees, bar the frame's decoding)
-_Entry = tuple[int, int, str, str | None, dict[str, Any]]
+#: t (monotonic ns), kind, connection id, and either the fields (what the reader sees, bar decoding) or, for
+#: a frame, its parts (see Trace.add_frame): a flat tuple of atoms, which the GC stops scanning. An entry's
+#: seq is its place: the first kept has ``next_seq - len(entries)``.
+_Entry = tuple[Any, ...]
+
+
+_clock = time.monotonic_ns
+_BINARY = MessageType.BINARY
 
 
 def now_us() -> int:
-    return time.monotonic_ns() // 1000
+    return _clock() // 1000
 
 
 class Trace:
@@ -48,27 +52,41 @@ class Trace:
         self.data_limit = data_limit
         self._entries: deque[_Entry] = deque(maxlen=limit)
         self.next_seq = 1
-        self.dropped = 0
+        self._since_clear = 1  # the seq of the first event after the last clear
         #: Wall-clock time at t = 0 of the monotonic clock, for exports that need dates (HAR).
         self.epoch = time.time() - time.monotonic()
-        self.connections: set[str] = set()
 
-    def add(self, kind: str, connection_id: str | None, fields: dict[str, Any]) -> None:
-        if len(self._entries) == self.limit:
-            self.dropped += 1
-        self._entries.append((self.next_seq, now_us(), kind, connection_id, fields))
-        self.next_seq += 1
-        if connection_id is not None:
-            self.connections.add(connection_id)
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.dropped = 0
-        self.connections.clear()
+    @property
+    def dropped(self) -> int:
+        """Events dropped for the limit since the last clear."""
+        return self.next_seq - self._since_clear - len(self._entries)
 
     @property
     def first_seq(self) -> int:
-        return self._entries[0][0] if self._entries else self.next_seq
+        return self.next_seq - len(self._entries)
+
+    def knows(self, connection_id: str) -> bool:
+        return any(entry[2] == connection_id for entry in self._entries)
+
+    def add(self, kind: str, connection_id: str | None, fields: dict[str, Any]) -> None:
+        self._entries.append((_clock(), kind, connection_id, fields))
+        self.next_seq += 1
+
+    def add_frame(self, connection_id: str, from_client: bool, frame: Frame, fate: str, by: str | None) -> None:
+        """A frame relayed and what was decided for it (the common case, kept as one flat tuple)."""
+        data = frame.data
+        if len(data) > self.data_limit:  # its action and channel are read now: only the limit of it stays
+            self._entries.append((_clock(), "frame", connection_id,
+                                  {"fromClient": from_client, "decision": fate, **_by(by),
+                                   "_shown": _frame_fields(frame, self.data_limit)}))  # fmt: skip
+        else:  # one flat tuple of atoms
+            self._entries.append((_clock(), "frame", connection_id, from_client, frame.type is MessageType.BINARY,
+                                  data, fate, by))  # fmt: skip
+        self.next_seq += 1
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._since_clear = self.next_seq
 
     def events(self, since: int = 0, connection_id: str | None = None, limit: int | None = None
                ) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
@@ -78,22 +96,28 @@ class Trace:
         out: list[dict[str, Any]] = []
         first, start = self.first_seq, max(since, 1)
         if start < first and self.dropped:
-            t = self._entries[0][1] if self._entries else now_us()
+            t = self._entries[0][0] // 1000 if self._entries else now_us()
             out.append({"seq": first - 1, "t": t, "kind": "dropped", "count": min(first - start, self.dropped)})
         next_seq = self.next_seq
-        for entry in itertools.islice(self._entries, max(0, start - first), None):
+        skip = max(0, start - first)
+        for index, entry in enumerate(itertools.islice(self._entries, skip, None), first + skip):
             if limit is not None and len(out) >= limit:
-                next_seq = entry[0]
+                next_seq = index
                 break
-            if connection_id is None or entry[3] == connection_id:
-                out.append(self._render(entry))
+            if connection_id is None or entry[2] == connection_id:
+                out.append(self._render(index, entry))
         return out, max(next_seq, start) if start <= self.next_seq else start
 
-    def _render(self, entry: _Entry) -> dict[str, Any]:
-        seq, t, kind, connection_id, fields = entry
-        event: dict[str, Any] = {"seq": seq, "t": t, "kind": kind}
+    def _render(self, seq: int, entry: _Entry) -> dict[str, Any]:
+        t_ns, kind, connection_id, fields = entry[:4]
+        event: dict[str, Any] = {"seq": seq, "t": t_ns // 1000, "kind": kind}
         if connection_id is not None:
             event["connectionID"] = connection_id
+        if len(entry) > 4:  # a frame kept by add_frame
+            from_client, binary, data, fate, by = entry[3:]
+            frame = Frame(MessageType.BINARY if binary else MessageType.TEXT, data)
+            event.update(fromClient=from_client, decision=fate, **_by(by), **_frame_fields(frame, self.data_limit))
+            return event
         for key, value in fields.items():
             if key == "_frame":
                 event.update(_frame_fields(value, self.data_limit))
@@ -148,6 +172,13 @@ def _text_or_bytes(data: bytes) -> str | bytes:
         return data
 
 
+def _by(by: str | None) -> dict[str, str]:
+    """Who decided a frame: ``ruleId`` (a rule), ``by: "suite"`` (asked), nothing (nobody: it passed)."""
+    if by is None:
+        return {}
+    return {"by": by} if by == "suite" else {"ruleId": by}
+
+
 def fate_name(verdict: Verdict) -> tuple[str, list[str]]:
     """What became of a frame ("pass", "drop", "replace", "delay 20 ms"), and its side effects' names."""
     fate, effects = split(verdict)
@@ -165,32 +196,26 @@ def fate_name(verdict: Verdict) -> tuple[str, list[str]]:
 
 
 class Tracer:
-    """The sink that records the active suite's trace (one per suite: a new suite starts a new trace)."""
+    """The sink that records the active suite's trace: :meth:`start` when a suite becomes active (a new, empty
+    trace), :meth:`forget` when it goes (its trace goes with it); nothing is recorded in between."""
 
-    def __init__(self, owner: Callable[[], object | None], limit: int = DEFAULT_LIMIT,
-                 data_limit: int = DEFAULT_DATA_LIMIT, enabled: bool = True) -> None:  # fmt: skip
-        self._owner = owner
+    def __init__(self, limit: int = DEFAULT_LIMIT, data_limit: int = DEFAULT_DATA_LIMIT, enabled: bool = True) -> None:
         self.limit = limit
         self.data_limit = data_limit
         #: Whether the per-frame events come here (False: --no-trace, nothing is recorded).
         self.frames = enabled
         self._trace: Trace | None = None
-        self._traced_for: object | None = None
 
-    def current(self) -> Trace | None:
-        """The active suite's trace (made on first use), or None when there is no active suite."""
-        owner = self._owner()
-        if owner is None or not self.frames:
-            return None
-        if owner is not self._traced_for or self._trace is None:
+    def start(self) -> None:
+        if self.frames:
             self._trace = Trace(self.limit, self.data_limit)
-            self._traced_for = owner
-        return self._trace
 
     def forget(self) -> None:
-        """The suite went away: so does its trace."""
         self._trace = None
-        self._traced_for = None
+
+    def current(self) -> Trace | None:
+        """The active suite's trace, or None when there is no active suite (or no tracing)."""
+        return self._trace
 
     def decision(self, connection_id: str | None, **fields: Any) -> None:
         """A decision the rules or the suite made (a connect, an HTTP request, the suite's answer …)."""
@@ -202,25 +227,7 @@ class Tracer:
         trace = self.current()
         if trace is None:
             return
-        if isinstance(event, Decided):
-            fate, effects = ("pass", []) if isinstance(event.verdict, Pass) else fate_name(event.verdict)
-            fields: dict[str, Any] = {"fromClient": event.from_client, **_kept(event.frame, trace),
-                                      "decision": fate}  # fmt: skip
-            if event.by is not None:
-                fields["by" if event.by == "suite" else "ruleId"] = event.by
-            if effects:
-                fields["effects"] = effects
-            if isinstance(event.verdict, (Replace, Decision)):
-                fate_frame = split(event.verdict)[0]
-                if isinstance(fate_frame, Replace):
-                    fields["replacedBy"] = _frame_fields(fate_frame.frame, trace.data_limit)
-            trace.add("frame", event.connection_id, fields)
-        elif isinstance(event, Pinged):
-            trace.add(event.kind, event.connection_id, {"fromClient": event.from_client, "size": len(event.payload),
-                                                        "fate": event.fate})  # fmt: skip
-        elif isinstance(event, Injected):
-            trace.add("inject", event.connection_id, {"fromClient": event.from_client, **_kept(event.frame, trace)})
-        elif isinstance(event, Opened):
+        if isinstance(event, Opened):
             info = event.info
             trace.add("open", info.id, {"url": info.url, "host": info.host, "proto": info.proto, "path": info.path,
                                         "query": info.query, "headers": info.headers, "upstream": event.upstream,
@@ -229,19 +236,57 @@ class Tracer:
             c = event.closed
             trace.add("close", c.id, {"closedBy": c.closed_by.value, "code": c.code, "reason": c.reason,
                                       "clean": c.clean})  # fmt: skip
+
+    def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
+        trace = self._trace
+        if trace is None:
+            return
+        data = frame.data
+        if verdict is PASS and len(data) <= trace.data_limit:  # the common case, as add_frame keeps it, inline
+            trace._entries.append((_clock(), "frame", connection_id, from_client, frame.type is _BINARY, data, "pass",
+                                   by))  # fmt: skip
+            trace.next_seq += 1
+            return
+        if verdict is PASS:
+            trace.add_frame(connection_id, from_client, frame, "pass", by)
+            return
+        fate, effects = fate_name(verdict)
+        fields: dict[str, Any] = {"fromClient": from_client, **_kept(frame, trace), "decision": fate, **_by(by)}
+        if effects:
+            fields["effects"] = effects
+        fate_frame = split(verdict)[0]
+        if isinstance(fate_frame, Replace):
+            fields["replacedBy"] = _frame_fields(fate_frame.frame, trace.data_limit)
+        trace.add("frame", connection_id, fields)
+
+    def seen(self, event: Seen) -> None:
+        trace = self._trace
+        if trace is None:
+            return
+        if isinstance(event, Pinged):
+            trace.add(event.kind, event.connection_id, {"fromClient": event.from_client, "size": len(event.payload),
+                                                        "fate": event.fate})  # fmt: skip
+        elif isinstance(event, Injected):
+            trace.add("inject", event.connection_id, {"fromClient": event.from_client, **_kept(event.frame, trace)})
         elif isinstance(event, HttpRequested):
             info = event.info
-            fields = {"method": event.method, "url": info.url, "host": info.host, "headers": info.headers,
-                      "remote": event.remote}  # fmt: skip
+            fields: dict[str, Any] = {"method": event.method, "url": info.url, "host": info.host,
+                                      "headers": _plain(info.headers), "remote": event.remote}  # fmt: skip
             if event.body is not None:
                 fields.update(size=len(event.body), _body=event.body[: trace.data_limit + 1])
             trace.add("http_request", info.id, fields)
         elif isinstance(event, HttpAnswered):
-            fields = {"status": event.status, "headers": dict(event.headers), "size": event.size,
+            fields = {"status": event.status, "headers": _plain(event.headers), "size": event.size,
                       "upstream": event.upstream, "outcome": event.outcome}  # fmt: skip
             if event.head:
                 fields["_body"] = event.head[: trace.data_limit + 1]
             trace.add("http_response", event.exchange_id, fields)
+
+
+def _plain(headers: Any) -> dict[str, str]:
+    """Headers with plain str names (aiohttp's are a str subclass, which orjson does not take as keys)."""
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    return {str(name): str(value) for name, value in pairs}
 
 
 def _kept(frame: Frame, trace: Trace) -> dict[str, Any]:
