@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install test-deps run run-proxy run-local run-transparent certs test bench fuzz soak typecheck clean
+.PHONY: help install test-deps run run-proxy run-local run-transparent certs doctor test bench fuzz soak typecheck clean
 
 help:
 	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
@@ -14,6 +14,7 @@ help:
 	@echo "make test                      the whole test suite (installs what it needs)"
 	@echo "make bench                     the benchmark"
 	@echo "make certs                     create mitmproxy's CA and print its path"
+	@echo "make doctor [MODE=proxy|local] [PID=N]  check that interception works here, step by step"
 	@echo "make fuzz / make soak          long fuzzing (10,000 examples) / soak (100 x 1,000 messages)"
 	@echo "make typecheck                 mypy --strict over the product code"
 
@@ -51,6 +52,10 @@ run: $(STAMP)
 
 run-proxy: $(STAMP)
 	$(PY) -m appserver --start-mitmproxy proxy $(ARGS)
+
+MODE ?= proxy
+doctor: $(STAMP)
+	$(PY) -m appserver doctor --mode $(MODE) $(if $(PID),--pid $(PID))
 
 run-local: $(STAMP)
 	@[ -n "$(PID)" ] || { echo "usage: make run-local PID=<id of the process to capture> [ARGS=...]" >&2; exit 2; }

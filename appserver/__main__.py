@@ -1,4 +1,7 @@
-"""`python -m appserver`: run the app server in the foreground until Ctrl-C or SIGTERM."""
+"""`python -m appserver`: run the app server in the foreground until Ctrl-C or SIGTERM.
+
+`python -m appserver doctor …`: check that interception works here (appserver/doctor).
+"""
 
 from __future__ import annotations
 
@@ -81,6 +84,11 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["doctor"]:
+        from appserver.doctor import main as doctor  # a command of its own, not the server
+
+        return doctor(args[1:])
     config = from_args(argv)
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr

@@ -9,6 +9,13 @@ mitmproxy; the SDK is pointed at its proxy endpoint). Whatever the mode, the
 fixture makes this connection the active test suite, or fails the test
 saying why: a suite never runs believing it intercepts when it does not.
 
+The proxy's trace of a failed test (SPEC Part 5) is written next to the
+test's report, as JSON Lines (``python -m appserver.trace FILE`` shows it)
+and as HAR, and the failure names the files: ``--interception-trace-dir``
+(default: ``interception-traces`` under pytest's own temporary directory);
+``--interception-trace=all`` writes them for passing tests too, ``none``
+never.
+
     async def test_drops_ack(interception):
         interception.transform_server_message = lambda m: None if m.action == Action.ACK else m.message
 """
@@ -16,7 +23,9 @@ saying why: a suite never runs believing it intercepts when it does not.
 from __future__ import annotations
 
 import os
-from typing import Any, AsyncIterator
+import re
+from pathlib import Path
+from typing import Any, AsyncIterator, Generator
 
 import aiohttp
 import pytest
@@ -25,6 +34,10 @@ import pytest_asyncio
 from shared.client import InterceptionClient, InterceptionContext, ProxyCallError
 
 MODES = ("proxy", "local", "none")
+TRACE_POLICIES = ("failed", "all", "none")
+#: Where this test's trace goes (set up by the fixture), and whether it is to be written (set by the report).
+TRACE_PATH = pytest.StashKey[Path]()
+WRITE_TRACE = pytest.StashKey[bool]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,6 +55,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "mitmproxy) (default %(default)s)",
     )
     group.addoption("--interception-pid", type=int, default=None, help="process to capture in local mode")
+    group.addoption("--interception-trace", choices=TRACE_POLICIES, default="failed",
+                    help="write the proxy's trace of each failed test (default), of every test (all), or never")
+    group.addoption("--interception-trace-dir", default=None, metavar="DIR",
+                    help="where traces are written (default: interception-traces under pytest's temporary "
+                         "directory)")  # fmt: skip
+
+
+def _trace_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = request.config.getoption("--interception-trace-dir")
+    directory = Path(chosen) if chosen else tmp_path_factory.getbasetemp() / "interception-traces"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid).strip("_")[:200]
+    return directory / f"{name}.jsonl"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A test whose trace is to be written: the report says where (the fixture writes it at teardown)."""
+    outcome = yield
+    report = outcome.get_result()
+    path = item.stash.get(TRACE_PATH, None)
+    if path is None or report.when != "call":
+        return
+    policy = item.config.getoption("--interception-trace")
+    if policy == "all" or policy == "failed" and report.failed:
+        item.stash[WRITE_TRACE] = True
+        report.sections.append(("interception trace", f"the proxy's trace of this test: {path} (and "
+                                f"{path.with_suffix('.har')}); read it with: python -m appserver.trace {path}"))
 
 
 async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
@@ -66,16 +106,33 @@ async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
 
 
 @pytest_asyncio.fixture
-async def interception_client(request: pytest.FixtureRequest) -> AsyncIterator[InterceptionClient]:
+async def interception_client(request: pytest.FixtureRequest,
+                              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InterceptionClient]:
     """A control connection that has called startInterception: the active test suite for this test."""
     config = request.config
     mode = config.getoption("--interception-mode")
     pid = (config.getoption("--interception-pid") or os.getpid()) if mode == "local" else None
     client = await start(config.getoption("--interception-url"), mode, pid)
+    if config.getoption("--interception-trace") != "none":
+        request.node.stash[TRACE_PATH] = _trace_path(request, tmp_path_factory)
     try:
         yield client
+        if request.node.stash.get(WRITE_TRACE, False):
+            await _write_trace(client, request.node.stash[TRACE_PATH])
     finally:
         await client.close()
+
+
+async def _write_trace(client: InterceptionClient, path: Path) -> None:
+    """The trace as JSON Lines at path, and as HAR beside it (before the suite goes: its trace goes with it)."""
+    try:
+        jsonl = await client.export_trace("jsonl")
+        har = await client.export_trace("har")
+    except (ProxyCallError, ConnectionError, TimeoutError) as exc:
+        pytest.fail(f"interception proxy: the trace could not be fetched for {path}: {exc}", pytrace=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(jsonl, encoding="utf-8")
+    path.with_suffix(".har").write_text(har, encoding="utf-8")
 
 
 @pytest_asyncio.fixture

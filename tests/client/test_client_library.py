@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import aiohttp
@@ -228,7 +231,49 @@ def test_plugin_fails_loudly_when_interception_cannot_start(
 @pytest.fixture
 def appserver_for_plugin(request: pytest.FixtureRequest) -> Iterator[int]:
     """`python -m appserver` on free ports: --no-mitmproxy unless the test gives other flags (indirect)."""
-    args = getattr(request, "param", ("--no-mitmproxy",))
+    with running_appserver(getattr(request, "param", ("--no-mitmproxy",))) as (control, _):
+        yield control
+
+
+def test_the_plugin_writes_the_trace_of_a_failed_test(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    """A failed test's trace is written as JSON Lines and HAR under --interception-trace-dir, and its failure
+    names the file; a passing test's is not written (unless --interception-trace=all)."""
+    with running_appserver(("--no-mitmproxy",)) as (control, proxy):
+        pytester.makepyfile(textwrap.dedent(f"""
+            import aiohttp
+
+            async def get_time():
+                headers = {{"Ably-Test-Host": "127.0.0.1:1", "Ably-Test-Proto": "http"}}
+                async with aiohttp.ClientSession() as http:
+                    async with http.get("http://127.0.0.1:{proxy}/time", headers=headers) as response:
+                        return response.status
+
+            async def test_fails(interception):
+                assert await get_time() == 200  # nothing listens on port 1: 502
+
+            async def test_passes(interception):
+                assert await get_time() == 502
+            """))  # fmt: skip
+        traces = tmp_path / "traces"
+        common = (f"--interception-url=ws://127.0.0.1:{control}/", f"--interception-trace-dir={traces}", "-p",
+                  "asyncio", "-o", "asyncio_mode=auto")  # fmt: skip
+        result = pytester.runpytest_subprocess(*common)
+        result.assert_outcomes(passed=1, failed=1)
+        written = traces / "test_the_plugin_writes_the_trace_of_a_failed_test.py_test_fails.jsonl"
+        result.stdout.fnmatch_lines([f"*the proxy's trace of this test: {written}*python -m appserver.trace*"])
+        assert sorted(p.name for p in traces.iterdir()) == [written.with_suffix(".har").name, written.name]
+        events = [json.loads(line) for line in written.read_text().splitlines()]
+        assert [(e["kind"], e.get("status")) for e in events if e["kind"].startswith("http")] == [
+            ("http_request", None), ("http_response", 502)]
+        assert json.loads(written.with_suffix(".har").read_text())["log"]["entries"][0]["response"]["status"] == 502
+        result = pytester.runpytest_subprocess(*common, "--interception-trace=all", "-k", "passes")
+        result.assert_outcomes(passed=1)
+        assert (traces / "test_the_plugin_writes_the_trace_of_a_failed_test.py_test_passes.jsonl").exists()
+
+
+@contextlib.contextmanager
+def running_appserver(args: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """`python -m appserver` with these flags on free ports: its control and proxy ports."""
     control, proxy = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "appserver", *args, "--control-port", str(control), "--proxy-port", str(proxy)],
@@ -241,7 +286,7 @@ def appserver_for_plugin(request: pytest.FixtureRequest) -> Iterator[int]:
                 if s.connect_ex(("127.0.0.1", control)) == 0:
                     break
             time.sleep(0.05)
-        yield control
+        yield control, proxy
     finally:
         proc.terminate()
         proc.wait(10)
