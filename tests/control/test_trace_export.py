@@ -120,3 +120,28 @@ def test_the_timeline_of_a_file_that_is_not_a_trace(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "appserver.trace", str(tmp_path / "none")], capture_output=True,
                              text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not CHROMIUM.exists(),
+                    reason="needs node and Debian's chromium for Playwright's HAR router")
+async def test_chromium_replays_the_har(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite, tmp_path: Path
+) -> None:
+    """Playwright's HAR router (Chromium tooling) reads the exported HAR: a page opening the traced URL, with
+    nothing else to answer it, gets the traced response."""
+    url = f"http://{upstream.host}/rest/time"
+    async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/rest/time",
+                        headers=redirect_headers(upstream.host, "http")) as response:  # fmt: skip
+        traced = await response.text()
+    await until(suite, "http_response")
+    path = tmp_path / "trace.har"
+    path.write_text(await export(suite, "har"))
+    await upstream.stop()  # the HAR is all there is to answer the page
+    replayed = await asyncio.to_thread(subprocess.run, ["node", str(JS_DIR / "replay_har.mjs"), str(path), url],
+                                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    page = json.loads(replayed.stdout.strip().splitlines()[-1])
+    assert page["status"] == 200 and json.loads(page["body"]) == json.loads(traced)
