@@ -230,3 +230,35 @@ async def test_no_trace(http: aiohttp.ClientSession, app_server: AppServer, upst
     await receive(server)
     await close_cleanly(client, server)
     assert (await trace(suite))["events"] == []
+
+
+async def test_injections_pings_and_pongs(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
+) -> None:
+    """An injection, a server ping dropped by a rule, the pong to the suite's own ping (answered here) and a
+    ping silenced: each is in the trace with its fate, and the rule's ping decision too."""
+    await add(suite, {"id": "p", "match": {"event": "ping", "fromClient": False}, "action": {"type": "drop"}},
+              {"match": {"action": "DETACH"}, "action": [{"type": "pass"}, {"type": "silence"}]},
+              {"match": {}, "action": {"type": "pass"}})  # fmt: skip
+    client, server = await pair(http, app_server, upstream)
+    cid = of(await until(suite, "open"), "open")[0]["connectionID"]
+    response = await suite.request("injectMessage", {"connectionID": cid, "fromClient": False, "type": "text",
+                                                     "data": '{"action":4,"connectionId":"x"}'})  # fmt: skip
+    assert "result" in response, response
+    assert json.loads((await receive(client)).data)["action"] == 4
+    await server.ping(b"dropped")
+    assert (await suite.request("sendPing", {"connectionID": cid, "side": "client", "data": "mine"}))["result"] == {}
+    assert (await receive(client)).data == b"mine"
+    await client.pong(b"mine")
+    await client.send_str('{"action":12}')  # DETACH: silence from here on
+    await receive(server)
+    await client.ping(b"silenced")
+    events = await until(suite, "ping", 2)
+    [injected] = of(events, "inject")
+    assert (injected["fromClient"], injected["action"], injected["type"]) == (False, "CONNECTED", "text")
+    assert [(p["fromClient"], p["fate"]) for p in of(events, "ping")] == [(False, "dropped"), (True, "silenced")]
+    assert [(p["fromClient"], p["fate"]) for p in of(events, "pong")] == [(True, "answered")]
+    assert [(d["event"], d["action"]) for d in of(events, "decision") if d.get("ruleId") == "p"] == [("ping", "drop")]
+    [detach] = [f for f in of(events, "frame") if f["action"] == "DETACH"]
+    assert detach["effects"] == ["silence"]
+    await close_cleanly(client, server)
