@@ -28,10 +28,13 @@ from appserver.control.registry import Registry
 from appserver.control.rpc import make_dispatch
 from appserver.control.session import ControlSession
 from appserver.control.suite import ActiveSuite
-from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
-from appserver.relay.events import LogSink
+from appserver.control.listeners import SessionListeners
+from appserver.control.scope import nobodys
+from appserver.control.sessions import end_session, make_session_methods
+from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
+from shared.constants import HEADER_TEST_SESSION
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,11 @@ class AppServer:
             ActiveSuite(config.transform_timeout, lambda: str(next(message_ids))), Connections(),
             lambda: str(next(message_ids)), config.trace, config.trace_limit, config.trace_data_limit,
         )  # fmt: skip
-        self._dispatch = make_dispatch(make_methods(self.registry, lambda: self.launcher))
+        methods = make_methods(self.registry, lambda: self.launcher)
+        methods.update(make_session_methods(self.registry, lambda: self.listeners, config.default_upstream))
+        self._dispatch = make_dispatch(methods)
         self._runners: list[web.AppRunner] = []
+        self.listeners = SessionListeners(self)
         self._session: aiohttp.ClientSession | None = None
         self.control_port = 0
         self.proxy_port = 0
@@ -100,20 +106,17 @@ class AppServer:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
         )
-        suite, rules = self.registry.suite, self.registry.rules
-        endpoint = ProxyEndpoint(
-            EndpointSettings(config.default_upstream, config.upstream_ssl(), config.connect_timeout,
-                             config.close_timeout, config.max_queued_messages, config.routes, config.max_http_body),
-            self._session, self.registry.connections,
-            chain=[rules, suite],  # the rules first; what no rule decides, the suite is asked
-            sinks=[LogSink(), suite, rules, self.registry.tracer], gate=rules, hooks=rules, http_gate=rules,
-        )  # fmt: skip
+        self.endpoint_settings = EndpointSettings(
+            config.default_upstream, config.upstream_ssl(), config.connect_timeout, config.close_timeout,
+            config.max_queued_messages, config.routes, config.max_http_body)  # fmt: skip
+        endpoint = ProxyEndpoint(self.endpoint_settings, self._session, self.registry.connections, self._handlers_for)
         control = web.Application()
         control.router.add_get("/", self._control_handler)
         proxy = web.Application()
         proxy.router.add_route("*", "/{tail:.*}", endpoint.handle)
         self.control_port = await self._serve(control, config.control_host, config.control_port)
         self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
+        await self.listeners.start(self._session)
         if self.launcher is None and config.launch_mitmproxy:
             self.launcher = launcher_for(config, self.control_port, self.proxy_port)
         if isinstance(self.launcher, MitmproxyLauncher):
@@ -149,15 +152,26 @@ class AppServer:
         ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False)
         await ws.prepare(request)
         session = ControlSession(next(self._session_ids), ws, self._dispatch, request.transport)
-        self.registry.sessions.add(session)
+        self.registry.controls.add(session)
         log.info("control session %d opened from %s", session.id, request.remote)
         try:
             await session.serve()
         finally:
-            self.registry.sessions.discard(session)
+            self.registry.controls.discard(session)
+            if session in self.registry.session_of:  # its test session ends with it
+                await end_session(self.registry, self.listeners, self.registry.session_of[session])
             self.registry.suite.release(session)
             log.info("control session %d closed", session.id)
         return ws
+
+    def _handlers_for(self, request: web.Request) -> Handlers:
+        """The shared proxy endpoint: a request stamped with a session is that session's (nobody's once it has
+        ended), any other the classic suite's."""
+        stamp = request.headers.get(HEADER_TEST_SESSION)
+        if stamp is None:
+            return self.registry.classic.handlers
+        session = self.registry.sessions.get(stamp)
+        return session.scope.handlers if session is not None else nobodys(self.registry.log)
 
     async def release_through(self, pgid: int) -> None:
         """Before a mitmdump (process group ``pgid``) is stopped, end from our side everything that
@@ -168,7 +182,7 @@ class AppServer:
         connections, ends = owned_by_group(
             pgid, [(c, c.legs[Side.CLIENT].transport) for c in self.registry.connections.values()])
         sessions, session_ends = owned_by_group(
-            pgid, [(s, s.transport) for s in self.registry.sessions if s.transport is not None])
+            pgid, [(s, s.transport) for s in self.registry.controls if s.transport is not None])
         if not connections and not sessions:
             return
         log.info("mitmproxy is stopping: ending the %d connection(s) and %d control session(s) through it",
@@ -188,7 +202,7 @@ class AppServer:
             c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "app server shutting down", abrupt=False)
             for c in list(self.registry.connections.values())
         ]
-        closing += [s.shutdown() for s in list(self.registry.sessions)]
+        closing += [s.shutdown() for s in list(self.registry.controls)]
         await asyncio.gather(*closing, return_exceptions=True)
         # Each leg's peer has close_timeout to answer before it is dropped: wait for the handshakes.
         with contextlib.suppress(TimeoutError):
@@ -197,6 +211,7 @@ class AppServer:
                     await asyncio.sleep(0.02)
         if self.launcher is not None:
             await self.launcher.stop()
+        await self.listeners.stop()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

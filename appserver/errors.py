@@ -37,6 +37,12 @@ class RuleWaitTimedOut(ProxyError):
     code = -32005
 
 
+class SessionConflict(ProxyError):
+    """A control connection holds one session or the classic suite at most (SPEC Part 6)."""
+
+    code = -32006
+
+
 class InterceptionFailed(ProxyError):
     """mitmproxy could not be started, or is not ready (the message says why)."""
 

@@ -5,6 +5,7 @@ from typing import Final
 # Headers the redirector stamps on a redirected WebSocket upgrade.
 HEADER_TEST_HOST: Final = "Ably-Test-Host"
 HEADER_TEST_PROTO: Final = "Ably-Test-Proto"
+HEADER_TEST_SESSION: Final = "Ably-Test-Session"  # which session (SPEC Part 6) a redirected request belongs to
 TEST_HEADER_PREFIX: Final = "ably-test-"
 
 # Default addresses (everything binds to loopback unless asked otherwise).
@@ -37,6 +38,10 @@ METHOD_HTTP_RESPONSE: Final = "transformInterceptedHttpResponse"
 METHOD_GET_TRACE: Final = "getTrace"
 METHOD_CLEAR_TRACE: Final = "clearTrace"
 METHOD_EXPORT_TRACE: Final = "exportTrace"
+
+# Sessions (SPEC Part 6)
+METHOD_OPEN_SESSION: Final = "openSession"
+METHOD_CLOSE_SESSION: Final = "closeSession"
 
 # Local-capture canary: plain-HTTP requests to this host are answered by the
 # redirector itself (204) and prove that capture is active (.invalid: RFC 6761).

@@ -15,7 +15,7 @@ from appserver.control.registry import Registry
 from appserver.control.rule_methods import make_rule_methods
 from appserver.control.trace_methods import make_trace_methods
 from appserver.control.session import ControlSession
-from appserver.errors import InterceptionFailed
+from appserver.errors import InterceptionFailed, SessionConflict
 from appserver.relay.lifecycle import Side
 from shared.constants import (
     METHOD_CLOSE_CONNECTION,
@@ -47,6 +47,9 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         launcher = launcher_of()
         spec = CaptureSpec.from_params(params, can_launch=launcher is not None)
         decoded = require(params, "decoded", bool) if "decoded" in params else False
+        if session in registry.session_of:
+            raise SessionConflict(f"this control connection holds session {registry.session_of[session].id}: "
+                                  "startInterception is for a connection without one (the classic suite)")
         was_active = registry.suite.active is session
         registry.suite.claim(session)
         registry.suite.decoded = decoded
@@ -61,12 +64,12 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
 
     async def inject_message(session: ControlSession, **params: Any) -> dict[str, Any]:
         request = InjectRequest.from_json(params)
-        connection = registry.connections.open(request.connection_id)
+        connection = registry.connection_of(registry.scope_of(session), request.connection_id)
         await connection.inject(request.frame_in(connection.info.format), request.from_client)
         return {"id": registry.next_message_id()}
 
     async def close_connection(session: ControlSession, **params: Any) -> dict[str, Any]:
-        connection = registry.connections.open(require(params, "connectionID", str))
+        connection = registry.connection_of(registry.scope_of(session), require(params, "connectionID", str))
         side = params.get("side", "both")
         if side not in SIDES:
             raise WireError("side", "must be 'client', 'server' or 'both'")

@@ -1,36 +1,60 @@
-"""What the control methods act on: the active suite, the open connections, the control sessions."""
+"""What the control methods act on: the scopes (the classic suite's, and each session's: SPEC Part 6),
+the open connections, the control connections."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from appserver.control.scope import Scope
 from appserver.control.suite import ActiveSuite
+from appserver.errors import UnknownConnection
+from appserver.relay.connection import Connection
+from appserver.relay.events import LogSink
 from appserver.relay.table import Connections
-from appserver.rules.hooks import Rules
-from appserver.trace.record import DEFAULT_DATA_LIMIT, DEFAULT_LIMIT, Tracer
+from appserver.trace.record import DEFAULT_DATA_LIMIT, DEFAULT_LIMIT
 
 if TYPE_CHECKING:
     from appserver.control.session import ControlSession
+    from appserver.control.sessions import Session
 
 
 class Registry:
     def __init__(self, suite: ActiveSuite, connections: Connections, message_id: Callable[[], str],
                  trace: bool = True, trace_limit: int = DEFAULT_LIMIT,
                  trace_data_limit: int = DEFAULT_DATA_LIMIT) -> None:  # fmt: skip
-        self.suite = suite
         self.connections = connections
-        #: The active suite's trace (SPEC Part 5): a sink on every connection, gone with the suite.
-        self.tracer = Tracer(trace_limit, trace_data_limit, enabled=trace)
-        suite.on_claim.append(self.tracer.start)
-        suite.decisions = self.tracer
-        #: The active suite's rules (SPEC Part 3): gone with it.
-        self.rules = Rules(suite, message_id, self.tracer)
-        suite.on_release.append(self._forget_rules)
-        suite.on_release.append(self.tracer.forget)
-        self.sessions: set[ControlSession] = set()
         #: Ids unique per message for the app server's lifetime (transforms and injections).
         self.next_message_id = message_id
+        self.log = LogSink()
+        self._trace = (trace, trace_limit, trace_data_limit)
+        self._transform_timeout = suite.transform_timeout
+        #: The classic single active suite (startInterception): the default scope.
+        self.classic = self.new_scope(suite)
+        #: The control connections.
+        self.controls: set[ControlSession] = set()
+        #: Sessions (SPEC Part 6) by id, and by the control connection that holds each.
+        self.sessions: dict[str, Session] = {}
+        self.session_of: dict[ControlSession, Session] = {}
 
-    def _forget_rules(self) -> None:
-        self.rules.ruleset.clear("the test suite went away")
+    def new_scope(self, suite: ActiveSuite | None = None, session_id: str | None = None) -> Scope:
+        suite = suite or ActiveSuite(self._transform_timeout, self.next_message_id)
+        trace, limit, data_limit = self._trace
+        return Scope(suite, self.next_message_id, self.log, trace, limit, data_limit, session_id)
+
+    # the classic scope's parts, by their old names
+    @property
+    def suite(self) -> ActiveSuite:
+        return self.classic.suite
+
+    def scope_of(self, control: ControlSession) -> Scope:
+        """The scope a control connection acts on: its session's, else the classic suite's."""
+        session = self.session_of.get(control)
+        return session.scope if session is not None else self.classic
+
+    def connection_of(self, scope: Scope, connection_id: str) -> Connection:
+        """An open connection of this scope; another scope's (or nobody's) is as unknown as any (-32002)."""
+        connection = self.connections.open(connection_id)
+        if connection.owner is not scope:
+            raise UnknownConnection(f"no open connection with connectionID {connection_id!r}")
+        return connection

@@ -9,6 +9,7 @@ from appserver.control.session import ControlSession
 from appserver.errors import NotTheActiveSuite, RuleWaitTimedOut
 from appserver.relay.lifecycle import Side
 from appserver.rules.engine import wait_for
+from appserver.rules.hooks import Rules
 from appserver.rules.schema import RuleError
 from shared.constants import (
     METHOD_ADD_RULES,
@@ -25,37 +26,37 @@ MAX_PING_BYTES = 125  # a control frame's payload (RFC 6455 §5.5)
 
 
 def make_rule_methods(registry: Registry) -> dict[str, Method]:
-    def active(session: ControlSession) -> None:
-        if registry.suite.active is not session:
-            raise NotTheActiveSuite("only the active test suite may use rules: call startInterception first")
+    def active(session: ControlSession) -> Rules:
+        scope = registry.scope_of(session)
+        if scope.suite.active is not session:
+            raise NotTheActiveSuite("only the active test suite may use rules: call startInterception (or "
+                                    "openSession) first")  # fmt: skip
+        return scope.rules
 
     async def add_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
-        active(session)
-        return {"ids": registry.rules.ruleset.add(params)}
+        return {"ids": active(session).ruleset.add(params)}
 
     async def remove_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
-        active(session)
+        rules = active(session)
         ids = require(params, "ids", list)
         if not all(isinstance(i, str) for i in ids):
             raise WireError("ids", "must be a list of rule ids (strings)")
-        return {"removed": registry.rules.ruleset.remove(ids)}
+        return {"removed": rules.ruleset.remove(ids)}
 
     async def clear_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
-        active(session)
-        return {"removed": registry.rules.ruleset.clear()}
+        return {"removed": active(session).ruleset.clear()}
 
     async def list_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
-        active(session)
-        return {"rules": registry.rules.ruleset.listed()}
+        return {"rules": active(session).ruleset.listed()}
 
     async def wait_for_rule(session: ControlSession, **params: Any) -> dict[str, Any]:
-        active(session)
+        rules = active(session)
         rule_id = require(params, "id", str)
         count = require(params, "count", int) if "count" in params else 1
         timeout_ms = require(params, "timeoutMs", int) if "timeoutMs" in params else 10_000
         if count < 1 or timeout_ms < 0:
             raise WireError("count" if count < 1 else "timeoutMs", "must be positive")
-        rule = registry.rules.ruleset.get(rule_id)
+        rule = rules.ruleset.get(rule_id)
         try:
             return {"matched": await wait_for(rule, count, timeout_ms)}
         except TimeoutError:
@@ -64,7 +65,7 @@ def make_rule_methods(registry: Registry) -> dict[str, Method]:
             raise RuleWaitTimedOut(f"rule {rule_id!r}: {exc}") from None
 
     async def send_ping(session: ControlSession, **params: Any) -> dict[str, Any]:
-        connection = registry.connections.open(require(params, "connectionID", str))
+        connection = registry.connection_of(registry.scope_of(session), require(params, "connectionID", str))
         side = require(params, "side", str)
         if side not in ("client", "server"):
             raise WireError("side", "must be 'client' or 'server'")

@@ -18,16 +18,19 @@ FORMATS = ("jsonl", "har")
 
 def make_trace_methods(registry: Registry) -> dict[str, Method]:
     def trace_of(session: ControlSession) -> Trace | None:
-        if registry.suite.active is not session:
-            raise NotTheActiveSuite("only the active test suite has a trace: call startInterception first")
-        return registry.tracer.current()
+        scope = registry.scope_of(session)
+        if scope.suite.active is not session:
+            raise NotTheActiveSuite("only the active test suite has a trace: call startInterception (or "
+                                    "openSession) first")  # fmt: skip
+        return scope.tracer.current()
 
-    def connection_of(params: dict[str, Any], trace: Trace | None) -> str | None:
+    def connection_of(session: ControlSession, params: dict[str, Any], trace: Trace | None) -> str | None:
         if "connectionID" not in params:
             return None
         connection_id: str = require(params, "connectionID", str)
         known = trace is not None and trace.knows(connection_id)
-        if not known and registry.connections.get(connection_id) is None:
+        connection = registry.connections.get(connection_id)
+        if not known and (connection is None or connection.owner is not registry.scope_of(session)):
             raise UnknownConnection(f"no connection or HTTP exchange {connection_id!r} in this suite's trace")
         return connection_id
 
@@ -35,7 +38,7 @@ def make_trace_methods(registry: Registry) -> dict[str, Method]:
         trace = trace_of(session)
         since = require(params, "since", int) if "since" in params else 0
         limit = require(params, "limit", int) if "limit" in params else None
-        connection_id = connection_of(params, trace)
+        connection_id = connection_of(session, params, trace)
         if trace is None:
             return {"events": [], "next": since}
         if since < 0 or since > trace.next_seq:
@@ -57,7 +60,7 @@ def make_trace_methods(registry: Registry) -> dict[str, Method]:
         fmt = require(params, "format", str)
         if fmt not in FORMATS:
             raise WireError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        connection_id = connection_of(params, trace)
+        connection_id = connection_of(session, params, trace)
         events = [] if trace is None else trace.events(0, connection_id)[0]
         if fmt == "jsonl":
             return {"data": jsonl(events)}

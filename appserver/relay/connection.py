@@ -39,6 +39,7 @@ class Connection:
         hooks: ConnectionHooks | None = None,
         effects: tuple[Effect, ...] = (),
         upstream_url: str | None = None,
+        owner: object | None = None,
     ) -> None:
         self.info = info
         self.id = info.id
@@ -50,6 +51,8 @@ class Connection:
         self._remote = remote
         self.controls = Controls(info.id, hooks, sinks=self._frame_sinks)
         self._upstream_url = upstream_url
+        #: Whose connection this is (a suite's scope: SPEC Part 6); the control methods check it.
+        self.owner = owner
         #: Per direction, the link of the chain that gave the last verdict (who the sinks are told decided).
         self._deciders: dict[Side, list[Decider | None]] = {Side.CLIENT: [None], Side.SERVER: [None]}
         self._initial_effects = effects  # decided on connect (e.g. silence)

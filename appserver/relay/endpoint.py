@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from ssl import SSLContext
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -38,6 +38,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Handlers:
+    """Who a connection or an HTTP exchange answers to: its decider chain, sinks and gates, and its owner (the
+    suite's scope: the classic suite, or a session; SPEC Part 6), which the control methods check."""
+
+    chain: Sequence[Decider]
+    sinks: Sequence[Sink]
+    gate: ConnectGate | None = None
+    hooks: ConnectionHooks | None = None
+    http_gate: HttpGate | None = None
+    owner: object | None = None
+
+
+@dataclass(frozen=True)
 class EndpointSettings:
     default_upstream: URL | None
     upstream_ssl: SSLContext | bool  # False: not verified
@@ -49,22 +62,20 @@ class EndpointSettings:
 
 
 class ProxyEndpoint:
+    """``handlers_for`` says, per request, whom it answers to (by its Ably-Test-Session stamp, or this
+    endpoint's own session)."""
+
     def __init__(
         self, settings: EndpointSettings, session: aiohttp.ClientSession, connections: Connections,
-        chain: Sequence[Decider], sinks: Sequence[Sink], gate: ConnectGate | None = None,
-        hooks: ConnectionHooks | None = None, http_gate: HttpGate | None = None,
+        handlers_for: Callable[[web.Request], Handlers],
     ) -> None:  # fmt: skip
         self._settings = settings
         self._session = session
         self._connections = connections
-        self._chain = tuple(chain)
-        self._sinks = tuple(sinks)
-        self._frame_sinks = tuple(sink for sink in sinks if sink.frames)
-        self._gate = gate
-        self._hooks = hooks
-        self._http_gate = http_gate
+        self._handlers_for = handlers_for
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        h = self._handlers_for(request)
         s = self._settings
         if not is_websocket_upgrade(request.headers):
             try:
@@ -73,15 +84,15 @@ class ProxyEndpoint:
                 return web.Response(status=400, text=f"{exc}\n")
             route = route_for(meant.raw_authority, s.routes)
             forward_to = routed_url(meant, route) if route is not None else meant
-            return await relay_http(request, self._session, meant, forward_to, s.upstream_ssl, self._http_gate,
-                                    s.max_http_body, self._frame_sinks)  # fmt: skip
+            return await relay_http(request, self._session, meant, forward_to, s.upstream_ssl, h.http_gate,
+                                    s.max_http_body, tuple(sink for sink in h.sinks if sink.frames))  # fmt: skip
         try:
             target = target_of(request, s.default_upstream)
         except BadTarget as exc:
             log.warning("refused an upgrade for %s: %s", request.raw_path, exc)
             return web.Response(status=400, text=f"{exc}\n")
         info = opened_info(request, target)
-        verdict = ADMIT if self._gate is None else await self._gate.admit(info)
+        verdict = ADMIT if h.gate is None else await h.gate.admit(info)
         if isinstance(verdict, Refuse):
             log.info("connection %s refused by a rule: %d (%s)", info.id, verdict.status, target.url)
             return web.Response(status=verdict.status, headers=CIMultiDict(verdict.headers), text=verdict.body)
@@ -91,7 +102,7 @@ class ProxyEndpoint:
                 log.info("connection %s: the client gave up during the handshake's delay", info.id)
                 return web.Response(status=499)  # nobody reads it; the upstream is never dialled
         if verdict.serve is not None:
-            return await serve_alone(request, info, verdict.serve, self._sinks, self._settings.close_timeout)
+            return await serve_alone(request, info, verdict.serve, h.sinks, self._settings.close_timeout)
         if verdict.route is not None:
             target = routed(target, verdict.route.host, verdict.route.proto)
             log.info("connection %s routed by a rule to %s", info.id, target.url)
@@ -107,11 +118,11 @@ class ProxyEndpoint:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("upstream %s could not be reached: %r", target.url, exc)
             return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
-        return await self._relay(request, info, upstream, verdict.effects, str(target.url))
+        return await self._relay(request, info, upstream, verdict.effects, str(target.url), h)
 
     async def _relay(
         self, request: web.Request, info: ConnectionOpened, upstream: aiohttp.ClientWebSocketResponse,
-        effects: tuple[Effect, ...], upstream_url: str,
+        effects: tuple[Effect, ...], upstream_url: str, h: Handlers,
     ) -> web.StreamResponse:  # fmt: skip
         ws = upstreams.answer_like(upstream)
         try:
@@ -125,13 +136,14 @@ class ProxyEndpoint:
             info,
             Leg(Side.CLIENT, ws, upstreams.corked(ws, request.transport), timeout),
             Leg(Side.SERVER, upstream, upstreams.corked(upstream, upstreams.transport_of(upstream)), timeout),
-            self._chain,
-            self._sinks,
+            h.chain,
+            h.sinks,
             self._settings.max_queued_messages,
             request.remote,
-            self._hooks,
+            h.hooks,
             effects,
             upstream_url,
+            h.owner,
         )
         with self._connections.track(connection), upstreams.released(upstream):
             await connection.run()

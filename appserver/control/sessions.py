@@ -1,0 +1,166 @@
+"""Sessions (SPEC Part 6): many suites at once, each with its own port or listener, rules, trace and events.
+
+``openSession`` makes the calling control connection the suite of a new
+session; ``closeSession`` (or that connection closing) ends it: its port or
+listener stops accepting first, then its connections are released (passed
+through unchanged, nobody's) or closed with 1001, and its rules and trace go.
+Where a session's traffic comes in is the :class:`Listeners`' business (the
+app: a port of its own in direct mode, a mitmproxy listener in proxy mode, the
+captured pids in local mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from yarl import URL
+
+from appserver.control.registry import Registry
+from appserver.control.scope import Scope
+from appserver.control.session import ControlSession
+from appserver.errors import SessionConflict
+from appserver.relay.lifecycle import Side
+from shared.constants import METHOD_CLOSE_SESSION, METHOD_OPEN_SESSION
+from shared.wire import WireError, require
+
+log = logging.getLogger(__name__)
+
+MODES = ("direct", "proxy", "local")
+GOING_AWAY = 1001
+Method = Callable[..., Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class Session:
+    id: str
+    mode: str
+    scope: Scope
+    control: ControlSession
+    upstream: URL | None = None
+    pids: tuple[int, ...] = ()
+    #: Where its traffic comes in: the proxy-endpoint port (direct), mitmproxy's listener port (proxy).
+    proxy_port: int | None = None
+    mitmproxy_port: int | None = None
+    requested_port: int = 0
+    closed: bool = field(default=False)
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sessionID": self.id}
+        if self.proxy_port is not None:
+            out["proxyPort"] = self.proxy_port
+        if self.mitmproxy_port is not None:
+            out["mitmproxyPort"] = self.mitmproxy_port
+        return out
+
+
+class Listeners(Protocol):
+    """Opens and closes where a session's traffic arrives (appserver/app.py)."""
+
+    async def open(self, session: Session) -> None:
+        """Set the session's ports, or raise a ProxyError (nothing left half-open)."""
+        ...
+
+    async def close(self, session: Session) -> None:
+        """Stop accepting for it, at once."""
+        ...
+
+
+def parse_open(params: dict[str, Any], default_upstream: URL | None) -> dict[str, Any]:
+    mode = require(params, "mode", str)
+    if mode not in MODES:
+        raise WireError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    out: dict[str, Any] = {"mode": mode, "pids": (), "upstream": None, "port": 0}
+    if "pid" in params and "pids" in params:
+        raise WireError("pids", "give 'pid' or 'pids', not both")
+    if "pid" in params:
+        out["pids"] = (require(params, "pid", int),)
+    elif "pids" in params:
+        pids = require(params, "pids", list)
+        if not pids or not all(isinstance(p, int) and not isinstance(p, bool) for p in pids):
+            raise WireError("pids", "must be a non-empty list of integers")
+        out["pids"] = tuple(pids)
+    if mode == "local" and not out["pids"]:
+        raise WireError("pid", "local mode needs the pid (or pids) of the processes to capture")
+    if mode != "local" and out["pids"]:
+        raise WireError("pid", f"only local mode captures processes, not {mode} mode")
+    if "upstream" in params:
+        text = require(params, "upstream", str)
+        url = URL(text)
+        if url.scheme not in ("ws", "wss", "http", "https") or not url.host:
+            raise WireError("upstream", f"must be a ws://, wss://, http:// or https:// URL, got {text!r}")
+        out["upstream"] = url
+    if mode == "direct":
+        out["upstream"] = out["upstream"] or default_upstream
+        if out["upstream"] is None:
+            raise WireError("upstream", "direct mode needs an upstream (or the app server's --default-upstream)")
+    if "port" in params:
+        port = require(params, "port", int)
+        if not 0 <= port <= 65535:
+            raise WireError("port", f"must be 0 (any) or a port number, got {port}")
+        out["port"] = port
+    return out
+
+
+def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
+                         default_upstream: URL | None) -> dict[str, Method]:  # fmt: skip
+    ids = itertools.count(1)
+
+    async def open_session(control: ControlSession, **params: Any) -> dict[str, Any]:
+        if control in registry.session_of:
+            raise SessionConflict(f"this control connection holds session {registry.session_of[control].id} "
+                                  "already: one session per control connection")  # fmt: skip
+        if registry.suite.active is control:
+            raise SessionConflict("this control connection is the classic suite (startInterception): open "
+                                  "sessions on another connection")  # fmt: skip
+        parsed = parse_open(params, default_upstream)
+        session_id = f"s{next(ids)}"
+        scope = registry.new_scope(session_id=session_id)
+        session = Session(session_id, parsed["mode"], scope, control, parsed["upstream"], parsed["pids"],
+                          requested_port=parsed["port"])  # fmt: skip
+        await listeners().open(session)  # raises, with nothing left open, when it cannot
+        scope.suite.claim(control)
+        registry.sessions[session_id] = session
+        registry.session_of[control] = session
+        log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
+                 _where(session), control.id)  # fmt: skip
+        return session.result()
+
+    async def close_session(control: ControlSession, **params: Any) -> dict[str, Any]:
+        session = registry.session_of.get(control)
+        if session is None:
+            raise SessionConflict("this control connection holds no session: nothing to close")
+        close = require(params, "closeConnections", bool) if "closeConnections" in params else False
+        await end_session(registry, listeners(), session, close)
+        return {}
+
+    return {METHOD_OPEN_SESSION: open_session, METHOD_CLOSE_SESSION: close_session}
+
+
+async def end_session(registry: Registry, listeners: Listeners, session: Session, close: bool = False) -> None:
+    """Stop accepting, then release (or close with 1001) its connections; its rules and trace go."""
+    if session.closed:
+        return
+    session.closed = True
+    await listeners.close(session)
+    registry.sessions.pop(session.id, None)
+    registry.session_of.pop(session.control, None)
+    session.scope.suite.release(session.control)
+    mine = [c for c in registry.connections.values() if c.owner is session.scope]
+    if close:
+        await asyncio.gather(*(c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "the test session ended", False)
+                               for c in mine), return_exceptions=True)  # fmt: skip
+    log.info("session %s closed: %d connection(s) %s", session.id, len(mine),
+             "closed with 1001" if close else "released to pass through unchanged")  # fmt: skip
+
+
+def _where(session: Session) -> str:
+    if session.proxy_port is not None:
+        return f", proxy endpoint port {session.proxy_port} → {session.upstream}"
+    if session.mitmproxy_port is not None:
+        return f", mitmproxy listener port {session.mitmproxy_port}"
+    return f", pids {', '.join(map(str, session.pids))}"
+
