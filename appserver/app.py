@@ -158,6 +158,8 @@ class AppServer:
             await session.serve()
         finally:
             self.registry.controls.discard(session)
+            if self.registry.mitmproxy_channel is session:
+                self.registry.mitmproxy_channel = None
             if session in self.registry.session_of:  # its test session ends with it
                 await end_session(self.registry, self.listeners, self.registry.session_of[session])
             self.registry.suite.release(session)

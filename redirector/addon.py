@@ -8,15 +8,18 @@ hold a whole response (a Comet stream, Server-Sent Events) before passing it on.
 
 import asyncio
 import logging
+from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from redirector.ready import notify_ready
+from redirector.sessions import SessionListeners
 from redirector.rules import (READY_ON, check_options, intended_host, is_websocket_upgrade, parse_host_port,
                               parse_ws_url, same_endpoint)
 from shared.constants import (DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PROXY_PORT,
-                              HEADER_TEST_HOST, HEADER_TEST_PROTO, TEST_HEADER_PREFIX)
+                              HEADER_TEST_HOST, HEADER_TEST_PROTO, HEADER_TEST_SESSION, METHOD_SET_LISTENERS,
+                              TEST_HEADER_PREFIX)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ class Redirector:
         self.proxy_endpoint = (DEFAULT_HOST, DEFAULT_PROXY_PORT)
         self.control_endpoint: tuple[str, int] | None = None
         self.announced = False
+        self.listeners = SessionListeners()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def load(self, loader: Loader) -> None:
@@ -75,6 +79,9 @@ class Redirector:
         flow.request.host, flow.request.port = self.proxy_endpoint
         flow.request.headers[HEADER_TEST_HOST] = host
         flow.request.headers[HEADER_TEST_PROTO] = ("wss" if tls else "ws") if upgrade else ("https" if tls else "http")
+        session = self.listeners.session_of(flow)
+        if session is not None:
+            flow.request.headers[HEADER_TEST_SESSION] = session
         flow.request.stream = True
         logger.info("redirected %s for %s to the app server", "WebSocket upgrade" if upgrade else "HTTP request", host)
 
@@ -83,9 +90,16 @@ class Redirector:
         if self.announced or not ctx.options.appserver_control:
             return
         self.announced = True
-        task = asyncio.get_running_loop().create_task(notify_ready(ctx.options.appserver_control))
+        task = asyncio.get_running_loop().create_task(notify_ready(ctx.options.appserver_control, self._call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+    async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The app server's calls on our control connection."""
+        if method == METHOD_SET_LISTENERS:
+            return await self.listeners.update(params)
+        raise ValueError(f"unknown method {method!r}")
 
 
 addons = [Redirector()]

@@ -8,6 +8,7 @@ a session stops its port from accepting at once; the connections it accepted go 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any, Protocol
@@ -15,14 +16,20 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
+from appserver.capture.launcher import LaunchError
+from appserver.capture.processes import free_loopback_port, port_in_use
+from appserver.capture.spec import ProxyMode
 from appserver.control.registry import Registry
 from appserver.control.sessions import Session
 from appserver.errors import InterceptionFailed
 from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
+from shared.constants import METHOD_SET_LISTENERS
+from shared.jsonrpc import PeerGone, RemoteError
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+PUSH_TIMEOUT = 15.0  # seconds for mitmproxy to add or remove a session's listener
 
 
 class AppParts(Protocol):
@@ -40,6 +47,11 @@ class SessionListeners:
         self._http: aiohttp.ClientSession | None = None
         self._by_port: dict[int, ProxyEndpoint] = {}
         self._sites: dict[str, web.TCPSite] = {}
+        #: Proxy-mode sessions' mitmproxy listener ports, by session id (what the redirector is told).
+        self._listening: dict[str, int] = {}
+        self._pushing = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        app.registry.on_mitmproxy_ready.append(self._ready_again)
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         self._http = http
@@ -65,14 +77,71 @@ class SessionListeners:
     async def open(self, session: Session) -> None:
         if session.mode == "direct":
             await self._open_direct(session)
+        elif session.mode == "proxy":
+            await self._open_proxy(session)
         else:
-            raise InterceptionFailed(f"{session.mode} mode sessions are not available on this app server")
+            raise InterceptionFailed("local mode sessions are not available: mitmproxy runs one local redirector "
+                                     "per process and does not say which captured process a flow came from; "
+                                     "use startInterception {mode: local} (the classic suite), or a proxy or "
+                                     "direct session")  # fmt: skip
 
     async def close(self, session: Session) -> None:
         site = self._sites.pop(session.id, None)
         if site is not None:
             await site.stop()  # no new connections from here on; the accepted ones go on
             self._by_port.pop(session.proxy_port or 0, None)
+        if self._listening.pop(session.id, None) is not None:
+            try:
+                await self._push()  # answered once mitmproxy no longer accepts on it
+            except InterceptionFailed as exc:
+                log.warning("session %s: its mitmproxy listener may still accept: %s", session.id, exc)
+
+    async def _open_proxy(self, session: Session) -> None:
+        launcher = self._app.launcher
+        if launcher is None:
+            raise InterceptionFailed("this app server runs without mitmproxy (--no-mitmproxy): a proxy mode "
+                                     "session needs it")  # fmt: skip
+        if launcher.running_mode is None:
+            try:
+                await launcher.ensure(ProxyMode.PROXY)
+            except LaunchError as exc:
+                raise InterceptionFailed(f"could not start mitmproxy for the session: {exc}") from exc
+        port = session.requested_port or free_loopback_port()
+        if port_in_use(LOOPBACK, port):
+            raise InterceptionFailed(f"cannot open port {port} on {LOOPBACK} for the session: it is in use")
+        self._listening[session.id] = port
+        try:
+            await self._push()
+        except InterceptionFailed:
+            self._listening.pop(session.id, None)
+            raise
+        session.mitmproxy_port = port
+
+    async def _push(self) -> None:
+        """Tell the redirector which session listeners there are; returns once mitmproxy has them."""
+        channel = self._app.registry.mitmproxy_channel
+        if channel is None:
+            raise InterceptionFailed("mitmproxy is not connected to the app server (not running, or restarting)")
+        listeners = [{"sessionID": sid, "port": port} for sid, port in self._listening.items()]
+        async with self._pushing:
+            try:
+                await channel.call(METHOD_SET_LISTENERS, {"listeners": listeners}, PUSH_TIMEOUT)
+            except (RemoteError, PeerGone, TimeoutError) as exc:
+                raise InterceptionFailed(f"mitmproxy could not set the session listeners: {exc}") from exc
+
+    def _ready_again(self) -> None:
+        """A (re)started mitmdump: give it the sessions' listeners."""
+        if not self._listening:
+            return
+        task = asyncio.ensure_future(self._push_logged())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _push_logged(self) -> None:
+        try:
+            await self._push()
+        except InterceptionFailed as exc:
+            log.error("the sessions' mitmproxy listeners are lost: %s", exc)
 
     async def _open_direct(self, session: Session) -> None:
         assert self._runner is not None and self._http is not None, "the app server is not started"

@@ -84,6 +84,9 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
 
     async def mitmproxy_ready(session: ControlSession, **params: Any) -> dict[str, Any]:
         log.info("mitmproxy reports it is ready")
+        registry.mitmproxy_channel = session  # the redirector stays connected: sessions' listeners are set on it
+        for hook in registry.on_mitmproxy_ready:
+            hook()
         launcher = launcher_of()
         if launcher is not None:
             launcher.notify_ready()

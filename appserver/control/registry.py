@@ -36,6 +36,10 @@ class Registry:
         #: Sessions (SPEC Part 6) by id, and by the control connection that holds each.
         self.sessions: dict[str, Session] = {}
         self.session_of: dict[ControlSession, Session] = {}
+        #: The redirector's control connection in the running mitmdump (it sent mitmproxyReady), and what to
+        #: do each time one is ready (a restarted mitmdump gets the sessions' listeners again).
+        self.mitmproxy_channel: ControlSession | None = None
+        self.on_mitmproxy_ready: list[Callable[[], None]] = []
 
     def new_scope(self, suite: ActiveSuite | None = None, session_id: str | None = None) -> Scope:
         suite = suite or ActiveSuite(self._transform_timeout, self.next_message_id)
