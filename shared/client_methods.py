@@ -1,4 +1,4 @@
-"""The control API's methods of SPEC Parts 3 and 5 for the test-suite client: rules, and the trace.
+"""The control API's methods of SPEC Parts 3, 5 and 6 for the test-suite client: rules, the trace, sessions.
 
 :class:`ProxyMethods` is a base of :class:`shared.client.InterceptionClient`,
 whose ``call`` they use.
@@ -6,20 +6,38 @@ whose ``call`` they use.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from shared.constants import (
     METHOD_ADD_RULES,
     METHOD_CLEAR_RULES,
     METHOD_CLEAR_TRACE,
+    METHOD_CLOSE_SESSION,
     METHOD_EXPORT_TRACE,
     METHOD_GET_TRACE,
     METHOD_LIST_RULES,
+    METHOD_OPEN_SESSION,
     METHOD_REMOVE_RULES,
     METHOD_SEND_PING,
     METHOD_WAIT_FOR_RULE,
 )
 from shared.rules import Rule
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """An open session (SPEC Part 6) and where its SDK goes: ``proxy_port`` (direct mode: point the SDK at
+    127.0.0.1 on it) or ``mitmproxy_port`` (proxy mode: the SDK's HTTP proxy, ``proxy_url``)."""
+
+    session_id: str
+    mode: str
+    proxy_port: int | None = None
+    mitmproxy_port: int | None = None
+
+    @property
+    def proxy_url(self) -> str | None:
+        return None if self.mitmproxy_port is None else f"http://127.0.0.1:{self.mitmproxy_port}"
 
 
 class ProxyMethods:
@@ -67,6 +85,23 @@ class ProxyMethods:
             params["limit"] = limit
         result = await self.call(METHOD_GET_TRACE, params)
         return list(result["events"]), int(result["next"])
+
+    # --- sessions (SPEC Part 6) ------------------------------------------------
+
+    async def open_session(self, mode: str, *, upstream: str | None = None, pid: int | None = None,
+                           pids: list[int] | None = None, port: int | None = None) -> SessionInfo:  # fmt: skip
+        """Make this connection the suite of a new session: ``direct`` (a port of its own, relaying to
+        ``upstream``), ``proxy`` (a mitmproxy listener of its own) or ``local`` (these processes)."""
+        params: dict[str, Any] = {"mode": mode}
+        for name, value in (("upstream", upstream), ("pid", pid), ("pids", pids), ("port", port)):
+            if value is not None:
+                params[name] = value
+        result = await self.call(METHOD_OPEN_SESSION, params)
+        return SessionInfo(str(result["sessionID"]), mode, result.get("proxyPort"), result.get("mitmproxyPort"))
+
+    async def close_session(self, close_connections: bool = False) -> None:
+        """End this connection's session: its connections are released (or closed with 1001)."""
+        await self.call(METHOD_CLOSE_SESSION, {"closeConnections": close_connections})
 
     async def clear_trace(self) -> int:
         return int((await self.call(METHOD_CLEAR_TRACE, {}))["cleared"])

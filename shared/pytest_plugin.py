@@ -9,6 +9,14 @@ mitmproxy; the SDK is pointed at its proxy endpoint). Whatever the mode, the
 fixture makes this connection the active test suite, or fails the test
 saying why: a suite never runs believing it intercepts when it does not.
 
+``--interception-session=per-test`` gives every test a session of its own
+(SPEC Part 6) instead of the classic single suite, so that tests can run in
+parallel (pytest-xdist) and a client lingering from one test never reaches
+the next: the ``interception_session`` fixture says where this test's SDK goes
+(``proxy_port`` in direct mode, relaying to ``--interception-upstream`` or the
+app server's --default-upstream; ``proxy_url`` in proxy mode; this process,
+or ``--interception-pid``, captured in local mode).
+
 The proxy's trace of a failed test (SPEC Part 5) is written next to the
 test's report, as JSON Lines (``python -m appserver.trace FILE`` shows it)
 and as HAR, and the failure names the files: ``--interception-trace-dir``
@@ -32,9 +40,13 @@ import pytest
 import pytest_asyncio
 
 from shared.client import InterceptionClient, InterceptionContext, ProxyCallError
+from shared.client_methods import SessionInfo
 
 MODES = ("proxy", "local", "none")
 TRACE_POLICIES = ("failed", "all", "none")
+SESSION_POLICIES = ("none", "per-test")
+SESSION_MODES = {"proxy": "proxy", "local": "local", "none": "direct"}
+SESSION = pytest.StashKey[SessionInfo]()
 #: Where this test's trace goes (set up by the fixture), and whether it is to be written (set by the report).
 TRACE_PATH = pytest.StashKey[Path]()
 WRITE_TRACE = pytest.StashKey[bool]()
@@ -55,6 +67,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "mitmproxy) (default %(default)s)",
     )
     group.addoption("--interception-pid", type=int, default=None, help="process to capture in local mode")
+    group.addoption("--interception-session", choices=SESSION_POLICIES, default="none",
+                    help="per-test: every test gets a session of its own (parallel tests, no lingering clients); "
+                         "none (default): the classic single active suite")  # fmt: skip
+    group.addoption("--interception-upstream", default=None, metavar="URL",
+                    help="per-test sessions in direct mode (--interception-mode none): where they relay to "
+                         "(default: the app server's --default-upstream)")  # fmt: skip
     group.addoption("--interception-trace", choices=TRACE_POLICIES, default="failed",
                     help="write the proxy's trace of each failed test (default), of every test (all), or never")
     group.addoption("--interception-trace-dir", default=None, metavar="DIR",
@@ -84,14 +102,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                                 f"{path.with_suffix('.har')}); read it with: python -m appserver.trace {path}"))
 
 
-async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
-    """A control connection that is the active test suite in that mode; pytest.fail saying why if not."""
+async def connect(url: str) -> InterceptionClient:
     try:
-        client = await InterceptionClient.connect(url)
+        return await InterceptionClient.connect(url)
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
         pytest.fail(f"interception proxy: cannot reach the control API at {url}: {exc!r} "
                     "(is the app server running? `make run-proxy`, or `make run ARGS=...` for direct mode)",
                     pytrace=False)  # fmt: skip
+
+
+async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
+    """A control connection that is the active test suite in that mode; pytest.fail saying why if not."""
+    client = await connect(url)
     params: dict[str, Any] = {"mode": mode, **({"pid": pid} if pid is not None else {})}
     try:
         await client.start_interception(mode, pid)
@@ -105,6 +127,22 @@ async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
     return client
 
 
+async def start_session(url: str, mode: str, pid: int | None, upstream: str | None
+                        ) -> tuple[InterceptionClient, SessionInfo]:  # fmt: skip
+    """A control connection that opened a session of its own; pytest.fail saying why if it could not."""
+    client = await connect(url)
+    try:
+        session = await client.open_session(SESSION_MODES[mode], upstream=upstream, pid=pid)
+    except ProxyCallError as exc:
+        await client.close()
+        pytest.fail(f"interception proxy: openSession ({SESSION_MODES[mode]} mode) failed at {url}: "
+                    f"{exc.proxy_message} (code {exc.code})", pytrace=False)  # fmt: skip
+    except BaseException:
+        await client.close()
+        raise
+    return client, session
+
+
 @pytest_asyncio.fixture
 async def interception_client(request: pytest.FixtureRequest,
                               tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InterceptionClient]:
@@ -112,7 +150,12 @@ async def interception_client(request: pytest.FixtureRequest,
     config = request.config
     mode = config.getoption("--interception-mode")
     pid = (config.getoption("--interception-pid") or os.getpid()) if mode == "local" else None
-    client = await start(config.getoption("--interception-url"), mode, pid)
+    url = config.getoption("--interception-url")
+    if config.getoption("--interception-session") == "per-test":
+        client, session = await start_session(url, mode, pid, config.getoption("--interception-upstream"))
+        request.node.stash[SESSION] = session
+    else:
+        client = await start(url, mode, pid)
     if config.getoption("--interception-trace") != "none":
         request.node.stash[TRACE_PATH] = _trace_path(request, tmp_path_factory)
     try:
@@ -133,6 +176,16 @@ async def _write_trace(client: InterceptionClient, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(jsonl, encoding="utf-8")
     path.with_suffix(".har").write_text(har, encoding="utf-8")
+
+
+@pytest.fixture
+def interception_session(request: pytest.FixtureRequest, interception_client: InterceptionClient) -> SessionInfo:
+    """This test's session (with --interception-session=per-test): where its SDK goes."""
+    session: SessionInfo | None = request.node.stash.get(SESSION, None)
+    if session is None:
+        pytest.fail("interception_session needs --interception-session=per-test (this run uses the classic "
+                    "single suite)", pytrace=False)  # fmt: skip
+    return session
 
 
 @pytest_asyncio.fixture
