@@ -112,3 +112,41 @@ def test_api_md_shows_the_rules_example() -> None:
     """docs/api.md's JavaScript rules example is tests/js/rules_example.mjs, word for word."""
     docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
     assert RULES_EXAMPLE.read_text() in docs, "docs/api.md's rules example differs from tests/js/rules_example.mjs"
+
+
+SESSIONS_EXAMPLE = Path(__file__).parents[1] / "js" / "sessions_example.mjs"
+
+
+async def test_javascript_sessions_example(http: aiohttp.ClientSession, app_server: AppServer,
+                                           upstream: UpstreamServer) -> None:  # fmt: skip
+    """docs/api.md's sessions example, run in Node: it opens a direct-mode session, sees only the connection
+    made to its port, and closes the session, after which the port refuses connections."""
+    node = shutil.which("node")
+    assert node is not None, "Node.js is needed for this test"
+    proc = await asyncio.create_subprocess_exec(
+        node, str(SESSIONS_EXAMPLE), cwd=SESSIONS_EXAMPLE.parent, stdout=asyncio.subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin", "CONTROL_URL": f"ws://127.0.0.1:{app_server.control_port}/",
+             "UPSTREAM": f"ws://{upstream.host}/"},
+    )  # fmt: skip
+    try:
+        opened = await next_line(proc)
+        bystander = await connect_client(http, app_server.proxy_port, upstream.host, "/not-the-session")
+        _, bystander_server = await upstream.next()
+        client = await http.ws_connect(f"http://127.0.0.1:{opened['proxyPort']}/test-1", autoclose=False)
+        _, server = await upstream.next()
+        await close_cleanly(client, server)
+        assert await next_line(proc) == {"events": [["interceptedConnectionOpened", "/test-1"],
+                                                    ["interceptedConnectionClosed", "client"]]}  # fmt: skip
+        assert await next_line(proc) == {"closed": opened["sessionID"]}
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.ws_connect(f"http://127.0.0.1:{opened['proxyPort']}/test-2")
+        await close_cleanly(bystander, bystander_server)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await proc.wait()
+
+
+def test_api_md_shows_the_sessions_example() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    assert SESSIONS_EXAMPLE.read_text() in docs, "docs/api.md's sessions example differs from tests/js/sessions_example.mjs"
