@@ -84,6 +84,7 @@ soak: test-deps
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) scripts/bench_sessions.py $(filter --quick,$(BENCH_ARGS))
 
 clean:
 	rm -rf $(VENV) $(SDK_PY_VENV) .pytest_cache
