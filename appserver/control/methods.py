@@ -40,6 +40,14 @@ Method = Callable[..., Awaitable[dict[str, Any]]]
 SIDES = {"client": (Side.CLIENT,), "server": (Side.SERVER,), "both": (Side.CLIENT, Side.SERVER)}
 
 
+def _would_restart(launcher: Launcher, spec: CaptureSpec) -> bool:
+    running = getattr(launcher, "running_mode", None)
+    wanted = (spec.mode, spec.uid if spec.mode is ProxyMode.TRANSPARENT else spec.pid)  # as the launcher compares
+    if running is not None and running[0] is ProxyMode.TRANSPARENT and spec.mode is ProxyMode.PROXY:
+        return False  # a transparent run also listens as a regular proxy: the launcher keeps it
+    return running is not None and running != wanted
+
+
 def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None]) -> dict[str, Method]:
     """The methods by name, bound to this app server's registry and (once it listens) launcher."""
 
@@ -50,6 +58,10 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         if session in registry.session_of:
             raise SessionConflict(f"this control connection holds session {registry.session_of[session].id}: "
                                   "startInterception is for a connection without one (the classic suite)")
+        if spec is not None and launcher is not None and _would_restart(launcher, spec) and any(
+                s.mitmproxy_port is not None for s in registry.sessions.values()):  # fmt: skip
+            raise InterceptionFailed(f"{spec.mode.value} mode would restart mitmdump, which proxy sessions are "
+                                     "using (their connections would be cut): close them first")  # fmt: skip
         was_active = registry.suite.active is session
         registry.suite.claim(session)
         registry.suite.decoded = decoded

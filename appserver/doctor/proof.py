@@ -36,7 +36,8 @@ async def prove(mode: str, confdir: Path) -> list[Step]:
     """The steps of the end-to-end proof, in order; the first failure ends it."""
     steps: list[Step] = []
     config = Config(control_port=free_loopback_port(), proxy_port=free_loopback_port(),
-                    mitmproxy_port=free_loopback_port(), mitmproxy_confdir=str(confdir), ipv6_loopback=False)  # fmt: skip
+                    mitmproxy_port=free_loopback_port(), mitmproxy_confdir=str(confdir),
+                    ipv6_loopback=False)  # fmt: skip
     async with upstream() as port, running(config) as server:
         client = await InterceptionClient.connect(f"ws://127.0.0.1:{server.control_port}/")
         try:
@@ -157,7 +158,8 @@ async def _seen(client: InterceptionClient, port: int, sent: dict[str, Any]) -> 
     events, _ = await client.get_trace()
     url = f"127.0.0.1:{port}/doctor"
     opened = [e for e in events if e["kind"] == "open" and url in e["url"]]
-    frames = [e for e in events if e["kind"] == "frame" and opened and e.get("connectionID") == opened[0]["connectionID"]]
+    ws_id = opened[0]["connectionID"] if opened else None
+    frames = [e for e in events if e["kind"] == "frame" and e.get("connectionID") == ws_id]
     requests = [e for e in events if e["kind"] == "http_request" and url in e["url"]]
     hint = ("the SDK's traffic does not reach the app server: in proxy mode point it at the proxy; in local mode "
             "check the steps above")  # fmt: skip

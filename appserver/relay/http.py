@@ -25,7 +25,8 @@ from yarl import URL
 
 from appserver.relay.events import HttpAnswered, HttpRequested, Sink, tell
 from appserver.relay.headers import end_to_end, without_test_headers
-from appserver.relay.http_verdicts import Outgoing, before_forwarding, client_gone, http_info, made_here, read_bounded, whole
+from appserver.relay.http_verdicts import (Outgoing, before_forwarding, client_gone, http_info, made_here,
+                                           read_bounded, whole)
 from appserver.verdict import HttpGate
 from shared.wire import ConnectionOpened
 

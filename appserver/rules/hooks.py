@@ -19,12 +19,13 @@ from appserver.rules.http_dialogue import (parse_request_answer, parse_response_
                                            response_params)
 from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match
+from appserver.rules.reports import decision_fields, matched_params
 from appserver.rules.subject import Subject
-from appserver.verdict import (ADMIT, Decisions, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Delay, Drop, Effect,
-                               HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
+from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Decisions, Delay, Drop,
+                               Effect, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
-from shared.wire import ConnectionOpened, Frame, WireError, jsonable
+from shared.wire import ConnectionOpened, Frame, WireError
 
 log = logging.getLogger(__name__)
 
@@ -248,24 +249,11 @@ class Rules:
             return None
         if outcome is not None:
             for rule in outcome.notify:
-                self._suite.notify_soon(EVENT_RULE_MATCHED, self._matched(rule, subject, extra))
+                self._suite.notify_soon(EVENT_RULE_MATCHED, matched_params(rule, subject, extra, self._message_id(),
+                                                                           self._suite.decoded))  # fmt: skip
             if self._decisions is not None and subject.event != "message" and (outcome.fate or outcome.effects):
-                self._record(subject, outcome)
+                self._decisions.decision(subject.connection_id, **decision_fields(subject, outcome))
         return outcome
-
-    def _record(self, subject: Subject, outcome: Outcome) -> None:
-        """A decision about anything but a frame (a frame's is on its own trace event): which rule, what."""
-        assert self._decisions is not None
-        fields: dict[str, Any] = {"event": subject.event}
-        if subject.from_client is not None:
-            fields["fromClient"] = subject.from_client
-        if outcome.decided_by is not None and outcome.fate is not None:
-            fields.update(ruleId=outcome.decided_by.id, action=outcome.fate.name)
-        if outcome.effects:
-            fields["effects"] = [{"ruleId": rule.id, "action": unit.name} for rule, unit in outcome.effects]
-        if subject.event in ("connect", "http"):
-            fields["url"] = subject.handshake.url
-        self._decisions.decision(subject.connection_id, **fields)
 
     def _effects(self, outcome: Outcome, subject: Subject) -> tuple[Effect, ...]:
         effects: list[Effect] = []
@@ -276,26 +264,3 @@ class Rules:
                 log.exception("rule %r: its %s failed on connection %s: left out", rule.id, unit.name,
                               subject.connection_id)  # fmt: skip
         return tuple(effects)
-
-    def _matched(self, rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None) -> dict[str, Any]:
-        frame = subject.frame
-        if frame is not None:  # the common case (observing frames), built in one go
-            params: dict[str, Any] = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
-                                      "fromClient": subject.from_client, "id": self._message_id(),
-                                      "type": frame.type.value, "data": frame.wire_data(), "matched": rule.matched}
-            if self._suite.decoded:
-                params["message"] = jsonable(subject.message())
-            return params
-        params = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
-                  "matched": rule.matched}  # fmt: skip
-        if subject.from_client is not None:
-            params["fromClient"] = subject.from_client
-        if subject.event == "connect":
-            h = subject.handshake
-            params.update(path=h.path, query=h.query, headers=h.headers, host=h.host)
-        elif subject.event == "http":
-            params.update(method=subject.method, url=subject.handshake.url)
-        if extra:
-            params.update(extra)
-        return params
-

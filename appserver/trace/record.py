@@ -14,15 +14,14 @@ binary data) is worked out when the events are read.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import time
 from collections import deque
 from typing import Any
 
 from appserver.relay.events import Closed, Event, HttpAnswered, HttpRequested, Injected, Opened, Pinged, Seen
-from appserver.verdict import PASS, Delay, Drop, Pass, Replace, Verdict, split
-from shared import ably
+from appserver.trace.render import body_fields, fate_name, frame_fields, plain, text_or_bytes, who_decided
+from appserver.verdict import PASS, Replace, Verdict, split
 from shared.wire import Frame, MessageType
 
 DEFAULT_LIMIT = 20_000  # --trace-limit: events
@@ -77,8 +76,8 @@ class Trace:
         data = frame.data
         if len(data) > self.data_limit:  # its action and channel are read now: only the limit of it stays
             self._entries.append((_clock(), "frame", connection_id,
-                                  {"fromClient": from_client, "decision": fate, **_by(by),
-                                   "_shown": _frame_fields(frame, self.data_limit)}))  # fmt: skip
+                                  {"fromClient": from_client, "decision": fate, **who_decided(by),
+                                   "_shown": frame_fields(frame, self.data_limit)}))  # fmt: skip
         else:  # one flat tuple of atoms
             self._entries.append((_clock(), "frame", connection_id, from_client, frame.type is MessageType.BINARY,
                                   data, fate, by))  # fmt: skip
@@ -116,83 +115,19 @@ class Trace:
         if len(entry) > 4:  # a frame kept by add_frame
             from_client, binary, data, fate, by = entry[3:]
             frame = Frame(MessageType.BINARY if binary else MessageType.TEXT, data)
-            event.update(fromClient=from_client, decision=fate, **_by(by), **_frame_fields(frame, self.data_limit))
+            event.update(fromClient=from_client, decision=fate, **who_decided(by),
+                         **frame_fields(frame, self.data_limit))
             return event
         for key, value in fields.items():
             if key == "_frame":
-                event.update(_frame_fields(value, self.data_limit))
+                event.update(frame_fields(value, self.data_limit))
             elif key == "_shown":
                 event.update(value)
             elif key == "_body":  # an HTTP body: as text when it is UTF-8 (JSON, text), else Base64
-                event.update(_body_fields(_text_or_bytes(value[: self.data_limit]), self.data_limit, len(value)))
+                event.update(body_fields(text_or_bytes(value[: self.data_limit]), self.data_limit, len(value)))
             else:
                 event[key] = value
         return event
-
-
-def _frame_fields(frame: Frame, data_limit: int) -> dict[str, Any]:
-    """A frame as the trace shows it: its type, size, Ably action and channel, its data up to the limit."""
-    data = frame.data
-    binary = frame.type is MessageType.BINARY
-    raw = data if isinstance(data, bytes) else data.encode("utf-8")
-    fields: dict[str, Any] = {"type": frame.type.value, "size": len(raw)}
-    try:
-        message = ably.decode(data, ably.Format.for_frame(binary))
-    except ably.DecodeError:
-        message = None
-    if message is not None:
-        action = message.get("action")
-        if isinstance(action, int):
-            fields["action"] = ably.action_name(action)
-        if isinstance(message.get("channel"), str):
-            fields["channel"] = message["channel"]
-    fields.update(_body_fields(raw if binary else data, data_limit))
-    return fields
-
-
-def _body_fields(data: str | bytes, data_limit: int, size: int | None = None) -> dict[str, Any]:
-    """``data`` (text) or ``dataBase64``, cut to the limit (``truncated`` then says so); ``size``: of the
-    whole, when ``data`` was cut already."""
-    if isinstance(data, str):
-        cut = data.encode("utf-8")[:data_limit].decode("utf-8", "ignore") if len(data) * 4 > data_limit else data
-        fields: dict[str, Any] = {"data": cut}
-        whole = len(cut) == len(data)
-    else:
-        fields = {"dataBase64": base64.b64encode(data[:data_limit]).decode("ascii")}
-        whole = len(data) <= data_limit
-    if not whole or size is not None and size > data_limit:
-        fields["truncated"] = True
-    return fields
-
-
-def _text_or_bytes(data: bytes) -> str | bytes:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-
-
-def _by(by: str | None) -> dict[str, str]:
-    """Who decided a frame: ``ruleId`` (a rule), ``by: "suite"`` (asked), nothing (nobody: it passed)."""
-    if by is None:
-        return {}
-    return {"by": by} if by == "suite" else {"ruleId": by}
-
-
-def fate_name(verdict: Verdict) -> tuple[str, list[str]]:
-    """What became of a frame ("pass", "drop", "replace", "delay 20 ms"), and its side effects' names."""
-    fate, effects = split(verdict)
-    if isinstance(fate, Pass):
-        name = "pass"
-    elif isinstance(fate, Drop):
-        name = "drop"
-    elif isinstance(fate, Replace):
-        name = "replace"
-    elif isinstance(fate, Delay):
-        name = f"delay {fate.ms} ms"
-    else:
-        name = type(fate).__name__.lower()
-    return name, [type(effect).__name__.lower() for effect in effects]
 
 
 class Tracer:
@@ -251,12 +186,12 @@ class Tracer:
             trace.add_frame(connection_id, from_client, frame, "pass", by)
             return
         fate, effects = fate_name(verdict)
-        fields: dict[str, Any] = {"fromClient": from_client, **_kept(frame, trace), "decision": fate, **_by(by)}
+        fields: dict[str, Any] = {"fromClient": from_client, **_kept(frame, trace), "decision": fate, **who_decided(by)}
         if effects:
             fields["effects"] = effects
         fate_frame = split(verdict)[0]
         if isinstance(fate_frame, Replace):
-            fields["replacedBy"] = _frame_fields(fate_frame.frame, trace.data_limit)
+            fields["replacedBy"] = frame_fields(fate_frame.frame, trace.data_limit)
         trace.add("frame", connection_id, fields)
 
     def seen(self, event: Seen) -> None:
@@ -271,22 +206,16 @@ class Tracer:
         elif isinstance(event, HttpRequested):
             info = event.info
             fields: dict[str, Any] = {"method": event.method, "url": info.url, "host": info.host,
-                                      "headers": _plain(info.headers), "remote": event.remote}  # fmt: skip
+                                      "headers": plain(info.headers), "remote": event.remote}  # fmt: skip
             if event.body is not None:
                 fields.update(size=len(event.body), _body=event.body[: trace.data_limit + 1])
             trace.add("http_request", info.id, fields)
         elif isinstance(event, HttpAnswered):
-            fields = {"status": event.status, "headers": _plain(event.headers), "size": event.size,
+            fields = {"status": event.status, "headers": plain(event.headers), "size": event.size,
                       "upstream": event.upstream, "outcome": event.outcome}  # fmt: skip
             if event.head:
                 fields["_body"] = event.head[: trace.data_limit + 1]
             trace.add("http_response", event.exchange_id, fields)
-
-
-def _plain(headers: Any) -> dict[str, str]:
-    """Headers with plain str names (aiohttp's are a str subclass, which orjson does not take as keys)."""
-    pairs = headers.items() if hasattr(headers, "items") else headers
-    return {str(name): str(value) for name, value in pairs}
 
 
 def _kept(frame: Frame, trace: Trace) -> dict[str, Any]:
@@ -294,4 +223,4 @@ def _kept(frame: Frame, trace: Trace) -> dict[str, Any]:
     that no more than the data limit of it stays in memory."""
     if len(frame.data) <= trace.data_limit:
         return {"_frame": frame}
-    return {"_shown": _frame_fields(frame, trace.data_limit)}
+    return {"_shown": frame_fields(frame, trace.data_limit)}

@@ -92,3 +92,16 @@ async def test_a_proxy_session_on_a_port_in_use_is_32004(http: aiohttp.ClientSes
             response = await suite.request("openSession", {"mode": "proxy", "port": port}, timeout=60)
             assert response["error"]["code"] == -32004 and str(port) in response["error"]["message"]
     assert stack.registry.sessions == {}
+
+
+async def test_the_classic_suite_cannot_restart_mitmdump_under_proxy_sessions(
+    http: aiohttp.ClientSession, stack: AppServer
+) -> None:
+    """A proxy session is using mitmdump: startInterception in another mode (which would restart it and cut the
+    session's connections) is -32004 saying so; in proxy mode it shares the running mitmdump."""
+    async with proxy_session(http, stack) as (_, opened):
+        async with suite_connection(http, stack.control_port) as classic:
+            refused = await classic.request("startInterception", {"mode": "local", "pid": 1}, timeout=60)
+            assert refused["error"]["code"] == -32004 and "proxy sessions" in refused["error"]["message"]
+            assert "result" in await classic.request("startInterception", {"mode": "proxy"}, timeout=60)
+        assert accepts(opened["mitmproxyPort"])

@@ -1,0 +1,82 @@
+"""How the trace shows what it kept (record.py): a frame's type, size, Ably action and channel, its data up to
+the limit (text, or Base64), who decided it; worked out when events are read, not when they are recorded."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from appserver.verdict import Delay, Drop, Pass, Replace, Verdict, split
+from shared import ably
+from shared.wire import Frame, MessageType
+
+
+def frame_fields(frame: Frame, data_limit: int) -> dict[str, Any]:
+    """A frame as the trace shows it: its type, size, Ably action and channel, its data up to the limit."""
+    data = frame.data
+    binary = frame.type is MessageType.BINARY
+    raw = data if isinstance(data, bytes) else data.encode("utf-8")
+    fields: dict[str, Any] = {"type": frame.type.value, "size": len(raw)}
+    try:
+        message = ably.decode(data, ably.Format.for_frame(binary))
+    except ably.DecodeError:
+        message = None
+    if message is not None:
+        action = message.get("action")
+        if isinstance(action, int):
+            fields["action"] = ably.action_name(action)
+        if isinstance(message.get("channel"), str):
+            fields["channel"] = message["channel"]
+    fields.update(body_fields(raw if binary else data, data_limit))
+    return fields
+
+
+def body_fields(data: str | bytes, data_limit: int, size: int | None = None) -> dict[str, Any]:
+    """``data`` (text) or ``dataBase64``, cut to the limit (``truncated`` then says so); ``size``: of the
+    whole, when ``data`` was cut already."""
+    if isinstance(data, str):
+        cut = data.encode("utf-8")[:data_limit].decode("utf-8", "ignore") if len(data) * 4 > data_limit else data
+        fields: dict[str, Any] = {"data": cut}
+        whole = len(cut) == len(data)
+    else:
+        fields = {"dataBase64": base64.b64encode(data[:data_limit]).decode("ascii")}
+        whole = len(data) <= data_limit
+    if not whole or size is not None and size > data_limit:
+        fields["truncated"] = True
+    return fields
+
+
+def text_or_bytes(data: bytes) -> str | bytes:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def who_decided(by: str | None) -> dict[str, str]:
+    """Who decided a frame: ``ruleId`` (a rule), ``by: "suite"`` (asked), nothing (nobody: it passed)."""
+    if by is None:
+        return {}
+    return {"by": by} if by == "suite" else {"ruleId": by}
+
+
+def fate_name(verdict: Verdict) -> tuple[str, list[str]]:
+    """What became of a frame ("pass", "drop", "replace", "delay 20 ms"), and its side effects' names."""
+    fate, effects = split(verdict)
+    if isinstance(fate, Pass):
+        name = "pass"
+    elif isinstance(fate, Drop):
+        name = "drop"
+    elif isinstance(fate, Replace):
+        name = "replace"
+    elif isinstance(fate, Delay):
+        name = f"delay {fate.ms} ms"
+    else:
+        name = type(fate).__name__.lower()
+    return name, [type(effect).__name__.lower() for effect in effects]
+
+
+def plain(headers: Any) -> dict[str, str]:
+    """Headers with plain str names (aiohttp's are a str subclass, which orjson does not take as keys)."""
+    pairs = headers.items() if hasattr(headers, "items") else headers
+    return {str(name): str(value) for name, value in pairs}
