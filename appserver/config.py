@@ -48,7 +48,7 @@ class Config:
     max_http_body: int = 16 * 1024 * 1024
     #: The trace (SPEC Part 5): on unless --no-trace; at most trace_limit events, trace_data_limit bytes each.
     trace: bool = True
-    trace_limit: int = 20_000
+    trace_limit: int = 10_000
     trace_data_limit: int = 1024
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
     log_level: str = "INFO"

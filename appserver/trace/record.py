@@ -20,11 +20,12 @@ from collections import deque
 from typing import Any
 
 from appserver.relay.events import Closed, Event, HttpAnswered, HttpRequested, Injected, Opened, Pinged, Seen
-from appserver.trace.render import body_fields, fate_name, frame_fields, plain, text_or_bytes, who_decided
+from appserver.trace.render import (body_fields, fate_name, frame_fields, plain, shown, text_or_bytes,
+                                    who_decided)
 from appserver.verdict import PASS, Replace, Verdict, split
 from shared.wire import Frame, MessageType
 
-DEFAULT_LIMIT = 20_000  # --trace-limit: events
+DEFAULT_LIMIT = 10_000  # --trace-limit: events
 DEFAULT_DATA_LIMIT = 1024  # --trace-data-limit: bytes of one frame's (or body's) data
 
 #: t (monotonic ns), kind, connection id, and either the fields (what the reader sees, bar decoding) or, for
@@ -77,7 +78,7 @@ class Trace:
         if len(data) > self.data_limit:  # its action and channel are read now: only the limit of it stays
             self._entries.append((_clock(), "frame", connection_id,
                                   {"fromClient": from_client, "decision": fate, **who_decided(by),
-                                   "_shown": frame_fields(frame, self.data_limit)}))  # fmt: skip
+                                   "_kept": frame_fields(frame, self.data_limit, kept=True)}))  # fmt: skip
         else:  # one flat tuple of atoms
             self._entries.append((_clock(), "frame", connection_id, from_client, frame.type is MessageType.BINARY,
                                   data, fate, by))  # fmt: skip
@@ -121,8 +122,8 @@ class Trace:
         for key, value in fields.items():
             if key == "_frame":
                 event.update(frame_fields(value, self.data_limit))
-            elif key == "_shown":
-                event.update(value)
+            elif key == "_kept":
+                event.update(shown(value, self.data_limit))
             elif key == "_body":  # an HTTP body: as text when it is UTF-8 (JSON, text), else Base64
                 event.update(body_fields(text_or_bytes(value[: self.data_limit]), self.data_limit, len(value)))
             else:
@@ -223,4 +224,4 @@ def _kept(frame: Frame, trace: Trace) -> dict[str, Any]:
     that no more than the data limit of it stays in memory."""
     if len(frame.data) <= trace.data_limit:
         return {"_frame": frame}
-    return {"_shown": frame_fields(frame, trace.data_limit)}
+    return {"_kept": frame_fields(frame, trace.data_limit, kept=True)}

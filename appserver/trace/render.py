@@ -11,8 +11,9 @@ from shared import ably
 from shared.wire import Frame, MessageType
 
 
-def frame_fields(frame: Frame, data_limit: int) -> dict[str, Any]:
-    """A frame as the trace shows it: its type, size, Ably action and channel, its data up to the limit."""
+def frame_fields(frame: Frame, data_limit: int, kept: bool = False) -> dict[str, Any]:
+    """A frame as the trace shows it: its type, size, Ably action and channel, its data up to the limit.
+    ``kept``: the data as cut (``_data``, rendered later by :func:`shown`), for what a trace keeps."""
     data = frame.data
     binary = frame.type is MessageType.BINARY
     raw = data if isinstance(data, bytes) else data.encode("utf-8")
@@ -27,8 +28,18 @@ def frame_fields(frame: Frame, data_limit: int) -> dict[str, Any]:
             fields["action"] = ably.action_name(action)
         if isinstance(message.get("channel"), str):
             fields["channel"] = message["channel"]
-    fields.update(body_fields(raw if binary else data, data_limit))
+    if kept:
+        fields["_data"] = raw[:data_limit] if binary else data[:data_limit]  # at most 4 bytes a character
+    else:
+        fields.update(body_fields(raw if binary else data, data_limit))
     return fields
+
+
+def shown(fields: dict[str, Any], data_limit: int) -> dict[str, Any]:
+    """What frame_fields(…, kept=True) kept, as the trace shows it."""
+    out = {k: v for k, v in fields.items() if k != "_data"}
+    out.update(body_fields(fields["_data"], data_limit, fields["size"]))
+    return out
 
 
 def body_fields(data: str | bytes, data_limit: int, size: int | None = None) -> dict[str, Any]:
