@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
+from shared.procnet import Address, socket_inodes_of, tcp_socket_inodes  # noqa: F401 - used here and re-exported
+
 T = TypeVar("T")
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
@@ -89,8 +91,6 @@ async def terminate_group(proc: asyncio.subprocess.Process) -> None:
 
 # -- which of our peers are mitmdump's sockets (Linux /proc) -------------------------------------
 
-Address = tuple[str, int]
-
 
 def socket_inodes_of_group(pgid: int) -> set[int]:
     """The inodes of every socket open in that process group (mitmdump and the redirector it started)."""
@@ -108,31 +108,6 @@ def socket_inodes_of_group(pgid: int) -> set[int]:
         except (OSError, IndexError, ValueError):
             continue  # exited meanwhile, or not ours to read
     return inodes
-
-
-def _proc_net_address(text: str) -> Address:
-    """An address of /proc/net/tcp{,6}: hex IP in 32-bit words of host byte order, hex port."""
-    host, port = text.split(":")
-    raw = bytes.fromhex(host)
-    packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)) if sys.byteorder == "little" else raw
-    ip = ipaddress.ip_address(packed)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip), int(port, 16)
-
-
-def tcp_socket_inodes() -> dict[tuple[Address, Address], int]:
-    """Every TCP socket of this host (network namespace): (local, remote) → inode."""
-    table: dict[tuple[Address, Address], int] = {}
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            table[(_proc_net_address(fields[1]), _proc_net_address(fields[2]))] = int(fields[9])
-    return table
 
 
 def normalised(address: tuple[object, ...] | None) -> Address | None:

@@ -9,6 +9,7 @@ a session stops its port from accepting at once; the connections it accepted go 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from typing import Any, Protocol
@@ -17,7 +18,8 @@ import aiohttp
 from aiohttp import web
 
 from appserver.capture.launcher import LaunchError
-from appserver.capture.processes import free_loopback_port, port_in_use
+from appserver.capture import local
+from appserver.capture.processes import alive, free_loopback_port, port_in_use
 from appserver.capture.spec import ProxyMode
 from appserver.control.registry import Registry
 from appserver.control.sessions import Session
@@ -25,11 +27,13 @@ from appserver.errors import InterceptionFailed
 from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
 from shared.constants import METHOD_SET_LISTENERS
 from shared.jsonrpc import PeerGone, RemoteError
+from shared.wire import WireError
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 PUSH_TIMEOUT = 15.0  # seconds for mitmproxy to add or remove a session's listener
+CANARY_TIMEOUT = 15.0  # seconds for a local session's processes to be captured
 
 
 class AppParts(Protocol):
@@ -47,8 +51,13 @@ class SessionListeners:
         self._http: aiohttp.ClientSession | None = None
         self._by_port: dict[int, ProxyEndpoint] = {}
         self._sites: dict[str, web.TCPSite] = {}
-        #: Proxy-mode sessions' mitmproxy listener ports, by session id (what the redirector is told).
+        #: Proxy-mode sessions' mitmproxy listener ports, and local-mode sessions' captured pids, by session id
+        #: (what the redirector is told).
         self._listening: dict[str, int] = {}
+        self._local: dict[str, list[int]] = {}
+        #: The pid mitmdump was started to capture for a local session (the launcher needs one): once that
+        #: session has ended it must not be captured, though it is in mitmdump's own local mode.
+        self._started_for: int | None = None
         self._pushing = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         app.registry.on_mitmproxy_ready.append(self._ready_again)
@@ -80,17 +89,14 @@ class SessionListeners:
         elif session.mode == "proxy":
             await self._open_proxy(session)
         else:
-            raise InterceptionFailed("local mode sessions are not available: mitmproxy runs one local redirector "
-                                     "per process and does not say which captured process a flow came from; "
-                                     "use startInterception {mode: local} (the classic suite), or a proxy or "
-                                     "direct session")  # fmt: skip
+            await self._open_local(session)
 
     async def close(self, session: Session) -> None:
         site = self._sites.pop(session.id, None)
         if site is not None:
             await site.stop()  # no new connections from here on; the accepted ones go on
             self._by_port.pop(session.proxy_port or 0, None)
-        if self._listening.pop(session.id, None) is not None:
+        if self._listening.pop(session.id, None) is not None or self._local.pop(session.id, None) is not None:
             try:
                 await self._push()  # answered once mitmproxy no longer accepts on it
             except InterceptionFailed as exc:
@@ -123,15 +129,59 @@ class SessionListeners:
         if channel is None:
             raise InterceptionFailed("mitmproxy is not connected to the app server (not running, or restarting)")
         listeners = [{"sessionID": sid, "port": port} for sid, port in self._listening.items()]
+        captured = [{"sessionID": sid, "pids": pids} for sid, pids in self._local.items()]
+        still = any(self._started_for in pids for pids in self._local.values())
+        exclude = [self._started_for] if self._started_for is not None and not still else []
+        params = {"listeners": listeners, "local": captured, "exclude": exclude}
         async with self._pushing:
             try:
-                await channel.call(METHOD_SET_LISTENERS, {"listeners": listeners}, PUSH_TIMEOUT)
+                await channel.call(METHOD_SET_LISTENERS, params, PUSH_TIMEOUT)
             except (RemoteError, PeerGone, TimeoutError) as exc:
                 raise InterceptionFailed(f"mitmproxy could not set the session listeners: {exc}") from exc
 
+    async def _open_local(self, session: Session) -> None:
+        """Its pids join the running local capture (started for it if none runs); proven by a canary
+        process captured with them, as the launcher proves local mode."""
+        launcher = self._app.launcher
+        if launcher is None:
+            raise InterceptionFailed("this app server runs without mitmproxy (--no-mitmproxy): a local mode "
+                                     "session needs it")  # fmt: skip
+        for pid in session.pids:
+            if not alive(pid):
+                raise WireError("pid", f"no process with pid {pid}")
+        running = launcher.running_mode
+        if running is not None and running[0] is not ProxyMode.LOCAL:
+            raise InterceptionFailed(f"mitmdump runs in {running[0].value} mode, started without local capture: "
+                                     "open local sessions while none runs or it runs in local mode")  # fmt: skip
+        if running is None:
+            try:
+                await launcher.ensure(ProxyMode.LOCAL, session.pids[0])
+                self._started_for = session.pids[0]
+            except LaunchError as exc:
+                raise InterceptionFailed(f"could not start mitmproxy in local mode for the session: {exc}") from exc
+        listener, canary = await local.start_canary()
+        try:
+            self._local[session.id] = [*session.pids, canary.pid]
+            await self._push()
+            try:
+                await asyncio.wait_for(canary.wait(), CANARY_TIMEOUT)
+            except TimeoutError:
+                raise InterceptionFailed(f"the session's processes are not captured within {CANARY_TIMEOUT:g}s "
+                                         "(the canary was not)") from None  # fmt: skip
+        except BaseException:
+            self._local.pop(session.id, None)
+            with contextlib.suppress(InterceptionFailed):
+                await self._push()
+            raise
+        finally:
+            if canary.returncode is None:
+                canary.kill()
+                await canary.wait()
+            listener.close()
+
     def _ready_again(self) -> None:
         """A (re)started mitmdump: give it the sessions' listeners."""
-        if not self._listening:
+        if not self._listening and not self._local:
             return
         task = asyncio.ensure_future(self._push_logged())
         self._tasks.add(task)

@@ -59,9 +59,9 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
             raise SessionConflict(f"this control connection holds session {registry.session_of[session].id}: "
                                   "startInterception is for a connection without one (the classic suite)")
         if spec is not None and launcher is not None and _would_restart(launcher, spec) and any(
-                s.mitmproxy_port is not None for s in registry.sessions.values()):  # fmt: skip
-            raise InterceptionFailed(f"{spec.mode.value} mode would restart mitmdump, which proxy sessions are "
-                                     "using (their connections would be cut): close them first")  # fmt: skip
+                s.mode in ("proxy", "local") for s in registry.sessions.values()):  # fmt: skip
+            raise InterceptionFailed(f"{spec.mode.value} mode would restart mitmdump, which proxy or local "
+                                     "sessions are using (their connections would be cut): close them first")  # fmt: skip
         was_active = registry.suite.active is session
         registry.suite.claim(session)
         registry.suite.decoded = decoded

@@ -102,6 +102,6 @@ async def test_the_classic_suite_cannot_restart_mitmdump_under_proxy_sessions(
     async with proxy_session(http, stack) as (_, opened):
         async with suite_connection(http, stack.control_port) as classic:
             refused = await classic.request("startInterception", {"mode": "local", "pid": 1}, timeout=60)
-            assert refused["error"]["code"] == -32004 and "proxy sessions" in refused["error"]["message"]
+            assert refused["error"]["code"] == -32004 and "proxy or local sessions" in refused["error"]["message"]
             assert "result" in await classic.request("startInterception", {"mode": "proxy"}, timeout=60)
         assert accepts(opened["mitmproxyPort"])
