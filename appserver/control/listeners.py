@@ -149,6 +149,9 @@ class SessionListeners:
         for pid in session.pids:
             if not alive(pid):
                 raise WireError("pid", f"no process with pid {pid}")
+            taken = next((sid for sid, pids in self._local.items() if pid in pids), None)
+            if taken is not None:
+                raise WireError("pid", f"process {pid} is captured for session {taken} already")
         running = launcher.running_mode
         if running is not None and running[0] is not ProxyMode.LOCAL:
             raise InterceptionFailed(f"mitmdump runs in {running[0].value} mode, started without local capture: "

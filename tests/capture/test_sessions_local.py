@@ -95,12 +95,20 @@ async def test_two_local_sessions_each_see_their_own_process(stack: AppServer) -
             await a.close()
 
 
-async def test_a_local_session_for_a_process_that_does_not_exist_is_32602(stack: AppServer) -> None:
+async def test_bad_local_sessions_are_32602(stack: AppServer) -> None:
+    """A pid that does not exist, or one another session captures already: -32602 saying which."""
     client = await InterceptionClient.connect(f"ws://127.0.0.1:{stack.control_port}/")
     try:
         with pytest.raises(ProxyCallError) as refused:
             await client.open_session("local", pid=999_999_999)
         assert refused.value.code == -32602 and "999999999" in refused.value.proxy_message
+        async with upstream() as port, probe(port) as child:
+            owner = await local_session(stack, child.pid)
+            try:
+                with pytest.raises(ProxyCallError) as taken:
+                    await client.open_session("local", pid=child.pid)
+                assert taken.value.code == -32602 and "captured for session" in taken.value.proxy_message
+            finally:
+                await owner.close()
     finally:
         await client.close()
-    assert stack.registry.sessions == {}
