@@ -188,6 +188,8 @@ async def test_the_http_dialogue(
     assert (first["method"], first["params"]["ruleId"], first["params"]["method"]) == (
         "transformInterceptedHttpRequest", "t", "POST")  # fmt: skip
     assert second["method"] == "transformInterceptedHttpResponse"
+    exchange = first["params"]["connectionID"]  # the exchange's id, the same on both, as in the trace
+    assert isinstance(exchange, str) and second["params"]["connectionID"] == exchange
 
 
 @pytest.mark.parametrize("answer", ["garbage", {"action": "explode"}, {"action": "replace", "request": "x"}])
