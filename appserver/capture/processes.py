@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-from shared.procnet import Address, socket_inodes_of, tcp_socket_inodes  # noqa: F401 - used here and re-exported
+from shared.procnet import Address, tcp_socket_inodes
 
 T = TypeVar("T")
 

@@ -70,11 +70,15 @@ class SessionListeners:
         await self._runner.setup()
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
         self._by_port.clear()
-        self._sites.clear()
+        self._sites.clear()  # first: a session ending meanwhile finds no site left to stop
+        self._listening.clear()
+        self._local.clear()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
