@@ -121,10 +121,17 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         scope = registry.new_scope(session_id=session_id)
         session = Session(session_id, parsed["mode"], scope, control, parsed["upstream"], parsed["pids"],
                           requested_port=parsed["port"])  # fmt: skip
-        await listeners().open(session)  # raises, with nothing left open, when it cannot
+        registry.session_of[control] = session  # at once: a second openSession meanwhile is -32006
+        try:
+            await listeners().open(session)  # raises, with nothing left open, when it cannot
+        except BaseException:
+            registry.session_of.pop(control, None)
+            raise
+        if session.closed:  # the control connection went away while it opened: undo what open did
+            await listeners().close(session)
+            raise SessionConflict(f"session {session_id} ended while it opened (its control connection closed)")
         scope.suite.claim(control)
         registry.sessions[session_id] = session
-        registry.session_of[control] = session
         log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
                  _where(session), control.id)  # fmt: skip
         return session.result()

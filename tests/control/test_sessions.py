@@ -217,3 +217,16 @@ async def test_a_thousand_sessions_leave_nothing_behind(http: aiohttp.ClientSess
         assert len(asyncio.all_tasks()) <= tasks_before
         assert open_fds() <= fds_before + 2, f"{open_fds() - fds_before} file descriptors more than before"
         assert all(refuses(port) for port in list(ports)[:50] + [first["proxyPort"]])
+
+
+async def test_two_open_sessions_at_once_on_one_connection(http: aiohttp.ClientSession, app_server: AppServer) -> None:
+    """Two openSession calls in flight on one control connection: one session, the other call -32006."""
+    params = {"mode": "direct", "upstream": "ws://127.0.0.1:1/"}
+    async with suite_connection(http, app_server.control_port) as suite:
+        answers = await asyncio.gather(suite.request("openSession", params), suite.request("openSession", params))
+        assert sorted("result" in a for a in answers) == [False, True]
+        assert [a["error"]["code"] for a in answers if "error" in a] == [-32006]
+        assert len(app_server.registry.sessions) == 1
+    async with asyncio.timeout(5):
+        while app_server.registry.sessions:
+            await asyncio.sleep(0.02)
