@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import weakref
 from typing import Any, Protocol
 
 import aiohttp
@@ -50,6 +51,8 @@ class SessionListeners:
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._by_port: dict[int, ProxyEndpoint] = {}
+        #: By TCP connection (its transport): where its later requests go.
+        self._by_connection: weakref.WeakKeyDictionary[Any, ProxyEndpoint] = weakref.WeakKeyDictionary()
         self._sites: dict[str, web.TCPSite] = {}
         #: Proxy-mode sessions' mitmproxy listener ports, and local-mode sessions' captured pids, by session id
         #: (what the redirector is told).
@@ -81,10 +84,16 @@ class SessionListeners:
             task.cancel()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-        endpoint = self._by_port.get(sockname[1]) if sockname else None
-        if endpoint is None:  # its session ended between accept and now
-            return web.Response(status=503, text="this test session has ended\n")
+        """A request is the session's whose port accepted its TCP connection: the first request of a
+        connection looks the port up, the later ones (keep-alive) stay with that session, released or not,
+        even once another session has the same port number."""
+        endpoint = self._by_connection.get(request.transport)
+        if endpoint is None:
+            sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+            endpoint = self._by_port.get(sockname[1]) if sockname else None
+            if endpoint is None:  # its session ended between accept and now
+                return web.Response(status=503, text="this test session has ended\n")
+            self._by_connection[request.transport] = endpoint
         return await endpoint.handle(request)
 
     async def open(self, session: Session) -> None:

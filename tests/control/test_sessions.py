@@ -230,3 +230,21 @@ async def test_two_open_sessions_at_once_on_one_connection(http: aiohttp.ClientS
     async with asyncio.timeout(5):
         while app_server.registry.sessions:
             await asyncio.sleep(0.02)
+
+
+async def test_a_keep_alive_connection_stays_with_its_session(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """HTTP on a session's port over one keep-alive connection: the first request is the session's (in its
+    trace); after closeSession the next one on the same connection passes through, nobody's, and is not
+    refused."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as one_connection:
+        async with session(http, app_server, mode="direct", upstream=f"ws://{upstream.host}/") as (owner, opened):
+            url = f"http://127.0.0.1:{opened['proxyPort']}/time"
+            async with one_connection.get(url) as response:
+                assert response.status == 200
+            events = (await owner.request("getTrace", {}))["result"]["events"]
+            assert [e["url"] for e in of(events, "http_request")] == [f"http://127.0.0.1:{opened['proxyPort']}/time"]
+            assert (await owner.request("closeSession", {}))["result"] == {}
+            async with one_connection.get(url + "?again") as response:
+                assert response.status == 200 and (await response.json())["path"] == "/time?again"
