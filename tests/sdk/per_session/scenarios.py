@@ -54,5 +54,5 @@ async def test_a_slow_connect_through_my_own_session(interception: InterceptionC
         assert received["data"] == f"hello {n} seen by test {n}"
         opened = await interception.next_connection()
         await ably.command("close")
-        closed = await interception.connection_closed(opened.id)
-    assert {m.connection_id for m in seen} == {opened.id} and closed.closed_by.value == "client"
+        closed = await interception.connection_closed(opened.id)  # by either side: ably-js's CLOSE races the fake's
+    assert {m.connection_id for m in seen} == {opened.id} and closed.clean
