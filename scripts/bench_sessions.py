@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -28,53 +29,24 @@ from typing import Any
 
 import aiohttp
 
+from bench import HOST, free_ports  # scripts/bench.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
+sys.path.insert(0, str(ROOT))  # the client library (shared/), as a suite would use it
+from shared.client import InterceptionClient  # noqa: E402 - after the path
 PASS_ALL = [{"match": {}, "action": {"type": "pass"}}]
 TARGET = 0.8  # 16 × 10 connections: at least this share of 1 × 160's throughput
 
 
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-
-
-class Control:
-    """One control connection (a suite), JSON-RPC by hand; transforms are never asked (pass-all rules)."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.next_id = 0
-
-    async def call(self, method: str, params: dict[str, Any]) -> Any:
-        self.next_id += 1
-        await self.ws.send_str(json.dumps({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = await asyncio.wait_for(self.ws.receive(), 60)
-            payload = json.loads(msg.data)
-            if isinstance(payload, dict) and payload.get("id") == self.next_id:
-                if "error" in payload:
-                    raise RuntimeError(f"{method}: {payload['error']}")
-                return payload["result"]
-
-
-async def timed_sessions(http: aiohttp.ClientSession, control_url: str, mode: str, count: int,
-                         upstream: str) -> dict[str, Any]:  # fmt: skip
-    params: dict[str, Any] = {"mode": mode, **({"upstream": upstream} if mode == "direct" else {})}
+async def timed_sessions(control_url: str, mode: str, count: int, upstream: str) -> dict[str, Any]:
     opens: list[float] = []
     closes: list[float] = []
-    async with http.ws_connect(control_url) as ws:
-        control = Control(ws)
+    async with await InterceptionClient.connect(control_url) as client:
         for _ in range(count):
             started = time.perf_counter()
-            await control.call("openSession", params)
+            await client.open_session(mode, upstream=upstream if mode == "direct" else None)
             opened = time.perf_counter()
-            await control.call("closeSession", {})
+            await client.close_session()
             opens.append((opened - started) * 1000)
             closes.append((time.perf_counter() - opened) * 1000)
     return {"open_ms": summary(opens), "close_ms": summary(closes)}
@@ -92,10 +64,9 @@ async def throughput(http: aiohttp.ClientSession, control_url: str, upstream: st
     async with contextlib.AsyncExitStack() as stack:
         ports = []
         for _ in range(sessions):
-            ws = await stack.enter_async_context(http.ws_connect(control_url))
-            control = Control(ws)
-            ports.append((await control.call("openSession", {"mode": "direct", "upstream": upstream}))["proxyPort"])
-            await control.call("addRules", {"rules": PASS_ALL})
+            client = await stack.enter_async_context(await InterceptionClient.connect(control_url))
+            ports.append((await client.open_session("direct", upstream=upstream)).proxy_port)
+            await client.add_rules(*PASS_ALL)
         conns = [await stack.enter_async_context(http.ws_connect(f"ws://{HOST}:{port}/bench?format=json"))
                  for port in ports for _ in range(per_session)]  # fmt: skip
         share = messages // len(conns)
@@ -116,11 +87,11 @@ async def throughput(http: aiohttp.ClientSession, control_url: str, upstream: st
 
 async def run(args: argparse.Namespace, control_url: str, upstream: str) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:  # 160 at once
-        figures: dict[str, Any] = {"direct": await timed_sessions(http, control_url, "direct", args.sessions, upstream)}
+        figures: dict[str, Any] = {"direct": await timed_sessions(control_url, "direct", args.sessions, upstream)}
         started = time.perf_counter()
-        first = await timed_sessions(http, control_url, "proxy", 1, upstream)
+        first = await timed_sessions(control_url, "proxy", 1, upstream)
         figures["proxy_first_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        figures["proxy"] = await timed_sessions(http, control_url, "proxy", max(10, args.sessions // 4), upstream)
+        figures["proxy"] = await timed_sessions(control_url, "proxy", max(10, args.sessions // 4), upstream)
         figures["proxy"]["first_open_ms"] = first["open_ms"]["p50"]
         rates: dict[str, list[float]] = {"1x160": [], "16x10": []}
         for _ in range(args.rounds):  # interleaved
@@ -150,8 +121,6 @@ def main(argv: list[str] | None = None) -> int:
                                   env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
         stack.callback(lambda: (server.terminate(), server.wait(30)))
         deadline = time.monotonic() + 20
-        import socket
-
         while socket.socket().connect_ex((HOST, control)) != 0:
             if time.monotonic() > deadline or server.poll() is not None:
                 print(f"the app server did not start:\n{(Path(tmp) / 'appserver.log').read_text()}")

@@ -86,8 +86,7 @@ class MitmproxyLauncher:
         async with self._lock:
             if mode is ProxyMode.PROXY and self._transparent_uid is not None:
                 mode, uid = ProxyMode.TRANSPARENT, self._transparent_uid
-            wanted = (mode, pid if mode is ProxyMode.LOCAL else uid if mode is ProxyMode.TRANSPARENT else None)
-            if self.running_mode == wanted:
+            if not self.would_restart(mode, pid, uid):
                 return
             await self._stop_locked()
             try:
@@ -96,6 +95,13 @@ class MitmproxyLauncher:
                 await self._stop_locked()  # nothing may be left running after a failure
                 raise
             self._transparent_uid = uid if mode is ProxyMode.TRANSPARENT else None
+
+    def would_restart(self, mode: ProxyMode, pid: int | None = None, uid: int | None = None) -> bool:
+        """Whether ensure() in that mode would (re)start mitmdump rather than keep the running one."""
+        if mode is ProxyMode.PROXY and self._transparent_uid is not None:
+            mode, uid = ProxyMode.TRANSPARENT, self._transparent_uid  # a transparent run serves PROXY too
+        wanted = (mode, pid if mode is ProxyMode.LOCAL else uid if mode is ProxyMode.TRANSPARENT else None)
+        return self.running_mode != wanted
 
     def notify_ready(self) -> None:
         run = self._run

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-from shared.procnet import Address, tcp_socket_inodes
+from shared.procnet import Address, socket_inodes_of, tcp_socket_inodes
 
 T = TypeVar("T")
 
@@ -101,12 +101,9 @@ def socket_inodes_of_group(pgid: int) -> set[int]:
         try:
             if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
                 continue
-            for fd in (entry / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:["):
-                    inodes.add(int(target[8:-1]))
         except (OSError, IndexError, ValueError):
             continue  # exited meanwhile, or not ours to read
+        inodes |= socket_inodes_of(int(entry.name))
     return inodes
 
 

@@ -32,20 +32,15 @@ class Launcher(Protocol):
     """Starts mitmproxy with the redirector (capture/launcher.py); the seam startInterception uses."""
 
     async def ensure(self, mode: ProxyMode, pid: int | None = None, uid: int | None = None) -> None: ...
+    def would_restart(self, mode: ProxyMode, pid: int | None = None, uid: int | None = None) -> bool: ...
+    @property
+    def running_mode(self) -> tuple[ProxyMode, int | None] | None: ...
     def notify_ready(self) -> None: ...
     async def stop(self) -> None: ...
 
 
 Method = Callable[..., Awaitable[dict[str, Any]]]
 SIDES = {"client": (Side.CLIENT,), "server": (Side.SERVER,), "both": (Side.CLIENT, Side.SERVER)}
-
-
-def _would_restart(launcher: Launcher, spec: CaptureSpec) -> bool:
-    running = getattr(launcher, "running_mode", None)
-    wanted = (spec.mode, spec.uid if spec.mode is ProxyMode.TRANSPARENT else spec.pid)  # as the launcher compares
-    if running is not None and running[0] is ProxyMode.TRANSPARENT and spec.mode is ProxyMode.PROXY:
-        return False  # a transparent run also listens as a regular proxy: the launcher keeps it
-    return running is not None and running != wanted
 
 
 def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None]) -> dict[str, Method]:
@@ -58,8 +53,9 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         if session in registry.session_of:
             raise SessionConflict(f"this control connection holds session {registry.session_of[session].id}: "
                                   "startInterception is for a connection without one (the classic suite)")
-        if spec is not None and launcher is not None and _would_restart(launcher, spec) and any(
-                s.mode in ("proxy", "local") for s in registry.sessions.values()):  # fmt: skip
+        if spec is not None and launcher is not None and launcher.running_mode is not None \
+                and launcher.would_restart(spec.mode, spec.pid, spec.uid) \
+                and any(s.mode in ("proxy", "local") for s in registry.sessions.values()):  # fmt: skip
             raise InterceptionFailed(f"{spec.mode.value} mode would restart mitmdump, which proxy or local "
                                      "sessions are using (their connections would be cut): close them first")  # fmt: skip
         was_active = registry.suite.active is session

@@ -55,14 +55,20 @@ pytestmark = pytest.mark.skipif(
 REQUESTED_HOST = re.compile(r"(?:CONNECT |server connect |certificate for |[a-z]+://)\[?([^\s/:\]]+)")
 
 
-@pytest.fixture
-def loopback_only(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fails the test if the browser asked mitmproxy for anything but loopback (its own background traffic)."""
-    yield
+def requested_hosts(caplog: pytest.LogCaptureFixture) -> set[str]:
+    """Every host the browser asked mitmproxy for during the test (from mitmdump's log); never empty."""
     records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
     lines = [r.getMessage() for r in records if r.name == "appserver.mitmdump"]
     hosts = {host for line in lines for host in REQUESTED_HOST.findall(line)}
     assert hosts, "no requests in mitmdump's log (logger appserver.mitmdump): this check cannot see the browser"
+    return hosts
+
+
+@pytest.fixture
+def loopback_only(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fails the test if the browser asked mitmproxy for anything but loopback (its own background traffic)."""
+    yield
+    hosts = requested_hosts(caplog)
     assert hosts <= {"127.0.0.1"}, f"the browser asked for non-loopback hosts: {hosts}"
 
 

@@ -28,7 +28,7 @@ from shared.client import InterceptionContext
 from tests.ably_driver import BROWSER_DRIVER, AblyDriver, CommandError
 from tests.conftest import launching_config, running_app_server
 from tests.fake_ably import FakeAbly
-from tests.sdk.test_ably_js_browser import CHROMIUM, REQUESTED_HOST, assert_gone, descendants
+from tests.sdk.test_ably_js_browser import CHROMIUM, assert_gone, descendants, requested_hosts
 from tests.sdk_fixtures import SHORT_TIMEOUTS, driver_pid, fake, intercepting  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.skipif(
@@ -47,10 +47,7 @@ ALLOWED = {PRIMARY, CHECK_HOST, *FALLBACKS, "127.0.0.1"}
 def ably_hosts_only(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fails the test if the browser asked mitmproxy for a host that is neither Ably's nor loopback."""
     yield
-    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
-    lines = [r.getMessage() for r in records if r.name == "appserver.mitmdump"]
-    hosts = {host for line in lines for host in REQUESTED_HOST.findall(line)}
-    assert hosts, "no requests in mitmdump's log (logger appserver.mitmdump): this check cannot see the browser"
+    hosts = requested_hosts(caplog)
     assert hosts <= ALLOWED, f"the browser asked for other hosts: {hosts - ALLOWED}"
 
 
