@@ -11,6 +11,9 @@ rotating order so that drift and warm-up fall on all of them alike:
 * ``suite``: client → app server → echo, every message transformed by the
   passthrough suite (``replace`` with the same data), in both directions;
 * ``relay``: the same path with no suite attached;
+* ``splice``: client → a bare TCP splice → echo (bench_splice.py: bytes
+  joined, nothing parsed): the floor of any relay process on this machine,
+  printed beside the ratio targets;
 * ``mitm`` (``--mitmdump``): client → mitmdump (HTTP proxy) → app server → echo,
   with the suite.
 
@@ -110,10 +113,12 @@ def HTTP_WORKLOADS(quick: bool) -> list[Workload]:  # noqa: N802 - a table, as t
 
 #: The variants plain HTTP jobs run on: the HTTP path has no per-frame dialogue, so the rule variants
 #: would measure the relay again.
-HTTP_VARIANTS = ("direct", "relay", "mitm")
+HTTP_VARIANTS = ("direct", "relay", "splice", "mitm")
 
-VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "mitm")
-PROXIED = ("suite", "relay", "pass", "observe", "untraced", "mitm")
+VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "splice", "mitm")
+DEFAULT_VARIANTS = VARIANTS[:-1]  # mitm with --mitmdump
+#: A bare TCP splice (bench_splice.py): what a relay process costs here before it does any work.
+SPLICE = "splice"
 #: Served by a second app server started with --no-trace (issue 14: what the trace costs): the catch-all rule.
 UNTRACED = "untraced"
 WITH_SUITE = ("suite", "mitm")  # every message a transform round trip
@@ -276,6 +281,10 @@ class Harness:
             ], talks=False)  # fmt: skip
             wait_listening(self.untraced, self.untraced_control)
             wait_listening(self.untraced, self.untraced_proxy)
+        self.splice: Child | None = None
+        if SPLICE in self.args.variant_list:
+            self.splice = self.start("splice", [py, str(SCRIPTS / "bench_splice.py"), str(self.echo_port)], talks=True)
+            self.splice_port = self.splice.read(20)["port"]
         self.suite = self.start("suite", [py, str(SCRIPTS / "bench_suite.py")], talks=True)
         self.client = self.start("client", [py, str(SCRIPTS / "bench_client.py")], talks=True)
         self.client.request({"op": "ping"}, 20)
@@ -303,6 +312,8 @@ class Harness:
         """The app server a variant runs through: the process, its control port, its proxy port."""
         if variant == UNTRACED and self.untraced is not None:
             return self.untraced, self.untraced_control, self.untraced_proxy
+        if variant == SPLICE and self.splice is not None:
+            return self.splice, self.control_port, self.splice_port
         return self.appserver, self.control_port, self.proxy_port
 
     def endpoint(self, variant: str, workload: Workload | None = None) -> dict[str, Any]:
@@ -312,6 +323,8 @@ class Harness:
                 return {"url": f"http://{HOST}:{self.echo_port}{path}"}
             if variant == "mitm":
                 return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
+            if variant == SPLICE:
+                return {"url": f"http://{HOST}:{self.splice_port}{path}"}
             stamps = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "http"}
             return {"url": f"http://{HOST}:{self.proxy_port}{path}", "headers": stamps}
         path = "/bench?v=3&format=json"
@@ -380,7 +393,7 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
                     continue
                 log(f"round {r + 1}/{h.args.rounds}: {workload.label} [{variant}]")
                 h.run_job(variant, workload, cells[variant][workload.key])
-                if workload.conns == 20 and variant != "direct":
+                if workload.conns == 20 and variant not in ("direct", SPLICE):  # the app server's RSS
                     rss["after_20x500_kb"].append(h.rss_kb())
                     if r == 0:  # before any 64 KiB job has raised the heap's high-water mark
                         rss["after_20x500_first_round_kb"] = max(rss.get("after_20x500_first_round_kb", 0), h.rss_kb())
@@ -487,7 +500,11 @@ def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]
         if value is None:
             continue
         met = value <= limit if op == "<=" else value >= limit
-        checks.append({"target": label, "value": value, "op": op, "limit": limit, "ratio": is_ratio, "met": met})
+        check = {"target": label, "value": value, "op": op, "limit": limit, "ratio": is_ratio, "met": met}
+        floor = rat.get(SPLICE, {}).get(key, {}).get(metric) if is_ratio else None
+        if floor is not None:
+            check["splice"] = floor  # the same figure through a bare TCP splice
+        checks.append(check)
     if rss.get("after_20x500_first_round_kb"):
         value = round(rss["after_20x500_first_round_kb"] / 1024, 1)
         checks.append({"target": "RSS after the 20-conn job, round 1 (MB)", "value": value, "op": "<=",
@@ -567,7 +584,8 @@ def report(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any], check
     for c in checks:
         value = f"{c['value']}{'×' if c['ratio'] else ''}"
         limit = f"{c['limit']}{'×' if c['ratio'] else ''}"
-        print(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']:<55} {value:>9} {c['op']} {limit}")
+        floor = f"   (bare TCP splice: {c['splice']}×)" if "splice" in c else ""
+        print(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']:<55} {value:>9} {c['op']} {limit}{floor}")
     print(json.dumps({"bench": "appserver", **meta, "figures": figs, "ratios": rat, "rss": rss, "targets": checks}))
 
 
@@ -583,14 +601,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke run: a few hundred messages per job, 1 round")
     p.add_argument("--rounds", type=int, help="rounds of every job on every variant (default 3; 1 with --quick)")
     p.add_argument("--mitmdump", action="store_true", help="add the variant through mitmdump + the app server")
-    p.add_argument("--variants", help=f"comma-separated subset of {','.join(VARIANTS[:6])}[,mitm]")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(DEFAULT_VARIANTS)}[,mitm]")
     p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k,http100,http1m")
     p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
                    "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one job may take (default 120)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    chosen = args.variants.split(",") if args.variants else [*VARIANTS[:6], *(["mitm"] if args.mitmdump else [])]
+    chosen = args.variants.split(",") if args.variants else [*DEFAULT_VARIANTS, *(["mitm"] if args.mitmdump else [])]
     unknown = set(chosen) - set(VARIANTS)
     if unknown or ("mitm" in chosen and not args.mitmdump):
         p.error(f"unknown variants {sorted(unknown)}" if unknown else "the mitm variant needs --mitmdump")

@@ -25,7 +25,7 @@ from yarl import URL
 
 from appserver.relay.events import HttpAnswered, HttpRequested, Sink, tell
 from appserver.relay.headers import end_to_end, without_test_headers
-from appserver.relay.http_verdicts import (Outgoing, before_forwarding, client_gone, http_info, made_here,
+from appserver.relay.http_verdicts import (CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here,
                                            read_bounded, whole)
 from appserver.verdict import HttpGate
 from shared.wire import ConnectionOpened
@@ -157,22 +157,39 @@ async def _copied_watching(request: web.Request, upstream: aiohttp.ClientRespons
                            tally: Tally) -> BaseException | None:  # fmt: skip
     """Copy the body while watching the client: one that goes away while the upstream is silent (a long
     poll, a stream) ends the upstream request too (aiohttp does not cancel the handler for us)."""
-    copying: asyncio.Future[BaseException | None] = asyncio.ensure_future(_copied(upstream, response, tally))
-    watching: asyncio.Future[BaseException | None] = asyncio.ensure_future(_gone(request))
-    done: set[asyncio.Future[BaseException | None]] = set()
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _Watch(request, task)
     try:
-        done, _ = await asyncio.wait((copying, watching), return_when=asyncio.FIRST_COMPLETED)
+        return await _copied(upstream, response, tally)
+    except asyncio.CancelledError:
+        if not watch.fired or task.uncancel() > 0:
+            raise  # cancelled from outside too
+        return ClientGone("went away")
     finally:
-        watching.cancel()
-        if copying not in done:  # the client went first (or we are cancelled): stop reading upstream
-            copying.cancel()
-        await asyncio.gather(copying, watching, return_exceptions=True)
-    return ClientGone("went away") if copying.cancelled() else copying.result()
+        watch.stop()
 
 
-async def _gone(request: web.Request) -> BaseException | None:
-    await client_gone(request)
-    return None
+class _Watch:
+    """Looks every CLIENT_POLL seconds whether the client's connection is closed, and if so cancels the
+    task copying to it (a timer, not a task of its own: nothing to start or wait for per request)."""
+
+    def __init__(self, request: web.Request, task: asyncio.Task[object]) -> None:
+        self.fired = False
+        self._request = request
+        self._task = task
+        self._timer = asyncio.get_running_loop().call_later(CLIENT_POLL, self._look)
+
+    def _look(self) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._timer = asyncio.get_running_loop().call_later(CLIENT_POLL, self._look)
+
+    def stop(self) -> None:
+        self._timer.cancel()
 
 
 class ClientGone(Exception):
