@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.wire import ConnectionOpened, Frame
+from shared.connections import ConnectionOpened
+from shared.wire import Frame
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,15 +41,8 @@ from shared.http_dialogue import PASS as HTTP_PASS
 from shared.http_dialogue import HttpExchange
 from shared.jsonrpc import Peer, PeerGone, RemoteError
 from shared.client_methods import ProxyMethods
-from shared.wire import (
-    ConnectionClosed,
-    ConnectionOpened,
-    Frame,
-    InjectRequest,
-    InterceptedMessage,
-    MessageType,
-    TransformResult,
-)
+from shared.connections import ConnectionClosed, ConnectionOpened
+from shared.wire import Frame, InjectRequest, InterceptedMessage, MessageType, TransformResult
 
 HTTP_METHODS = (METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE)
 

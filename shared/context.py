@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from shared import ably
-from shared.wire import ConnectionClosed, ConnectionOpened, Frame, MessageType
+from shared.connections import ConnectionClosed, ConnectionOpened
+from shared.wire import Frame, MessageType
 
 if TYPE_CHECKING:
     from shared.client import InterceptionClient

@@ -33,7 +33,7 @@ from yarl import URL
 from appserver.app import AppServer
 from shared.ably import Action, Format
 from shared.client import Intercepted, InterceptionClient, InterceptionContext, ProxyCallError
-from shared.wire import ConnectionClosed, ConnectionOpened
+from shared.connections import ConnectionClosed, ConnectionOpened
 from tests.ably_driver import AblyDriver, fake_ably_options
 from tests.conftest import launching_config, make_config, running_app_server
 from tests.fake_ably import FakeAbly, FakeConnection

@@ -21,7 +21,8 @@ from appserver.relay.leg import Controls, Leg, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay.pump import OnDecided, ProxyEnd, pass_on_end, pump
 from appserver.verdict import PASS, CloseLegs, ConnectionHooks, Decider, Effect, Inject, Verdict
-from shared.wire import ClosedBy, ConnectionClosed, ConnectionOpened, Frame
+from shared.connections import ClosedBy, ConnectionClosed, ConnectionOpened
+from shared.wire import Frame
 
 log = logging.getLogger(__name__)
 

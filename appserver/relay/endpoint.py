@@ -32,7 +32,7 @@ from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from appserver.relay.served import serve_alone
 from appserver.verdict import ADMIT, ConnectGate, ConnectionHooks, Decider, Effect, HttpGate, Refuse
-from shared.wire import ConnectionOpened
+from shared.connections import ConnectionOpened
 
 log = logging.getLogger(__name__)
 

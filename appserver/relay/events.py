@@ -18,7 +18,8 @@ from typing import Protocol
 
 from appserver.verdict import Drop, Replace, Verdict
 from shared import ably
-from shared.wire import ConnectionClosed, ConnectionOpened, Frame
+from shared.connections import ConnectionClosed, ConnectionOpened
+from shared.wire import Frame
 
 log = logging.getLogger("appserver.connection")
 

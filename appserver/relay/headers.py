@@ -16,7 +16,7 @@ from yarl import URL
 
 from shared import headers as shared_headers
 from shared.constants import HEADER_TEST_HOST, HEADER_TEST_PROTO, TEST_HEADER_PREFIX
-from shared.wire import ConnectionOpened
+from shared.connections import ConnectionOpened
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",

@@ -28,7 +28,7 @@ from appserver.relay.headers import end_to_end, without_test_headers
 from appserver.relay.http_verdicts import (CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here,
                                            read_bounded, whole)
 from appserver.verdict import HttpGate
-from shared.wire import ConnectionOpened
+from shared.connections import ConnectionOpened
 
 log = logging.getLogger(__name__)
 

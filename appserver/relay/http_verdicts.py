@@ -20,7 +20,7 @@ from appserver.relay.headers import end_to_end
 from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, RequestEdit, ResponseEdit
 from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
 from shared.dotted import path_set, path_unset
-from shared.wire import ConnectionOpened
+from shared.connections import ConnectionOpened
 
 log = logging.getLogger("appserver.relay.http")
 

@@ -18,7 +18,7 @@ from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import End, LegEvent, LegState, Side, code_from_wire
 from appserver.relay.pump import pass_on_end
 from appserver.verdict import CloseLegs, Effect, Inject
-from shared.wire import ClosedBy, ConnectionClosed, ConnectionOpened
+from shared.connections import ClosedBy, ConnectionClosed, ConnectionOpened
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict,
                                Effect, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
-from shared.wire import ConnectionOpened, Frame, WireError
+from shared.connections import ConnectionOpened
+from shared.wire import Frame, WireError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import orjson
 
 from appserver.verdict import HttpDrop, HttpResponse, HttpVerdict, RequestEdit
-from shared.wire import ConnectionOpened, WireError
+from shared.connections import ConnectionOpened
+from shared.wire import WireError
 
 #: The Content-Type a body gets when the answer names none, by how it was written (as for rules).
 CONTENT_TYPES = {"json": "application/json", "body": "text/plain; charset=utf-8",

@@ -14,7 +14,8 @@ from typing import Any
 
 from shared import ably
 from shared.dotted import MISSING, path_get, path_set, path_unset  # noqa: F401 - the rules' dotted paths
-from shared.wire import ConnectionOpened, Frame, MessageType
+from shared.connections import ConnectionOpened
+from shared.wire import Frame, MessageType
 
 _UNDECODED: Any = object()
 

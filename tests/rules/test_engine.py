@@ -12,7 +12,8 @@ from appserver.rules.engine import RuleSet
 from appserver.rules.schema import RuleError
 from appserver.rules.subject import Subject
 from appserver.verdict import CloseLegs, Delay, Inject, Pass, Replace, Silence
-from shared.wire import ConnectionOpened, Frame
+from shared.connections import ConnectionOpened
+from shared.wire import Frame
 
 HANDSHAKE = ConnectionOpened("ws://realtime.test/?v=6&format=json&key=k", "realtime.test", "ws", "/",
                              {"v": "6", "format": "json", "key": "k"}, {"User-Agent": "ably-js", "X-Trace": "1"})

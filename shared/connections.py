@@ -1,0 +1,78 @@
+"""The connection notifications of the contract (SPEC.md): `interceptedConnectionOpened` and
+`interceptedConnectionClosed`, as dataclasses both the app server and the suite's client use.
+
+An HTTP exchange is described by the same :class:`ConnectionOpened` (its URL, host, headers), so
+rules and the trace see WebSocket connections and HTTP requests alike.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from shared import ably
+
+
+@dataclass(frozen=True)
+class ConnectionOpened:
+    """Params of the `interceptedConnectionOpened` notification: an intercepted connection."""
+
+    url: str
+    host: str
+    proto: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "connectionID": self.id,
+            "url": self.url,
+            "host": self.host,
+            "proto": self.proto,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+        }
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> ConnectionOpened:
+        return cls(
+            id=params["connectionID"], url=params["url"], host=params["host"], proto=params["proto"],
+            path=params["path"], query=dict(params["query"]), headers=dict(params["headers"]),
+        )  # fmt: skip
+
+    @property
+    def format(self) -> ably.Format:
+        """The connection's protocol format, from its `format` query parameter (Ably's default is JSON)."""
+        return ably.Format.MSGPACK if self.query.get("format") == "msgpack" else ably.Format.JSON
+
+
+class ClosedBy(enum.StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+    PROXY = "proxy"
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """Params of the `interceptedConnectionClosed` notification. ``code`` is None for a close
+    frame without a code and for an abrupt drop (``clean`` False)."""
+
+    id: str
+    closed_by: ClosedBy
+    code: int | None
+    reason: str
+    clean: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"connectionID": self.id, "closedBy": self.closed_by.value, "code": self.code,
+                "reason": self.reason, "clean": self.clean}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> ConnectionClosed:
+        return cls(params["connectionID"], ClosedBy(params["closedBy"]), params["code"], params["reason"],
+                   params["clean"])  # fmt: skip
