@@ -25,8 +25,8 @@ from yarl import URL
 
 from appserver.relay.events import HttpAnswered, HttpRequested, Sink, tell
 from appserver.relay.headers import end_to_end, without_test_headers
-from appserver.relay.http_verdicts import (CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here,
-                                           read_bounded, whole)
+from appserver.relay.http_verdicts import CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here, read_bounded
+from appserver.relay.http_whole import Streaming, changed
 from appserver.verdict import HttpGate
 from shared.connections import ConnectionOpened
 
@@ -86,7 +86,10 @@ async def _exchange(
             out.apply(verdict.request)
         if verdict.edit is not None or verdict.transform_response is not None:
             tally.upstream = str(out.url)
-            return await whole(request, session, out, ssl, max_body, verdict, gate, info)
+            answer = await changed(request, session, out, ssl, max_body, verdict, gate, info)
+            if isinstance(answer, web.StreamResponse):
+                return answer
+            return await _streamed(request, answer, out.url, tally)
     tally.upstream = str(out.url)
     try:
         upstream = await session.request(out.method, out.url, headers=out.headers, data=out.body,
@@ -95,19 +98,24 @@ async def _exchange(
         log.info("could not relay %s %s: %r", out.method, out.url, exc)
         tally.upstream = None
         return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
-    target = out.url
+    return await _streamed(request, Streaming(upstream, upstream.status, end_to_end(upstream.headers)), out.url, tally)
+
+
+async def _streamed(request: web.Request, passing: Streaming, target: URL, tally: Tally) -> web.StreamResponse:
+    """The upstream's response to the client, its body chunk by chunk as it comes (after what was read of it)."""
+    upstream = passing.upstream
     finished = False
     try:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=end_to_end(upstream.headers))  # fmt: skip
+        reason = upstream.reason if passing.status == upstream.status else None
+        response = web.StreamResponse(status=passing.status, reason=reason, headers=passing.headers)
         if upstream.content_length is not None and "chunked" not in upstream.headers.get("Transfer-Encoding", ""):
             response.content_length = upstream.content_length
         await response.prepare(request)
         length = upstream.content_length
         if length is not None and length <= WATCH_ABOVE:
-            failure = await _copied(upstream, response, tally)  # short: a client gone shows as a failed write
+            failure = await _copied(upstream, response, tally, passing.prefix)  # a client gone: a failed write
         else:
-            failure = await _copied_watching(request, upstream, response, tally)
+            failure = await _copied_watching(request, upstream, response, tally, passing.prefix)
         if isinstance(failure, ClientGone):
             log.info("the client of %s %s went away mid-body: the upstream request is abandoned",
                      request.method, target)  # fmt: skip
@@ -143,25 +151,25 @@ class Tally:
         self.outcome = "complete"
 
 
-async def _copied(upstream: aiohttp.ClientResponse, response: web.StreamResponse,
-                  tally: Tally) -> BaseException | None:  # fmt: skip
+async def _copied(upstream: aiohttp.ClientResponse, response: web.StreamResponse, tally: Tally,
+                  prefix: bytes) -> BaseException | None:  # fmt: skip
     """Copy the body; None, or why it stopped (ClientGone, or the upstream's error)."""
     try:
-        await _copy_body(upstream, response, tally)
+        await _copy_body(upstream, response, tally, prefix)
     except (ClientGone, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         return exc
     return None
 
 
 async def _copied_watching(request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
-                           tally: Tally) -> BaseException | None:  # fmt: skip
+                           tally: Tally, prefix: bytes) -> BaseException | None:  # fmt: skip
     """Copy the body while watching the client: one that goes away while the upstream is silent (a long
     poll, a stream) ends the upstream request too (aiohttp does not cancel the handler for us)."""
     task = asyncio.current_task()
     assert task is not None
     watch = _Watch(request, task)
     try:
-        return await _copied(upstream, response, tally)
+        return await _copied(upstream, response, tally, prefix)
     except asyncio.CancelledError:
         if not watch.fired or task.uncancel() > 0:
             raise  # cancelled from outside too
@@ -196,14 +204,21 @@ class ClientGone(Exception):
     """Writing to the client failed: it went away."""
 
 
-async def _copy_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse, tally: Tally) -> None:
+async def _copy_body(upstream: aiohttp.ClientResponse, response: web.StreamResponse, tally: Tally,
+                     prefix: bytes) -> None:  # fmt: skip
     """Chunk by chunk as they come; ClientGone when the client went away, aiohttp's errors
     (ClientPayloadError, ClientConnectionError) when the upstream failed."""
+    if prefix:
+        await _write(response, prefix, tally)
     async for chunk in upstream.content.iter_chunked(CHUNK):
-        if not tally.size:
-            tally.head = chunk[:HEAD]
-        tally.size += len(chunk)
-        try:
-            await response.write(chunk)
-        except ConnectionError as exc:  # aiohttp's server side raises its client-flavoured reset error
-            raise ClientGone(str(exc)) from exc
+        await _write(response, chunk, tally)
+
+
+async def _write(response: web.StreamResponse, chunk: bytes, tally: Tally) -> None:
+    if not tally.size:
+        tally.head = chunk[:HEAD]
+    tally.size += len(chunk)
+    try:
+        await response.write(chunk)
+    except ConnectionError as exc:  # aiohttp's server side raises its client-flavoured reset error
+        raise ClientGone(str(exc)) from exc

@@ -1,25 +1,21 @@
-"""What rules and the suite make of an HTTP exchange (SPEC Part 4): answered, dropped, delayed, rewritten,
-or its response read whole and changed. relay_http (http.py) asks its HttpGate and applies the verdict here.
+"""What rules and the suite make of an HTTP exchange (SPEC Part 4): answered, dropped, delayed or rewritten
+before it is forwarded (its response changed: http_whole.py). relay_http (http.py) asks its HttpGate and
+applies the verdict here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from ssl import SSLContext
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from appserver.relay.headers import end_to_end
-from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, RequestEdit, ResponseEdit
+from appserver.verdict import HttpVerdict, RequestEdit
 from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
-from shared.dotted import path_set, path_unset
 from shared.connections import ConnectionOpened
 
 log = logging.getLogger("appserver.relay.http")
@@ -126,50 +122,3 @@ class Outgoing:
             self.headers = CIMultiDict(edit.headers)
         if edit.body is not None:
             self.body = edit.body
-
-
-async def whole(
-    request: web.Request, session: aiohttp.ClientSession, out: Outgoing, ssl: SSLContext | bool, max_body: int,
-    verdict: HttpVerdict, gate: HttpGate, info: ConnectionOpened,
-) -> web.StreamResponse:  # fmt: skip
-    """Forward, read the whole response, change it (a rule's edit, or the suite's answer), answer with that."""
-    edit = verdict.edit
-    try:
-        async with session.request(out.method, out.url, headers=out.headers, data=out.body, allow_redirects=False,
-                                   ssl=ssl) as upstream:  # fmt: skip
-            payload = b"" if edit is not None and edit.body is not None else await upstream.content.read(max_body)
-            status, headers = upstream.status, end_to_end(upstream.headers)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
-    headers.popall("Content-Encoding", None)  # read decompressed: the body is sent as it now is
-    if edit is not None:
-        for name, value in edit.headers:
-            headers[name] = value
-        if edit.body is not None:
-            payload = edit.body
-        elif edit.needs_body:
-            payload = _patched_json(payload, edit, str(out.url))
-        status = edit.status or status
-    if verdict.transform_response is not None:
-        answer = await gate.transform_response(info, verdict.transform_response,
-                                               HttpResponse(status, tuple(headers.items()), payload))  # fmt: skip
-        if isinstance(answer, HttpDrop):
-            return await before_forwarding(request, HttpVerdict(drop=answer), URL(info.url)) or web.Response()
-        status, headers, payload = answer.status, CIMultiDict(answer.headers), answer.body
-    return web.Response(status=status, headers=headers, body=payload)
-
-
-def _patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        log.error("a patchResponse rule on %s: the response is not JSON; passed on unchanged", where)
-        return payload
-    if not isinstance(document, (dict, list)):
-        return payload
-    for path, value in edit.set:
-        if isinstance(document, dict):
-            path_set(document, path, value)
-    for path in edit.unset:
-        path_unset(document, path)
-    return json.dumps(document, separators=(",", ":")).encode()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+import gzip
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from yarl import URL
 
@@ -101,6 +103,61 @@ async def test_a_streamed_response_arrives_chunk_by_chunk(
         assert first == b"data: first\n\n" and not http_upstream.stream_ended.is_set()
         http_upstream.next_chunk.set()
         assert await response.content.read() == b"data: last\n\n"
+
+
+async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSession, app_server: AppServer,
+                                                          no_leaks: None) -> None:  # fmt: skip
+    """What an SDK could tell apart reaches it as the upstream sent it: a HEAD's Content-Length with no body,
+    204 and 304, every Set-Cookie, a gzip body byte for byte with its Content-Encoding, a redirect not
+    followed; and the upstream gets a chunked request body whole, chunked."""
+    compressed = gzip.compress(b'{"n":1}')
+
+    async def answer(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if kind == "head":
+            return web.Response(body=b"x" * 50)
+        if kind == "cookies":
+            response = web.Response(text="c")
+            response.headers.add("Set-Cookie", "a=1")
+            response.headers.add("Set-Cookie", "b=2")
+            return response
+        if kind == "gzip":
+            return web.Response(body=compressed, headers={"Content-Encoding": "gzip"}, content_type="application/json")
+        if kind == "redirect":
+            return web.Response(status=302, headers={"Location": "/elsewhere"})
+        if kind == "echo":
+            return web.Response(body=await request.read(), headers={"X-TE": request.headers["Transfer-Encoding"]})
+        return web.Response(status=int(kind), headers={"ETag": '"e"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{kind}", answer)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"def"
+
+    async with run_app(app) as port:
+        async def exchange(method: str, path: str, **kw: Any) -> tuple[int, CIMultiDictProxy[str], bytes]:
+            async with http.request(method, f"http://127.0.0.1:{app_server.proxy_port}{path}",
+                                    headers=stamped(f"127.0.0.1:{port}"), allow_redirects=False,
+                                    auto_decompress=False, **kw) as response:  # fmt: skip
+                return response.status, response.headers, await response.read()
+
+        status, headers, body = await exchange("HEAD", "/head")
+        assert (status, headers["Content-Length"], body) == (200, "50", b"")
+        status, headers, body = await exchange("GET", "/204")
+        assert (status, body) == (204, b"") and "Transfer-Encoding" not in headers
+        status, headers, body = await exchange("GET", "/304")
+        assert (status, headers["ETag"], body) == (304, '"e"', b"")
+        _, headers, _ = await exchange("GET", "/cookies")
+        assert headers.getall("Set-Cookie") == ["a=1", "b=2"]
+        _, headers, body = await exchange("GET", "/gzip")
+        assert (headers["Content-Encoding"], headers["Content-Length"], body) == ("gzip", str(len(compressed)),
+                                                                                  compressed)  # fmt: skip
+        status, headers, body = await exchange("GET", "/redirect")
+        assert (status, headers["Location"]) == (302, "/elsewhere")
+        _, headers, body = await exchange("POST", "/echo", data=pieces())
+        assert (headers["X-TE"], body) == ("chunked", b"abcdef")
 
 
 async def test_an_unreachable_upstream_is_502_saying_why(http: aiohttp.ClientSession, app_server: AppServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 from typing import Any
 
@@ -247,6 +248,41 @@ async def test_a_body_over_the_limit_streams_and_the_rule_sees_none(
             assert response.status == 400
     assert http_upstream.seen[0][3] == big
     assert any("over --max-http-body" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_response_is_held_only_as_far_as_a_rule_needs_it(
+    http: aiohttp.ClientSession, no_leaks: None, caplog: pytest.LogCaptureFixture
+) -> None:  # fmt: skip
+    """A patch over --max-http-body streams on whole and unchanged (the log says the rule did not see it); a
+    status edit streams any body with the new status; a gzip body is patched decoded and answered plain."""
+    from tests.conftest import make_config, running_app_server
+    from tests.peers import suite_connection
+
+    big = json.dumps({"n": 1, "pad": "p" * 5000}).encode()
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/gzip":
+            return web.Response(body=gzip.compress(b'{"n":1}'), headers={"Content-Encoding": "gzip"},
+                                content_type="application/json")  # fmt: skip
+        return web.Response(body=big, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    async with run_app(app) as port, running_app_server(make_config(max_http_body=1000)) as server, \
+            suite_connection(http, server.control_port) as suite:  # fmt: skip
+        await suite.request("startInterception", {})
+        await add(suite, {"match": {"event": "http", "path": "/big"}, "action": {"type": "patchResponse", "set": {"n": 2}}},
+                  {"match": {"event": "http", "path": "/gzip"}, "action": {"type": "patchResponse", "set": {"n": 2}}},
+                  {"match": {"event": "http", "path": "/status"}, "action": {"type": "replaceResponse", "status": 503}})
+        headers = stamped(f"127.0.0.1:{port}")
+        async with http.get(url(server, "/big"), headers=headers) as response:
+            assert (response.status, await response.read()) == (200, big)
+        assert any("response body over --max-http-body" in r.getMessage() for r in caplog.records)
+        async with http.get(url(server, "/status"), headers=headers) as response:
+            assert (response.status, await response.read()) == (503, big)
+        async with http.get(url(server, "/gzip"), headers=headers, auto_decompress=False) as response:
+            assert "Content-Encoding" not in response.headers
+            assert await response.json() == {"n": 2}
 
 
 async def test_a_malformed_request_gets_400_and_the_server_goes_on(
