@@ -65,7 +65,8 @@ async def _exchange(
     gate: HttpGate | None, max_body: int, sinks: Sequence[Sink], info: ConnectionOpened | None, tally: Tally,
 ) -> web.StreamResponse:  # fmt: skip
     body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if request.body_exists else None
-    out = Outgoing(request.method, target, without_test_headers(end_to_end(request.headers)), body)
+    out = Outgoing(request.method, target, without_test_headers(end_to_end(request.headers)), body,
+                   request.content_length if request.body_exists else None)  # fmt: skip
     read = None
     if gate is not None and info is not None and request.body_exists and gate.wants_body(info, request.method):
         read, out.body = await read_bounded(request, max_body)
@@ -91,9 +92,10 @@ async def _exchange(
                 return answer
             return await _streamed(request, answer, out.url, tally)
     tally.upstream = str(out.url)
+    headers, data = out.framed()
     try:
-        upstream = await session.request(out.method, out.url, headers=out.headers, data=out.body,
-                                         allow_redirects=False, auto_decompress=False, ssl=ssl)  # fmt: skip
+        upstream = await session.request(out.method, out.url, headers=headers, data=data, allow_redirects=False,
+                                         auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.info("could not relay %s %s: %r", out.method, out.url, exc)
         tally.upstream = None

@@ -107,12 +107,14 @@ async def before_forwarding(request: web.Request, verdict: HttpVerdict, meant: U
 
 @dataclass
 class Outgoing:
-    """The request as it will go upstream (a rule or the suite may have changed it)."""
+    """The request as it will go upstream (a rule or the suite may have changed it). ``length`` is the client's
+    Content-Length (None: it sent its body chunked, or none): the upstream gets the body framed the same way."""
 
     method: str
     url: URL
     headers: CIMultiDict[str]
     body: AsyncIterator[bytes] | bytes | None
+    length: int | None = None
 
     def apply(self, edit: RequestEdit) -> None:
         self.method = edit.method or self.method
@@ -122,3 +124,21 @@ class Outgoing:
             self.headers = CIMultiDict(edit.headers)
         if edit.body is not None:
             self.body = edit.body
+            self.length = len(edit.body)
+
+    def framed(self) -> tuple[CIMultiDict[str], AsyncIterator[bytes] | bytes | None]:
+        """The headers and body to send: with the body's Content-Length, or chunked as the client sent it."""
+        headers = CIMultiDict((k, v) for k, v in self.headers.items()
+                              if k.lower() not in ("content-length", "transfer-encoding"))  # fmt: skip
+        if self.body is None:
+            return headers, None
+        if isinstance(self.body, bytes):
+            return headers, self.body if self.length is not None else _prefixed([self.body], _nothing())
+        if self.length is not None:
+            headers["Content-Length"] = str(self.length)
+        return headers, self.body
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator with nothing in it

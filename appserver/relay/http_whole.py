@@ -51,9 +51,10 @@ async def changed(
 ) -> web.StreamResponse | Streaming:  # fmt: skip
     """Forward, then change what comes back: a whole answer, or (Streaming) a response to stream on."""
     edit = verdict.edit
+    sent, data = out.framed()
     try:
-        upstream = await session.request(out.method, out.url, headers=out.headers, data=out.body,
-                                         allow_redirects=False, auto_decompress=False, ssl=ssl)  # fmt: skip
+        upstream = await session.request(out.method, out.url, headers=sent, data=data, allow_redirects=False,
+                                         auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
     status, headers = _edited(edit, upstream.status, end_to_end(upstream.headers))

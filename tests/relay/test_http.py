@@ -109,7 +109,7 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
                                                           no_leaks: None) -> None:  # fmt: skip
     """What an SDK could tell apart reaches it as the upstream sent it: a HEAD's Content-Length with no body,
     204 and 304, every Set-Cookie, a gzip body byte for byte with its Content-Encoding, a redirect not
-    followed; and the upstream gets a chunked request body whole, chunked."""
+    followed; and the upstream gets a request body framed as the client sent it (Content-Length, or chunked)."""
     compressed = gzip.compress(b'{"n":1}')
 
     async def answer(request: web.Request) -> web.Response:
@@ -126,7 +126,9 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
         if kind == "redirect":
             return web.Response(status=302, headers={"Location": "/elsewhere"})
         if kind == "echo":
-            return web.Response(body=await request.read(), headers={"X-TE": request.headers["Transfer-Encoding"]})
+            framing = {"X-TE": request.headers.get("Transfer-Encoding", "-"),
+                       "X-CL": request.headers.get("Content-Length", "-")}
+            return web.Response(body=await request.read(), headers=framing)
         return web.Response(status=int(kind), headers={"ETag": '"e"'})
 
     app = web.Application()
@@ -157,7 +159,9 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
         status, headers, body = await exchange("GET", "/redirect")
         assert (status, headers["Location"]) == (302, "/elsewhere")
         _, headers, body = await exchange("POST", "/echo", data=pieces())
-        assert (headers["X-TE"], body) == ("chunked", b"abcdef")
+        assert (headers["X-TE"], headers["X-CL"], body) == ("chunked", "-", b"abcdef")
+        _, headers, body = await exchange("POST", "/echo", data=b"abcdef")
+        assert (headers["X-TE"], headers["X-CL"], body) == ("-", "6", b"abcdef")
 
 
 async def test_an_unreachable_upstream_is_502_saying_why(http: aiohttp.ClientSession, app_server: AppServer) -> None:

@@ -246,7 +246,13 @@ async def test_a_body_over_the_limit_streams_and_the_rule_sees_none(
         small = json.dumps({"name": "x"}).encode()
         async with http.post(url(server, "/small"), data=small, headers=stamped(http_upstream.host)) as response:
             assert response.status == 400
-    assert http_upstream.seen[0][3] == big
+        other = json.dumps({"name": "y"}).encode()  # read whole for the rule, which does not match: forwarded
+        async with http.post(url(server, "/other"), data=other, headers=stamped(http_upstream.host)) as response:
+            assert response.status == 207
+    assert [seen[3] for seen in http_upstream.seen] == [big, other]
+    # both framed as the client sent them (Content-Length), streamed or read whole
+    assert [seen[2].get("Content-Length") for seen in http_upstream.seen] == [str(len(big)), str(len(other))]
+    assert not [seen for seen in http_upstream.seen if "Transfer-Encoding" in seen[2]]
     assert any("over --max-http-body" in r.getMessage() for r in caplog.records)
 
 
