@@ -4,9 +4,10 @@ mitmdump with the redirector, and a WebSocket client goes through it (loopback o
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
@@ -190,3 +191,49 @@ async def test_server_sent_events_stream_through_mitmproxy(
             assert not ended.is_set()
             go_on.set()
             assert await response.content.read() == b"data: second\n\n"
+
+
+async def test_http_framing_and_encoding_pass_unchanged_through_mitmproxy(
+    stack: AppServer, intercepting_suite: Suite, http: aiohttp.ClientSession
+) -> None:
+    """Through mitmdump and the app server: a request body keeps its framing (Content-Length, or chunked); a
+    gzip response arrives byte for byte with its Content-Encoding, every Set-Cookie, a HEAD's Content-Length
+    and a 304's ETag."""
+    compressed = gzip.compress(b'{"n":1}')
+
+    async def answer(request: web.Request) -> web.Response:
+        if request.method == "POST":
+            framing = {"X-TE": request.headers.get("Transfer-Encoding", "-"),
+                       "X-CL": request.headers.get("Content-Length", "-")}
+            return web.Response(body=await request.read(), headers=framing)
+        if request.path == "/304":
+            return web.Response(status=304, headers={"ETag": '"e"'})
+        response = web.Response(body=compressed, headers={"Content-Encoding": "gzip"}, content_type="application/json")
+        response.headers.add("Set-Cookie", "a=1")
+        response.headers.add("Set-Cookie", "b=2")
+        return response
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"abc"
+        yield b"def"
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    proxy = f"http://127.0.0.1:{stack.config.mitmproxy_port}"
+    async with run_app(app) as port:
+        async def exchange(method: str, path: str, **kw: Any) -> tuple[int, Any, bytes]:
+            async with http.request(method, f"http://127.0.0.1:{port}{path}", proxy=proxy, auto_decompress=False,
+                                    **kw) as response:  # fmt: skip
+                return response.status, response.headers, await response.read()
+
+        _, headers, body = await exchange("POST", "/", data=b"abcdef")
+        assert (headers["X-TE"], headers["X-CL"], body) == ("-", "6", b"abcdef")
+        _, headers, body = await exchange("POST", "/", data=pieces())
+        assert (headers["X-TE"], headers["X-CL"], body) == ("chunked", "-", b"abcdef")
+        _, headers, body = await exchange("GET", "/gzip")
+        assert (headers["Content-Encoding"], body) == ("gzip", compressed)
+        assert headers.getall("Set-Cookie") == ["a=1", "b=2"]
+        status, headers, body = await exchange("HEAD", "/gzip")
+        assert (status, headers["Content-Length"], body) == (200, str(len(compressed)), b"")
+        status, headers, _ = await exchange("GET", "/304")
+        assert (status, headers["ETag"]) == (304, '"e"')
