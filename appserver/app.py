@@ -32,6 +32,7 @@ from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
 from appserver.control.sessions import end_session, make_session_methods
 from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint
+from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from shared.constants import HEADER_TEST_SESSION
@@ -105,6 +106,9 @@ class AppServer:
             # Forward the client's headers, not aiohttp's defaults.
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
+            max_line_size=MAX_HEAD_LINE,
+            max_field_size=MAX_HEAD_LINE,
+            max_headers=MAX_HEADERS,
         )
         self.endpoint_settings = EndpointSettings(
             config.default_upstream, config.upstream_ssl(), config.connect_timeout, config.close_timeout,
@@ -128,7 +132,8 @@ class AppServer:
         )  # fmt: skip
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.close_timeout + 1)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.close_timeout + 1,
+                               max_line_size=MAX_HEAD_LINE, max_field_size=MAX_HEAD_LINE, max_headers=MAX_HEADERS)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port)

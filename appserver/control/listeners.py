@@ -26,6 +26,7 @@ from appserver.control.registry import Registry
 from appserver.control.sessions import Session
 from appserver.errors import InterceptionFailed
 from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
+from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS
 from shared.constants import METHOD_SET_LISTENERS
 from shared.jsonrpc import PeerGone, RemoteError
 from shared.wire import WireError
@@ -69,7 +70,8 @@ class SessionListeners:
         self._http = http
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, max_line_size=MAX_HEAD_LINE,
+                                     max_field_size=MAX_HEAD_LINE, max_headers=MAX_HEADERS)
         await self._runner.setup()
 
     async def stop(self) -> None:

@@ -194,11 +194,11 @@ async def test_server_sent_events_stream_through_mitmproxy(
 
 
 async def test_http_framing_and_encoding_pass_unchanged_through_mitmproxy(
-    stack: AppServer, intercepting_suite: Suite, http: aiohttp.ClientSession
+    stack: AppServer, intercepting_suite: Suite
 ) -> None:
     """Through mitmdump and the app server: a request body keeps its framing (Content-Length, or chunked); a
     gzip response arrives byte for byte with its Content-Encoding, every Set-Cookie, a HEAD's Content-Length
-    and a 304's ETag."""
+    and a 304's ETag; headers of 20 KB go both ways."""
     compressed = gzip.compress(b'{"n":1}')
 
     async def answer(request: web.Request) -> web.Response:
@@ -208,6 +208,8 @@ async def test_http_framing_and_encoding_pass_unchanged_through_mitmproxy(
             return web.Response(body=await request.read(), headers=framing)
         if request.path == "/304":
             return web.Response(status=304, headers={"ETag": '"e"'})
+        if request.path == "/long":  # a header longer than aiohttp's default limit, each way
+            return web.Response(headers={"X-Seen": str(len(request.headers["X-Token"])), "X-Long": "l" * 20_000})
         response = web.Response(body=compressed, headers={"Content-Encoding": "gzip"}, content_type="application/json")
         response.headers.add("Set-Cookie", "a=1")
         response.headers.add("Set-Cookie", "b=2")
@@ -217,10 +219,11 @@ async def test_http_framing_and_encoding_pass_unchanged_through_mitmproxy(
         yield b"abc"
         yield b"def"
 
-    app = web.Application()
+    wide = {"max_line_size": 100_000, "max_field_size": 100_000}  # the peers take long headers
+    app = web.Application(handler_args=wide)
     app.router.add_route("*", "/{tail:.*}", answer)
     proxy = f"http://127.0.0.1:{stack.config.mitmproxy_port}"
-    async with run_app(app) as port:
+    async with run_app(app) as port, aiohttp.ClientSession(**wide) as http:
         async def exchange(method: str, path: str, **kw: Any) -> tuple[int, Any, bytes]:
             async with http.request(method, f"http://127.0.0.1:{port}{path}", proxy=proxy, auto_decompress=False,
                                     **kw) as response:  # fmt: skip
@@ -237,3 +240,5 @@ async def test_http_framing_and_encoding_pass_unchanged_through_mitmproxy(
         assert (status, headers["Content-Length"], body) == (200, str(len(compressed)), b"")
         status, headers, _ = await exchange("GET", "/304")
         assert (status, headers["ETag"]) == (304, '"e"')
+        status, headers, _ = await exchange("GET", "/long", headers={"X-Token": "t" * 20_000})
+        assert (status, headers["X-Seen"], len(headers["X-Long"])) == (200, "20000", 20_000)
