@@ -444,7 +444,7 @@ def summarise(cells: dict[str, dict[str, Cell]], loads: list[Workload]) -> dict[
             if variant != "direct" and c.round_trips:
                 per_k = 1000 / c.round_trips * 1000 / CLK_TCK
                 fig.update(cpu_ms_per_1k=round(c.cpu_ticks * per_k, 1))
-                if variant in WITH_SUITE:
+                if variant in WITH_SUITE and w.kind != "http":  # plain HTTP has no per-message transforms
                     fig.update(suite_cpu_ms_per_1k=round(c.suite_ticks * per_k, 1), transforms=c.transforms,
                                all_transformed=c.transforms >= 2 * c.round_trips)
                 if variant == "mitm":
