@@ -1,7 +1,8 @@
 """Plain HTTP through the proxy endpoint: REST calls, token requests, connectivity checks, Comet.
 
 The request goes upstream with its method, path, query, end-to-end headers and
-body; the response comes back with its status, end-to-end headers and body,
+body (framed as the client sent it: its Content-Length, or chunked); the
+response comes back with its status, end-to-end headers and body as they came,
 chunk by chunk as the upstream sends it (a streamed or chunked response, Server-
 Sent Events or a Comet stream reaches the client as it is written; a response
 with a length keeps it). The upstream is the host the client meant
