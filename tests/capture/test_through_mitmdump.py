@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -148,6 +149,37 @@ async def test_wss_upstream_trust_flags(
         request, upstream_ws = await tls_upstream.next()
         assert request.secure
         await close_cleanly(client, upstream_ws)
+
+
+@pytest.mark.parametrize("trust", ["ca", "insecure", "none"])
+async def test_https_upstream_trust_flags(
+    no_leaks: None, http: aiohttp.ClientSession, upstream_ca: tuple[Path, Path], trust: str
+) -> None:  # fmt: skip
+    """Plain HTTP to a self-signed https:// upstream is verified as wss:// is: reached with --upstream-ca or
+    --upstream-insecure; without either the client gets 502 saying the certificate was not trusted."""
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"secure={request.secure}")
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*upstream_ca)
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        host = f"127.0.0.1:{runner.addresses[0][1]}"
+        overrides = {"ca": {"upstream_ca": str(upstream_ca[0])}, "insecure": {"upstream_insecure": True}, "none": {}}
+        async with running_app_server(make_config(**overrides[trust])) as server, \
+                http.get(f"http://127.0.0.1:{server.proxy_port}/",
+                         headers={"Ably-Test-Host": host, "Ably-Test-Proto": "https"}) as response:  # fmt: skip
+            if trust == "none":
+                assert response.status == 502 and "CERTIFICATE_VERIFY_FAILED" in await response.text()
+            else:
+                assert (response.status, await response.text()) == (200, "secure=True")
+    finally:
+        await runner.cleanup()
 
 
 @pytest.mark.parametrize("offer", [["probe.v1"], ["probe.v0", "probe.v1"]], ids=["one line", "two lines"])
