@@ -97,7 +97,7 @@ def routed(target: Target, host: str, proto: str) -> Target:
     return Target(url, host, proto)
 
 
-def end_to_end(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """The headers minus hop-by-hop ones, including those the Connection header names."""
     named = shared_headers.connection_tokens(headers.getall("Connection", []))
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
@@ -164,5 +164,18 @@ def opened_info(request: web.BaseRequest, target: Target) -> ConnectionOpened:
         proto=target.proto,
         path=target.url.raw_path,
         query=dict(target.url.query),
-        headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
+        headers=as_sent(request.headers),
     )
+
+
+def as_sent(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """A request's headers as the client sent them, for rules, the suite and the trace: without the
+    Ably-Test-* stamps, and with the Host it meant (mitmproxy rewrote Host to the proxy endpoint when it
+    redirected the request; Ably-Test-Host says what it was)."""
+    meant = headers.get(HEADER_TEST_HOST)
+    sent = {k: v for k, v in headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)}
+    if meant:
+        for name in sent:
+            if name.lower() == "host":
+                sent[name] = meant
+    return sent

@@ -14,8 +14,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from appserver.relay.headers import as_sent, end_to_end, without_test_headers
 from appserver.verdict import HttpVerdict, RequestEdit
-from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
+from shared.constants import HEADER_TEST_HOST
 from shared.connections import ConnectionOpened
 
 log = logging.getLogger("appserver.relay.http")
@@ -36,7 +37,7 @@ def http_info(request: web.Request, meant: URL) -> ConnectionOpened:
     return ConnectionOpened(
         url=f"{meant.scheme}://{host}{meant.raw_path_qs}", host=host, proto=meant.scheme, path=meant.raw_path,
         query=dict(meant.query),
-        headers={k: v for k, v in request.headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)},
+        headers=as_sent(request.headers),
     )  # fmt: skip
 
 
@@ -120,8 +121,8 @@ class Outgoing:
         self.method = edit.method or self.method
         if edit.url is not None:
             self.url = URL(edit.url)
-        if edit.headers is not None:
-            self.headers = CIMultiDict(edit.headers)
+        if edit.headers is not None:  # the suite's, which may echo what it was shown (Host, Connection …)
+            self.headers = without_test_headers(end_to_end(CIMultiDict(edit.headers)))
         if edit.body is not None:
             self.body = edit.body
             self.length = len(edit.body)

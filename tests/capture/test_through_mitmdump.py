@@ -40,6 +40,8 @@ async def test_ws_through_mitmproxy_with_transform(
         assert "Ably-Test-Host" not in request.headers
         opened = (await intercepting_suite.notifications.get())["params"]
         assert (opened["host"], opened["proto"], opened["query"]["v"]) == (upstream.host, "ws", "6")
+        assert opened["headers"]["Host"] == upstream.host  # as the client sent it, not as mitmproxy rewrote it
+        assert request.headers["Host"] == upstream.host
         await client.send("drop me")
         await client.send("hello")
         assert (await receive(server)).data == "HELLO"

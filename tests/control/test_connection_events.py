@@ -26,7 +26,8 @@ async def next_event(suite: Suite, method: str, timeout: float = 5) -> dict[str,
 async def test_opened_event_before_first_transform(
     http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, suite: Suite
 ) -> None:
-    """interceptedConnectionOpened carries url, host, proto, path, query and headers, before any transform."""
+    """interceptedConnectionOpened carries url, host, proto, path, query and headers (as the client sent them),
+    before any transform."""
     client = await connect_client(
         http, app_server.proxy_port, upstream.host, "/?v=6&format=msgpack&heartbeats=false",
         headers={"X-Sdk": "ably-js"},
@@ -40,6 +41,8 @@ async def test_opened_event_before_first_transform(
     assert opened["query"] == {"v": "6", "format": "msgpack", "heartbeats": "false"}
     assert opened["headers"]["X-Sdk"] == "ably-js"
     assert "Ably-Test-Host" not in opened["headers"]
+    # the Host the client sent, which mitmproxy rewrites to the proxy endpoint when it redirects
+    assert opened["headers"]["Host"] == upstream.host
     assert suite.transform_requests[0]["connectionID"] == opened["connectionID"]
     await close_cleanly(client, server)
 

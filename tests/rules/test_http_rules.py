@@ -193,6 +193,29 @@ async def test_the_http_dialogue(
     assert isinstance(exchange, str) and second["params"]["connectionID"] == exchange
 
 
+async def test_a_replace_that_echoes_the_headers_keeps_the_request_whole(
+    http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite  # noqa: F811
+) -> None:
+    """The suite is shown the headers as the client sent them (Host: the host it meant, not the proxy
+    endpoint mitmproxy rewrote it to); a replace that gives them back with a change sends the request where it
+    was going, with the body's own length, nothing hop-by-hop from the echo."""
+    shown: dict[str, str] = {}
+
+    async def on_request(params: dict[str, Any]) -> Any:
+        shown.update(params["headers"])
+        return {"action": "replace", "request": {"headers": {**params["headers"], "Connection": "close",
+                                                             "X-Added": "1"}, "body": "longer body"}}
+
+    suite.handlers = {"transformInterceptedHttpRequest": on_request}
+    await add(suite, {"match": {"event": "http", "path": "/things"}, "action": {"type": "transform"}})
+    async with http.post(url(app_server, "/things"), data=b"original", headers=stamped(http_upstream.host)) as r:
+        assert r.status == 207
+    assert shown["Host"] == http_upstream.host and shown["Content-Length"] == "8"
+    [(_, _, headers, body)] = http_upstream.seen
+    assert (headers["Host"], headers["X-Added"], body) == (http_upstream.host, "1", b"longer body")
+    assert headers["Content-Length"] == str(len(b"longer body")) and headers.get("Connection") != "close"
+
+
 @pytest.mark.parametrize("answer", ["garbage", {"action": "explode"}, {"action": "replace", "request": "x"}])
 async def test_an_unusable_http_answer_passes_the_request_unchanged(
     http: aiohttp.ClientSession, app_server: AppServer, http_upstream: HttpUpstream, suite: Suite,  # noqa: F811
