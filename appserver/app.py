@@ -103,8 +103,9 @@ class AppServer:
         self._session = aiohttp.ClientSession(
             # No cap on concurrent upstream connections: the SDKs under test decide how many.
             connector=aiohttp.TCPConnector(limit=0),
-            # Forward the client's headers, not aiohttp's defaults.
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            # Forward the client's headers, not aiohttp's defaults (it would add a Content-Type to a body sent
+            # without one, and to a POST with no body).
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
             max_line_size=MAX_HEAD_LINE,
             max_field_size=MAX_HEAD_LINE,

@@ -109,7 +109,8 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
                                                           no_leaks: None) -> None:  # fmt: skip
     """What an SDK could tell apart reaches it as the upstream sent it: a HEAD's Content-Length with no body,
     204 and 304, every Set-Cookie, a gzip body byte for byte with its Content-Encoding, a redirect not
-    followed; and the upstream gets a request body framed as the client sent it (Content-Length, or chunked)."""
+    followed; and the upstream gets a request body framed as the client sent it (Content-Length, or chunked),
+    with no Content-Type the client did not send."""
     compressed = gzip.compress(b'{"n":1}')
 
     async def answer(request: web.Request) -> web.Response:
@@ -127,7 +128,8 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
             return web.Response(status=302, headers={"Location": "/elsewhere"})
         if kind == "echo":
             framing = {"X-TE": request.headers.get("Transfer-Encoding", "-"),
-                       "X-CL": request.headers.get("Content-Length", "-")}
+                       "X-CL": request.headers.get("Content-Length", "-"),
+                       "X-CT": request.headers.get("Content-Type", "-")}
             return web.Response(body=await request.read(), headers=framing)
         return web.Response(status=int(kind), headers={"ETag": '"e"'})
 
@@ -139,10 +141,11 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
         yield b"def"
 
     async with run_app(app) as port:
-        async def exchange(method: str, path: str, **kw: Any) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        async def exchange(method: str, path: str, headers: dict[str, str] | None = None,
+                           **kw: Any) -> tuple[int, CIMultiDictProxy[str], bytes]:  # fmt: skip
             async with http.request(method, f"http://127.0.0.1:{app_server.proxy_port}{path}",
-                                    headers=stamped(f"127.0.0.1:{port}"), allow_redirects=False,
-                                    auto_decompress=False, **kw) as response:  # fmt: skip
+                                    headers={**stamped(f"127.0.0.1:{port}"), **(headers or {})},
+                                    allow_redirects=False, auto_decompress=False, **kw) as response:  # fmt: skip
                 return response.status, response.headers, await response.read()
 
         status, headers, body = await exchange("HEAD", "/head")
@@ -162,6 +165,13 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
         assert (headers["X-TE"], headers["X-CL"], body) == ("chunked", "-", b"abcdef")
         _, headers, body = await exchange("POST", "/echo", data=b"abcdef")
         assert (headers["X-TE"], headers["X-CL"], body) == ("-", "6", b"abcdef")
+        # no Content-Type added to a body sent without one, or to a POST with no body
+        _, headers, _ = await exchange("POST", "/echo", data=b"abc", skip_auto_headers=("Content-Type",))
+        assert headers["X-CT"] == "-"
+        _, headers, _ = await exchange("POST", "/echo", skip_auto_headers=("Content-Type",))
+        assert headers["X-CT"] == "-"
+        _, headers, _ = await exchange("POST", "/echo", data=b"{}", headers={"Content-Type": "application/json"})
+        assert headers["X-CT"] == "application/json"
 
 
 async def test_an_unreachable_upstream_is_502_saying_why(http: aiohttp.ClientSession, app_server: AppServer) -> None:
