@@ -32,7 +32,7 @@ from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
 from appserver.control.sessions import end_session, make_session_methods
 from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint
-from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS
+from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS, without_server_defaults
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from shared.constants import HEADER_TEST_SESSION
@@ -119,6 +119,7 @@ class AppServer:
         control.router.add_get("/", self._control_handler)
         proxy = web.Application()
         proxy.router.add_route("*", "/{tail:.*}", endpoint.handle)
+        proxy.on_response_prepare.append(without_server_defaults)
         self.control_port = await self._serve(control, config.control_host, config.control_port)
         self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
         await self.listeners.start(self._session)

@@ -26,7 +26,7 @@ from appserver.control.registry import Registry
 from appserver.control.sessions import Session
 from appserver.errors import InterceptionFailed
 from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
-from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS
+from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS, without_server_defaults
 from shared.constants import METHOD_SET_LISTENERS
 from shared.jsonrpc import PeerGone, RemoteError
 from shared.wire import WireError
@@ -70,6 +70,7 @@ class SessionListeners:
         self._http = http
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_response_prepare.append(without_server_defaults)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, max_line_size=MAX_HEAD_LINE,
                                      max_field_size=MAX_HEAD_LINE, max_headers=MAX_HEADERS)
         await self._runner.setup()

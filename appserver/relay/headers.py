@@ -27,6 +27,12 @@ HOP_BY_HOP = frozenset(
 #: takes 16 KiB of headers, servers more; long tokens and cookies are what test suites send).
 MAX_HEAD_LINE = 64 * 1024  # bytes of the request or status line, and of any one header
 MAX_HEADERS = 1024
+#: Headers aiohttp's server gives a response that lacks them; a relayed response has only those its upstream
+#: sent (a REST answer without a Content-Type must not become application/octet-stream on the way).
+SERVER_DEFAULTS = ("Content-Type", "Date", "Server")
+#: A relayed response's key: the defaults it is not to gain.
+_RELAYED_WITHOUT = web.ResponseKey("relayed_without", tuple)
+
 # Each WebSocket hop makes these itself (RFC 6455 §4.1, §9.1).
 PER_HOP_WEBSOCKET = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-accept", "sec-websocket-extensions",
@@ -179,3 +185,16 @@ def as_sent(headers: CIMultiDictProxy[str]) -> dict[str, str]:
             if name.lower() == "host":
                 sent[name] = meant
     return sent
+
+
+def mark_relayed(response: web.StreamResponse, sent: CIMultiDict[str] | CIMultiDictProxy[str]) -> None:
+    """Say that ``response`` relays an upstream's, which ``sent`` these headers: it will gain none of
+    aiohttp's defaults the upstream did not send (see :func:`without_server_defaults`)."""
+    response[_RELAYED_WITHOUT] = tuple(name for name in SERVER_DEFAULTS if name not in sent)
+
+
+async def without_server_defaults(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The proxy endpoint's on_response_prepare: a relayed response loses the defaults aiohttp has just
+    added to it that its upstream did not send (answers the proxy makes itself keep them)."""
+    for name in response.get(_RELAYED_WITHOUT, ()):
+        response.headers.popall(name, None)

@@ -25,7 +25,7 @@ from aiohttp import web
 from yarl import URL
 
 from appserver.relay.events import HttpAnswered, HttpRequested, Sink, tell
-from appserver.relay.headers import end_to_end, without_test_headers
+from appserver.relay.headers import end_to_end, mark_relayed, without_test_headers
 from appserver.relay.http_verdicts import CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here, read_bounded
 from appserver.relay.http_whole import Streaming, changed
 from appserver.verdict import HttpGate
@@ -111,6 +111,7 @@ async def _streamed(request: web.Request, passing: Streaming, target: URL, tally
     try:
         reason = upstream.reason if passing.status == upstream.status else None
         response = web.StreamResponse(status=passing.status, reason=reason, headers=passing.headers)
+        mark_relayed(response, passing.headers)
         if upstream.content_length is not None and "chunked" not in upstream.headers.get("Transfer-Encoding", ""):
             response.content_length = upstream.content_length
         await response.prepare(request)

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from appserver.relay.headers import end_to_end
+from appserver.relay.headers import end_to_end, mark_relayed
 from appserver.relay.http_verdicts import Outgoing, before_forwarding, made_here
 from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, ResponseEdit
 from shared.connections import ConnectionOpened
@@ -90,7 +90,9 @@ async def changed(
         status, headers, payload = answer.status, CIMultiDict(answer.headers), answer.body
     if request.method != "HEAD":
         headers.popall("Content-Length", None)  # the body's own, set by aiohttp
-    return web.Response(status=status, headers=headers, body=payload)
+    relayed = web.Response(status=status, headers=headers, body=payload)
+    mark_relayed(relayed, headers)
+    return relayed
 
 
 def patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import aiohttp
 from aiohttp import web
 
-from appserver.relay.headers import Target, forwarded_headers, offered_protocols, offers_deflate
+from appserver.relay.headers import Target, forwarded_headers, mark_relayed, offered_protocols, offers_deflate
 
 
 class _NoOverlapWarning(logging.Filter):
@@ -61,6 +61,7 @@ def answer_like(upstream: aiohttp.ClientWebSocketResponse) -> web.WebSocketRespo
         max_msg_size=0,
     )
     ws.headers.extend(forwarded_headers(upstream_headers))
+    mark_relayed(ws, upstream_headers)
     if chosen:
         # aiohttp looks for the protocol in the client's first Sec-WebSocket-Protocol line only;
         # a client may offer it on a later line (RFC 6455 §11.3.4), and must then still get it.

@@ -174,6 +174,35 @@ async def test_what_the_upstream_answers_passes_unchanged(http: aiohttp.ClientSe
         assert headers["X-CT"] == "application/json"
 
 
+async def test_a_response_gains_no_header_its_upstream_did_not_send(
+    http: aiohttp.ClientSession, app_server: AppServer, no_leaks: None
+) -> None:
+    """An upstream that sends no Content-Type, Date or Server: the client's response has none either (aiohttp
+    would add application/octet-stream, its clock and its name), with a length, chunked, or until close."""
+    answers = {b"/length": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+               b"/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+               b"/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhi"}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        path = (await reader.readline()).split()[1]
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(answers[path])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        for path in ("/length", "/chunked", "/close"):
+            async with http.get(f"http://127.0.0.1:{app_server.proxy_port}{path}", headers=stamped(host)) as response:
+                assert await response.read() == b"hi"
+                assert not [name for name in ("Content-Type", "Date", "Server") if name in response.headers], path
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_an_unreachable_upstream_is_502_saying_why(http: aiohttp.ClientSession, app_server: AppServer) -> None:
     host = f"127.0.0.1:{free_port()}"
     async with http.get(f"http://127.0.0.1:{app_server.proxy_port}/time", headers=stamped(host)) as response:
