@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import hashlib
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -17,7 +19,7 @@ from appserver.app import AppServer
 from appserver.config import from_args
 from tests.conftest import make_config, running_app_server
 from tests.mitm_helpers import free_port, run_app
-from tests.peers import UpstreamServer, close_cleanly, connect_client, redirect_headers
+from tests.peers import UpstreamServer, close_cleanly, connect_client, raw_handshake, redirect_headers
 
 
 class HttpUpstream:
@@ -201,6 +203,33 @@ async def test_a_response_gains_no_header_its_upstream_did_not_send(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_websocket_handshake_gains_no_header_its_upstream_did_not_send(
+    app_server: AppServer, no_leaks: None
+) -> None:
+    """An upstream whose 101 has no Date or Server: neither has the client's, and its own headers are there."""
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        key = b""
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"sec-websocket-key:"):
+                key = line.split(b":", 1)[1].strip()
+        digest = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + digest + b"\r\nX-Up: 1\r\n\r\n")  # fmt: skip
+        await reader.read()  # until the proxy hangs up
+        writer.close()
+
+    upstream = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        host = f"127.0.0.1:{upstream.sockets[0].getsockname()[1]}"
+        status, lines = await raw_handshake(app_server.proxy_port, host, list(redirect_headers(host).items()))
+        names = {name.lower(): value for name, value in lines}
+        assert status == 101 and names.get("x-up") == "1"
+        assert "date" not in names and "server" not in names
+    finally:
+        upstream.close()
+        await upstream.wait_closed()
 
 
 async def test_an_unreachable_upstream_is_502_saying_why(http: aiohttp.ClientSession, app_server: AppServer) -> None:
