@@ -96,7 +96,10 @@ async def changed(
 
 
 def patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
-    """A JSON body with a patchResponse rule's dotted set and unset applied (not JSON: as it was, ERROR)."""
+    """A JSON body with a patchResponse rule's dotted set and unset applied (not JSON: as it was, ERROR; no body,
+    as for a HEAD, a 204 or a 304: nothing to patch)."""
+    if not payload:
+        return payload
     try:
         document = json.loads(payload)
     except (ValueError, UnicodeDecodeError):
