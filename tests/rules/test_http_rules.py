@@ -283,7 +283,8 @@ async def test_a_response_is_held_only_as_far_as_a_rule_needs_it(
     http: aiohttp.ClientSession, no_leaks: None, caplog: pytest.LogCaptureFixture
 ) -> None:  # fmt: skip
     """A patch over --max-http-body streams on whole and unchanged (the log says the rule did not see it); a
-    status edit streams any body with the new status; a gzip body is patched decoded and answered plain."""
+    status edit streams any body with the new status; a gzip body is patched decoded and answered plain; a
+    204 has nothing to patch."""
     from tests.conftest import make_config, running_app_server
     from tests.peers import suite_connection
 
@@ -293,6 +294,8 @@ async def test_a_response_is_held_only_as_far_as_a_rule_needs_it(
         if request.path == "/gzip":
             return web.Response(body=gzip.compress(b'{"n":1}'), headers={"Content-Encoding": "gzip"},
                                 content_type="application/json")  # fmt: skip
+        if request.path == "/empty":
+            return web.Response(status=204)
         return web.Response(body=big, content_type="application/json")
 
     app = web.Application()
@@ -302,7 +305,8 @@ async def test_a_response_is_held_only_as_far_as_a_rule_needs_it(
         await suite.request("startInterception", {})
         await add(suite, {"match": {"event": "http", "path": "/big"}, "action": {"type": "patchResponse", "set": {"n": 2}}},
                   {"match": {"event": "http", "path": "/gzip"}, "action": {"type": "patchResponse", "set": {"n": 2}}},
-                  {"match": {"event": "http", "path": "/status"}, "action": {"type": "replaceResponse", "status": 503}})
+                  {"match": {"event": "http", "path": "/status"}, "action": {"type": "replaceResponse", "status": 503}},
+                  {"match": {"event": "http", "path": "/empty"}, "action": {"type": "patchResponse", "set": {"n": 2}}})
         headers = stamped(f"127.0.0.1:{port}")
         async with http.get(url(server, "/big"), headers=headers) as response:
             assert (response.status, await response.read()) == (200, big)
@@ -312,6 +316,9 @@ async def test_a_response_is_held_only_as_far_as_a_rule_needs_it(
         async with http.get(url(server, "/gzip"), headers=headers, auto_decompress=False) as response:
             assert "Content-Encoding" not in response.headers
             assert await response.json() == {"n": 2}
+        async with http.get(url(server, "/empty"), headers=headers) as response:
+            assert (response.status, await response.read()) == (204, b"")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]  # an empty body: nothing to patch
 
 
 async def test_a_malformed_request_gets_400_and_the_server_goes_on(
