@@ -31,8 +31,8 @@ from appserver.control.suite import ActiveSuite
 from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
 from appserver.control.sessions import end_session, make_session_methods
-from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint
-from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS, without_server_defaults
+from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint, proxy_app
+from appserver.relay.headers import HEAD_LIMITS
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from shared.constants import HEADER_TEST_SESSION
@@ -107,9 +107,7 @@ class AppServer:
             # without one, and to a POST with no body).
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
-            max_line_size=MAX_HEAD_LINE,
-            max_field_size=MAX_HEAD_LINE,
-            max_headers=MAX_HEADERS,
+            **HEAD_LIMITS,
         )
         self.endpoint_settings = EndpointSettings(
             config.default_upstream, config.upstream_ssl(), config.connect_timeout, config.close_timeout,
@@ -117,9 +115,7 @@ class AppServer:
         endpoint = ProxyEndpoint(self.endpoint_settings, self._session, self.registry.connections, self._handlers_for)
         control = web.Application()
         control.router.add_get("/", self._control_handler)
-        proxy = web.Application()
-        proxy.router.add_route("*", "/{tail:.*}", endpoint.handle)
-        proxy.on_response_prepare.append(without_server_defaults)
+        proxy = proxy_app(endpoint.handle)
         self.control_port = await self._serve(control, config.control_host, config.control_port)
         self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
         await self.listeners.start(self._session)
@@ -134,8 +130,7 @@ class AppServer:
         )  # fmt: skip
 
     async def _serve(self, app: web.Application, host: str, port: int) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.close_timeout + 1,
-                               max_line_size=MAX_HEAD_LINE, max_field_size=MAX_HEAD_LINE, max_headers=MAX_HEADERS)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.close_timeout + 1, **HEAD_LIMITS)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port)

@@ -62,10 +62,11 @@ class Client(Half):
     def __init__(self, upstream_port: int) -> None:
         super().__init__()
         self.upstream_port = upstream_port
+        self.dialling: asyncio.Task[None] | None = None  # held: the loop keeps only a weak reference
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        asyncio.ensure_future(self.dial())
+        self.dialling = asyncio.ensure_future(self.dial())
 
     async def dial(self) -> None:
         try:

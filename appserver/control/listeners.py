@@ -25,8 +25,8 @@ from appserver.capture.spec import ProxyMode
 from appserver.control.registry import Registry
 from appserver.control.sessions import Session
 from appserver.errors import InterceptionFailed
-from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint
-from appserver.relay.headers import MAX_HEAD_LINE, MAX_HEADERS, without_server_defaults
+from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint, proxy_app
+from appserver.relay.headers import HEAD_LIMITS
 from shared.constants import METHOD_SET_LISTENERS
 from shared.jsonrpc import PeerGone, RemoteError
 from shared.wire import WireError
@@ -68,11 +68,7 @@ class SessionListeners:
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         self._http = http
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        app.on_response_prepare.append(without_server_defaults)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1, max_line_size=MAX_HEAD_LINE,
-                                     max_field_size=MAX_HEAD_LINE, max_headers=MAX_HEADERS)
+        self._runner = web.AppRunner(proxy_app(self._handle), access_log=None, shutdown_timeout=1, **HEAD_LIMITS)
         await self._runner.setup()
 
     async def stop(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from ssl import SSLContext
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,7 +25,7 @@ from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.relay.events import Sink
 from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
-                                     routed, routed_url, target_of)
+                                     routed, routed_url, target_of, without_server_defaults)
 from appserver.relay.http import DEFAULT_MAX_BODY, relay_http
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
@@ -59,6 +59,15 @@ class EndpointSettings:
     max_queued_messages: int
     routes: tuple[tuple[str, URL], ...] = ()  # --route
     max_http_body: int = DEFAULT_MAX_BODY  # --max-http-body
+
+
+def proxy_app(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
+    """An application serving a proxy endpoint (the main one, or a session's listener): every path to
+    ``handle``, and relayed responses without the headers aiohttp would add to them."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    app.on_response_prepare.append(without_server_defaults)
+    return app
 
 
 class ProxyEndpoint:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -25,8 +26,8 @@ HOP_BY_HOP = frozenset(
 #: How much of a request's head the proxy endpoint reads, and of a response's the relay: wider than aiohttp's
 #: defaults (8190 bytes a line or header, 128 headers), so that the proxy is never the narrower link (Node
 #: takes 16 KiB of headers, servers more; long tokens and cookies are what test suites send).
-MAX_HEAD_LINE = 64 * 1024  # bytes of the request or status line, and of any one header
-MAX_HEADERS = 1024
+#: The keywords aiohttp's server (AppRunner) and client (ClientSession) both take.
+HEAD_LIMITS: dict[str, Any] = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 1024}
 #: Headers aiohttp's server gives a response that lacks them; a relayed response has only those its upstream
 #: sent (a REST answer without a Content-Type must not become application/octet-stream on the way).
 SERVER_DEFAULTS = ("Content-Type", "Date", "Server")

@@ -134,12 +134,12 @@ class Outgoing:
         if self.body is None:
             return headers, None
         if isinstance(self.body, bytes):
-            return headers, self.body if self.length is not None else _prefixed([self.body], _nothing())
+            return headers, self.body if self.length is not None else _one_chunk(self.body)
         if self.length is not None:
             headers["Content-Length"] = str(self.length)
         return headers, self.body
 
 
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield b""  # an async generator with nothing in it
+async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
+    """A body held whole, sent chunked as the client sent it."""
+    yield body

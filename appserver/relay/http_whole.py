@@ -81,7 +81,7 @@ async def changed(
         upstream.release()
         payload, headers, readable = _decoded(raw, headers, max_body, str(out.url))
         if edit is not None and edit.needs_body and readable:
-            payload = patched_json(payload, edit, str(out.url))
+            payload = _patched_json(payload, edit, str(out.url))
     if verdict.transform_response is not None:
         answer = await gate.transform_response(info, verdict.transform_response,
                                                HttpResponse(status, tuple(headers.items()), payload))  # fmt: skip
@@ -95,7 +95,7 @@ async def changed(
     return relayed
 
 
-def patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
+def _patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
     """A JSON body with a patchResponse rule's dotted set and unset applied (not JSON: as it was, ERROR; no body,
     as for a HEAD, a 204 or a 304: nothing to patch)."""
     if not payload:
