@@ -2,17 +2,17 @@
 
 A connection's pump asks a chain of deciders about every data frame
 (relay/connection.py, ``Connection._decider``); the first that has an opinion
-gives the :data:`Verdict`, and the pump applies it without
-knowing where it came from. Today the chain has one link, the active test
-suite (control/suite.py); the rule engine will be its first link. The verdicts
-grow with it (delay, inject, close …): each is a frozen value here, applied in
+gives the :data:`Verdict`, and the pump applies it without knowing where it
+came from. The chain is the rule engine (rules/hooks.py) and then the active
+test suite (control/suite.py). Each verdict (pass, drop, replace, delay, and the
+side effects inject, close, silence) is a frozen value here, applied in
 relay/pump.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared.connections import ConnectionOpened
@@ -48,10 +48,13 @@ class Delay:
 
 @dataclass(frozen=True, slots=True)
 class Inject:
-    """Send this frame on one leg (``from_client``: towards the server)."""
+    """Send this frame on one leg (``from_client``: towards the server). ``done`` is called once the
+    frame has been written to that leg's socket, or could not be (SPEC Part 9: whatever tells the suite
+    of the injection — a rule's ``waitForRule`` and ``ruleMatched`` — waits for it)."""
 
     frame: Frame
     from_client: bool
+    done: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,9 @@ class Connection:
                     await self.inject(effect.frame, effect.from_client)
                 except LegClosed as exc:
                     log.debug("connection %s: a rule's injection was not sent: %s", self.id, exc)
+                finally:
+                    if effect.done is not None:
+                        effect.done()
             elif isinstance(effect, CloseLegs):
                 end = End.drop() if effect.abrupt else End.close(effect.code, effect.reason)
                 for side in (Side(name) for name in effect.sides):
@@ -176,12 +179,12 @@ class Connection:
             self.first_end = (ClosedBy.PROXY if side is None else ClosedBy(side.value), end)
 
     async def inject(self, frame: Frame, from_client: bool) -> None:
-        """Send at once on the leg named: from_client → towards the server."""
+        """Send at once on the leg named (from_client → towards the server); return once it is written."""
         leg = self.legs[Side.SERVER if from_client else Side.CLIENT]
         if not leg.can_send:
             raise LegClosed(f"the {leg.side} leg of connection {self.id} is {leg.state.value}")
         try:
-            await leg.send(frame)
+            await leg.send_written(frame)
         except ConnectionError as exc:
             raise LegClosed(f"the {leg.side} leg of connection {self.id} is gone") from exc
         tell(self._frame_sinks, Injected(self.id, from_client, frame))

@@ -31,9 +31,13 @@ from appserver.relay.lifecycle import (
 )
 from appserver.verdict import PASS, ConnectionHooks, Delay, Drop, split
 from appserver.relay.events import Pinged, Sink, tell
+from appserver.relay.upstream import write_uncompressed
 from shared.wire import Frame, MessageType
 
 log = logging.getLogger(__name__)
+
+#: How long send_written waits for a peer that does not read before it returns anyway (seconds).
+WRITTEN_WAIT = 5.0
 
 class WebSocketLike(Protocol):
     """What aiohttp's server and client WebSocket objects have in common."""
@@ -77,6 +81,28 @@ class Leg:
             await self.ws.send_frame(frame.data.encode("utf-8"), WSMsgType.TEXT)
         else:
             await self.ws.send_frame(frame.data, WSMsgType.BINARY)
+
+    async def send_written(self, frame: Frame) -> None:
+        """Send, and return only once the frame has left for the socket: uncompressed (so the peer has
+        nothing to inflate later), out of the cork (which would write it at the end of this turn) and out
+        of the transport's own buffer (a peer that reads slowly holds it there; we wait up to
+        WRITTEN_WAIT seconds for it). What the suite learns after an injection (its answer, a rule's
+        match) must not overtake the frame (SPEC Part 9)."""
+        data, opcode = (frame.data.encode("utf-8"), WSMsgType.TEXT) if isinstance(frame.data, str) else (
+            frame.data, WSMsgType.BINARY)  # fmt: skip
+        if not write_uncompressed(self.ws, data, opcode):
+            await self.ws.send_frame(data, opcode)
+        flush = getattr(self.transport, "flush", None)
+        if flush is not None:
+            flush()
+        pause, waited = 0.0005, 0.0
+        while self.transport.get_write_buffer_size() > 0 and not self.transport.is_closing():
+            if waited >= WRITTEN_WAIT:
+                log.debug("the %s has not read an injected frame in %.0f s: answering anyway", self.side, waited)
+                return
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.05)
 
     async def send_control(self, opcode: WSMsgType, payload: bytes) -> None:
         if self.can_send:

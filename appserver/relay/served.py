@@ -35,9 +35,14 @@ async def serve_alone(
     first: tuple[ClosedBy, End] | None = None
     try:
         for effect in effects:
-            if isinstance(effect, Inject) and not effect.from_client and leg.can_send:
-                await leg.send(effect.frame)
-                tell([s for s in sinks if s.frames], Injected(info.id, False, effect.frame))
+            if isinstance(effect, Inject):
+                try:
+                    if not effect.from_client and leg.can_send:
+                        await leg.send_written(effect.frame)
+                        tell([s for s in sinks if s.frames], Injected(info.id, False, effect.frame))
+                finally:
+                    if effect.done is not None:
+                        effect.done()
             elif isinstance(effect, CloseLegs) and "client" in effect.sides:
                 end = End.drop() if effect.abrupt else End.close(effect.code, effect.reason)
                 first = first or (ClosedBy.PROXY, end)

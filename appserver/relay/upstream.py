@@ -2,8 +2,9 @@
 
 aiohttp's private internals are used here and nowhere else: a client
 WebSocket's transport (to drop it abruptly, and to close it without aiohttp's
-close(), which cannot send a close frame without a code) and its handshake
-response (the headers the upstream answered with).
+close(), which cannot send a close frame without a code), its handshake
+response (the headers the upstream answered with), and a WebSocket's frame
+writer (to send one message uncompressed).
 """
 
 from __future__ import annotations
@@ -133,6 +134,19 @@ class CorkedTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def write_uncompressed(ws: Any, message: bytes, opcode: aiohttp.WSMsgType) -> bool:
+    """Write one frame without permessage-deflate, whatever was negotiated (RFC 7692 §6 lets any message
+    go uncompressed); False when ws has no frame writer to do it with. A peer inflates a compressed
+    message asynchronously (Node's ws: on zlib's thread pool, after other sockets' data), an uncompressed
+    one as it reads it: an injected frame is then with the SDK before the suite hears it was sent."""
+    writer = getattr(ws, "_writer", None)
+    write = getattr(writer, "_write_websocket_frame", None)
+    if write is None or getattr(writer, "_closing", False):
+        return False
+    write(message, int(opcode), 0)
+    return True
 
 
 def corked(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, transport: asyncio.Transport) -> Any:

@@ -41,9 +41,11 @@ class CompiledRule:
     is_observer: bool = False  # an observe rule: evaluation goes on after it
     notifies: bool = False  # observe or notify: ruleMatched
     side_effects: tuple[units.Unit, ...] = ()  # the effects but notify (the engine sends that itself)
+    injects: bool = False  # has an inject side effect: it is reported once the frame is written
     reads_body: bool = False  # an http rule with fields: the request body is read before it is decided
     matched: int = 0
     applied: int = 0
+    unreported: int = 0  # matches whose injection is not written yet (not counted for waitForRule)
     waiters: list[Any] = field(default_factory=list)  # (count, future) of waitForRule
 
     @property
@@ -87,6 +89,7 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
     compiled.is_observer = fate is not None and fate.name == "observe"
     compiled.notifies = compiled.is_observer or any(unit.name == "notify" for unit in effects)
     compiled.side_effects = tuple(unit for unit in effects if unit.name != "notify")
+    compiled.injects = any(unit.name == "inject" for unit in effects)
     if fate is not None and fate.name in ("pass", "drop") and not effects and rule.times is None and not rule.skip:
         compiled.constant = PASS if fate.name == "pass" else DROP
     return compiled

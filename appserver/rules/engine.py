@@ -25,13 +25,15 @@ from appserver.rules.subject import Subject
 class Outcome:
     """What the rules made of one event (a plain class: one is made per event a rule applies to)."""
 
-    __slots__ = ("decided_by", "fate", "effects", "notify")
+    __slots__ = ("decided_by", "fate", "effects", "notify", "held")
 
     def __init__(self, decided_by: CompiledRule | None = None, fate: Unit | None = None) -> None:
         self.decided_by = decided_by
         self.fate = fate
         self.effects: list[tuple[CompiledRule, Unit]] = []
         self.notify: list[CompiledRule] = []  # observe and notify: ruleMatched for each
+        #: Rules that inject: their waiters and ruleMatched wait until the injected frame is written.
+        self.held: list[CompiledRule] = []
 
 
 class RuleSet:
@@ -120,13 +122,18 @@ class RuleSet:
                     _count_waiters(rule)
                 return Outcome(rule, rule.fate)
             rule.matched += 1
-            if rule.waiters:
-                _count_waiters(rule)
             if rule.matched <= rule.skip or (rule.times is not None and rule.applied >= rule.times):
+                if rule.waiters:
+                    _count_waiters(rule)
                 continue
             rule.applied += 1
             if outcome is None:
                 outcome = Outcome()
+            if rule.injects:
+                rule.unreported += 1  # told once its injection is written (hooks.py: report)
+                outcome.held.append(rule)
+            elif rule.waiters:
+                _count_waiters(rule)
             if rule.side_effects:
                 outcome.effects.extend((rule, unit) for unit in rule.side_effects)
             if rule.notifies:
@@ -144,16 +151,18 @@ def count_match(rule: CompiledRule) -> None:
         _count_waiters(rule)
 
 
-def _count(rule: CompiledRule) -> None:
-    rule.matched += 1
+def reported(rule: CompiledRule) -> None:
+    """A held match of an injecting rule is now done (its frame written): waiters may count it."""
+    rule.unreported = max(rule.unreported - 1, 0)
     if rule.waiters:
         _count_waiters(rule)
 
 
 def _count_waiters(rule: CompiledRule) -> None:
+    matched = rule.matched - rule.unreported
     for count, future in list(rule.waiters):
-        if rule.matched >= count and not future.done():
-            future.set_result(rule.matched)
+        if matched >= count and not future.done():
+            future.set_result(matched)
             rule.waiters.remove((count, future))
 
 
@@ -166,8 +175,8 @@ def _fail_waiters(rule: CompiledRule, why: str) -> None:
 
 async def wait_for(rule: CompiledRule, count: int, timeout_ms: int) -> int:
     """The rule's match count once it reaches ``count`` (past matches count); TimeoutError after timeout_ms."""
-    if rule.matched >= count:
-        return rule.matched
+    if rule.matched - rule.unreported >= count:
+        return rule.matched - rule.unreported
     future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     rule.waiters.append((count, future))
     try:

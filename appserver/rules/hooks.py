@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any, Protocol, cast
 
 from appserver.relay.events import Closed, Event, Opened
 from appserver.rules.actions import Transform
 from appserver.rules.http_dialogue import (parse_request_answer, parse_response_answer, request_params,
                                            response_params)
 from appserver.rules.compile import CompiledRule
-from appserver.rules.engine import Outcome, RuleSet, count_match
+from appserver.rules.engine import Outcome, RuleSet, count_match, reported
 from appserver.rules.reports import decision_fields, matched_params
 from appserver.rules.subject import Subject
 from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Decisions, Delay, Drop,
-                               Effect, HttpDrop, HttpResponse, HttpVerdict, Pass, Refuse, Replace, ResponseEdit,
+                               Effect, HttpDrop, HttpResponse, HttpVerdict, Inject, Pass, Refuse, Replace, ResponseEdit,
                                Route, Silence, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
 from shared.connections import ConnectionOpened
@@ -130,8 +131,8 @@ class Rules:
         outcome = self._evaluate(subject)
         if outcome is None:
             return ADMIT
-        effects = self._effects(outcome, subject)
         fate = self._apply(outcome.decided_by, outcome.fate, subject) if outcome.fate is not None else PASS
+        effects = self._effects(outcome, subject, applied=not isinstance(fate, Refuse))
         if isinstance(fate, Refuse):
             return fate
         served = tuple(e for e in effects if not isinstance(e, Silence))
@@ -150,20 +151,24 @@ class Rules:
             return PASS
         subject = Subject(event, handshake, from_client, payload=payload)
         outcome = self._evaluate(subject)
-        if outcome is None or outcome.fate is None:
+        if outcome is None:
             return PASS
-        return self._verdict(self._apply(outcome.decided_by, outcome.fate, subject), self._effects(outcome, subject))
+        effects = self._effects(outcome, subject, applied=False)  # a ping's side effects are not applied
+        if outcome.fate is None:
+            return PASS
+        return self._verdict(self._apply(outcome.decided_by, outcome.fate, subject), effects)
 
     def closing(self, connection_id: str, from_client: bool, code: int | None, reason: str, abrupt: bool) -> Verdict:
         handshake = self._handshakes.get(connection_id)
         if not self.ruleset or handshake is None:
             return PASS
         subject = Subject("close", handshake, from_client)
-        outcome = self._evaluate(subject, extra={"code": code, "reason": reason, "abrupt": abrupt})
+        extra = {"code": code, "reason": reason, "abrupt": abrupt}
+        outcome = self._evaluate(subject, extra=extra)
         if outcome is None:
             return PASS
         fate = self._apply(outcome.decided_by, outcome.fate, subject) if outcome.fate is not None else PASS
-        return self._verdict(fate, self._effects(outcome, subject))
+        return self._verdict(fate, self._effects(outcome, subject, extra))
 
     def timers(self, info: ConnectionOpened) -> list[Timer]:
         return [(rule.after_ms / 1000, self._firing(rule, info)) for rule in self.ruleset.timers()
@@ -190,6 +195,8 @@ class Rules:
             return HTTP_FORWARD
         subject = Subject("http", info, method=method, body=body)
         outcome = self._evaluate(subject)
+        if outcome is not None and outcome.held:
+            self._effects(outcome, subject, applied=False)  # nothing is injected on HTTP
         if outcome is None or outcome.fate is None:
             return HTTP_FORWARD
         part = self._apply(outcome.decided_by, outcome.fate, subject)
@@ -250,18 +257,46 @@ class Rules:
             return None
         if outcome is not None:
             for rule in outcome.notify:
-                self._suite.notify_soon(EVENT_RULE_MATCHED, matched_params(rule, subject, extra, self._message_id(),
-                                                                           self._suite.decoded))  # fmt: skip
+                if rule not in outcome.held:  # an injecting rule notifies once its frame is written
+                    self._notify(rule, subject, extra)
             if self._decisions is not None and subject.event != "message" and (outcome.fate or outcome.effects):
                 self._decisions.decision(subject.connection_id, **decision_fields(subject, outcome))
         return outcome
 
-    def _effects(self, outcome: Outcome, subject: Subject) -> tuple[Effect, ...]:
+    def _notify(self, rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None) -> None:
+        self._suite.notify_soon(EVENT_RULE_MATCHED, matched_params(rule, subject, extra, self._message_id(),
+                                                                   self._suite.decoded))  # fmt: skip
+
+    def _effects(self, outcome: Outcome, subject: Subject, extra: dict[str, Any] | None = None,
+                 applied: bool = True) -> tuple[Effect, ...]:  # fmt: skip
+        """The side effects' parts. A rule that injects is reported (waitForRule, ruleMatched) only once
+        its last injected frame is written (SPEC Part 9): the report rides on that Inject's ``done``;
+        when the effects will not be applied (``applied`` False), or it has no inject, it is reported now."""
         effects: list[Effect] = []
+        last_inject: dict[str, int] = {}
         for rule, unit in outcome.effects:
             try:
-                effects.append(unit.apply(subject))
+                effect = unit.apply(subject)
             except Exception:
                 log.exception("rule %r: its %s failed on connection %s: left out", rule.id, unit.name,
                               subject.connection_id)  # fmt: skip
+                continue
+            if isinstance(effect, Inject):
+                last_inject[rule.id] = len(effects)
+            effects.append(effect)
+        for rule in outcome.held:
+            report = self._report(rule, subject, extra)
+            index = last_inject.get(rule.id)
+            if index is None or not applied:
+                report()
+            else:
+                effects[index] = replace(cast(Inject, effects[index]), done=report)
         return tuple(effects)
+
+    def _report(self, rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None) -> Callable[[], None]:
+        def report() -> None:
+            reported(rule)
+            if rule.notifies:
+                self._notify(rule, subject, extra)
+
+        return report
