@@ -26,6 +26,8 @@ class ConnectionOpened:
     query: dict[str, str]
     headers: dict[str, str]
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Where the proxy sends it (SPEC Part 9): ``url`` and ``host`` are what the client asked for.
+    upstream: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +38,7 @@ class ConnectionOpened:
             "path": self.path,
             "query": self.query,
             "headers": self.headers,
+            "upstream": self.upstream,
         }
 
     @classmethod
@@ -43,6 +46,7 @@ class ConnectionOpened:
         return cls(
             id=params["connectionID"], url=params["url"], host=params["host"], proto=params["proto"],
             path=params["path"], query=dict(params["query"]), headers=dict(params["headers"]),
+            upstream=params.get("upstream") or "",
         )  # fmt: skip
 
     @property

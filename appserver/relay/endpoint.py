@@ -14,7 +14,7 @@ import asyncio
 import logging
 from ssl import SSLContext
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
@@ -127,6 +127,8 @@ class ProxyEndpoint:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("upstream %s could not be reached: %r", target.url, exc)
             return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
+        if info.upstream != str(target.url):
+            info = replace(info, upstream=str(target.url))
         return await self._relay(request, info, upstream, verdict.effects, str(target.url), h)
 
     async def _relay(

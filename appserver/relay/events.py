@@ -127,7 +127,10 @@ class LogSink:
 
     async def publish(self, event: Event) -> None:
         if isinstance(event, Opened):
-            log.info("connection %s opened: %s (from %s)", event.info.id, event.info.url, event.remote)
+            info = event.info
+            upstream = event.upstream
+            via = f" → {upstream}" if upstream and upstream != info.url else ""
+            log.info("connection %s opened: %s%s (from %s)", info.id, info.url, via, event.remote)
         elif isinstance(event, Closed):
             c = event.closed
             log.info("connection %s closed by %s: code=%s reason=%r clean=%s (%s)",

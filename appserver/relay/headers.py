@@ -164,14 +164,23 @@ def http_base(upstream: URL) -> URL:
 
 
 def opened_info(request: web.BaseRequest, target: Target) -> ConnectionOpened:
-    """What interceptedConnectionOpened says of a connection (a new connection id with it)."""
+    """What interceptedConnectionOpened says of a connection (a new connection id with it): the URL and
+    host the client asked for — Ably-Test-Host when captured, its Host header in direct mode and on a
+    session's port — and beside them the upstream it goes to (SPEC Part 9)."""
+    if request.headers.get(HEADER_TEST_HOST):
+        url, host, proto = target.url, target.host, target.proto
+    else:  # direct: the client spoke plain WebSocket to us, to the host in its Host header
+        host = request.host
+        proto = "ws"
+        url = URL(f"ws://{host}{request.raw_path}", encoded=True)
     return ConnectionOpened(
-        url=str(target.url),
-        host=target.host,
-        proto=target.proto,
-        path=target.url.raw_path,
-        query=dict(target.url.query),
+        url=str(url),
+        host=host,
+        proto=proto,
+        path=url.raw_path,
+        query=dict(url.query),
         headers=as_sent(request.headers),
+        upstream=str(target.url),
     )
 
 

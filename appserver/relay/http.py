@@ -49,7 +49,7 @@ async def relay_http(
     """Relay one request to ``target``; ``meant`` is where the client meant it to go (what rules see).
     ``sinks`` (per-frame sinks: the trace) are told of the request and of what the client got."""
     tally = Tally()
-    info = http_info(request, meant) if gate is not None or sinks else None
+    info = http_info(request, meant, target) if gate is not None or sinks else None
     response = await _exchange(request, session, meant, target, ssl, gate, max_body, sinks, info, tally)
     if sinks and info is not None:
         if isinstance(response, web.Response):  # made whole: by the proxy, or read whole and changed

@@ -30,14 +30,17 @@ async def client_gone(request: web.Request) -> None:
         await asyncio.sleep(CLIENT_POLL)
 
 
-def http_info(request: web.Request, meant: URL) -> ConnectionOpened:
+def http_info(request: web.Request, meant: URL, target: URL | None = None) -> ConnectionOpened:
     """An HTTP request as rules and the suite see it (described like a connection's handshake): with the
-    host the client meant, Ably-Test-Host when captured, its Host header in direct mode."""
+    host the client meant, Ably-Test-Host when captured, its Host header in direct mode; and the upstream
+    it goes to (``target``)."""
     host = request.headers.get(HEADER_TEST_HOST) or request.host
+    scheme = meant.scheme if request.headers.get(HEADER_TEST_HOST) else "http"
     return ConnectionOpened(
-        url=f"{meant.scheme}://{host}{meant.raw_path_qs}", host=host, proto=meant.scheme, path=meant.raw_path,
+        url=f"{scheme}://{host}{meant.raw_path_qs}", host=host, proto=scheme, path=meant.raw_path,
         query=dict(meant.query),
         headers=as_sent(request.headers),
+        upstream=str(target or meant),
     )  # fmt: skip
 
 
