@@ -73,7 +73,8 @@ def parse_open(params: dict[str, Any], default_upstream: URL | None) -> dict[str
     mode = require(params, "mode", str)
     if mode not in MODES:
         raise WireError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
-    out: dict[str, Any] = {"mode": mode, "pids": (), "upstream": None, "port": 0}
+    out: dict[str, Any] = {"mode": mode, "pids": (), "upstream": None, "port": 0,
+                           "decoded": require(params, "decoded", bool) if "decoded" in params else False}
     if "pid" in params and "pids" in params:
         raise WireError("pids", "give 'pid' or 'pids', not both")
     if "pid" in params:
@@ -131,6 +132,7 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
             await listeners().close(session)
             raise SessionConflict(f"session {session_id} ended while it opened (its control connection closed)")
         scope.suite.claim(control)
+        scope.suite.decoded = parsed["decoded"]  # the decoded message in the dialogue (SPEC Part 9)
         registry.sessions[session_id] = session
         log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
                  _where(session), control.id)  # fmt: skip
