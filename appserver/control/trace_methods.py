@@ -40,13 +40,14 @@ def make_trace_methods(registry: Registry) -> dict[str, Method]:
         limit = require(params, "limit", int) if "limit" in params else None
         connection_id = connection_of(session, params, trace)
         if trace is None:
-            return {"events": [], "next": since}
+            return {"events": [], "next": since, "epochUs": 0}
         if since < 0 or since > trace.next_seq:
             raise WireError("since", f"must be a seq from this trace, 0 to {trace.next_seq} (its next)")
         if limit is not None and limit < 1:
             raise WireError("limit", "must be at least 1")
         events, next_seq = trace.events(since, connection_id, limit)
-        return {"events": events, "next": next_seq}
+        # the wall clock at t = 0 (µs since the Unix epoch): an event's date is epochUs + t
+        return {"events": events, "next": next_seq, "epochUs": round(trace.epoch * 1e6)}
 
     async def clear_trace(session: ControlSession, **params: Any) -> dict[str, Any]:
         trace = trace_of(session)

@@ -23,7 +23,7 @@ from yarl import URL
 
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
-from appserver.relay.events import Sink
+from appserver.relay.events import Failed, Sink, publish
 from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
                                      routed, routed_url, target_of, without_server_defaults)
 from appserver.relay.http import DEFAULT_MAX_BODY, relay_http
@@ -103,12 +103,14 @@ class ProxyEndpoint:
         info = opened_info(request, target)
         verdict = ADMIT if h.gate is None else await h.gate.admit(info)
         if isinstance(verdict, Refuse):
-            log.info("connection %s refused by a rule: %d (%s)", info.id, verdict.status, target.url)
+            log.info("connection %s refused by a rule: %d (%s)", info.id, verdict.status, info.url)
+            await publish(h.sinks, Failed(info, request.remote, "refused", verdict.status, verdict.body))
             return web.Response(status=verdict.status, headers=CIMultiDict(verdict.headers), text=verdict.body)
         if verdict.delay_ms:
             await asyncio.sleep(verdict.delay_ms / 1000)
             if request.transport is None or request.transport.is_closing():
                 log.info("connection %s: the client gave up during the handshake's delay", info.id)
+                await publish(h.sinks, Failed(info, request.remote, "abandoned", 499, "the client gave up"))
                 return web.Response(status=499)  # nobody reads it; the upstream is never dialled
         if verdict.serve is not None:
             return await serve_alone(request, info, verdict.serve, h.sinks, self._settings.close_timeout)
@@ -123,9 +125,12 @@ class ProxyEndpoint:
         except aiohttp.WSServerHandshakeError as exc:
             status = exc.status if 300 <= exc.status < 600 else 502
             log.info("upstream %s refused the handshake: %s %s", target.url, exc.status, exc.message)
+            await publish(h.sinks, Failed(info, request.remote, "upstream-refused", status, str(exc.message),
+                                          str(target.url)))  # fmt: skip
             return web.Response(status=status, text=f"upstream refused the WebSocket handshake: {exc.message}\n")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.info("upstream %s could not be reached: %r", target.url, exc)
+            await publish(h.sinks, Failed(info, request.remote, "unreachable", 502, repr(exc), str(target.url)))
             return web.Response(status=502, text=f"upstream {target.url} could not be reached: {exc!r}\n")
         if info.upstream != str(target.url):
             info = replace(info, upstream=str(target.url))

@@ -34,6 +34,20 @@ class Opened:
 
 
 @dataclass(frozen=True, slots=True)
+class Failed:
+    """A client's handshake that did not become a connection: refused by a rule (``refused``), by the
+    upstream (``upstream-refused``), the upstream unreachable (``unreachable``), or the client gone during a
+    connect delay (``abandoned``). The trace counts it as an attempt; nobody else is told."""
+
+    info: ConnectionOpened
+    remote: str | None
+    outcome: str
+    status: int
+    reason: str = ""
+    upstream: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Pinged:
     """A ping or pong from one leg, and what became of it (``relayed``, ``dropped``, ``delayed``, ``silenced``,
     or ``answered``: the pong to the suite's own ping, which ends here)."""
@@ -88,7 +102,7 @@ class HttpAnswered:
 
 
 #: A connection opening or closing: told to every sink, which may take its time (a notification).
-Event = Opened | Closed
+Event = Opened | Closed | Failed
 #: Everything else, told only to sinks whose ``frames`` is True, synchronously: a sink must not block.
 Seen = Pinged | Injected | HttpRequested | HttpAnswered
 

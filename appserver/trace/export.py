@@ -86,14 +86,18 @@ def _response(status: int, text: str, headers: dict[str, Any] | None = None) -> 
 
 
 def _websocket_entry(event: dict[str, Any], epoch: float) -> dict[str, Any]:
-    return {
+    outcome = event.get("outcome", "accepted")
+    opened = outcome in ("accepted", "served")
+    entry = {
         "startedDateTime": _date(epoch, event["t"]), "time": 0,
         "request": _request("GET", event["url"], event.get("headers") or {}, event.get("query") or {}),
-        "response": _response(101, "Switching Protocols"),
+        "response": _response(101, "Switching Protocols") if opened else
+        _response(event.get("status") or 0, event.get("reason") or outcome),
         "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 0},
         "_resourceType": "websocket", "_connectionID": event["connectionID"], "_upstream": event.get("upstream"),
-        "_webSocketMessages": [],
+        "_outcome": outcome, "_webSocketMessages": [],
     }  # fmt: skip
+    return entry
 
 
 def _http_entry(event: dict[str, Any], epoch: float) -> dict[str, Any]:
@@ -135,13 +139,23 @@ def _text(event: dict[str, Any]) -> str:
 
 
 def _message(event: dict[str, Any], epoch: float) -> dict[str, Any]:
+    """One frame as it was delivered: a replaced frame's new data (the original beside it), a dropped one
+    marked as not delivered, an injected one as sent by the proxy."""
+    shown = event.get("replacedBy") or event
     message: dict[str, Any] = {"type": "send" if event.get("fromClient") else "receive",
-                               "time": epoch + event["t"] / 1e6, "opcode": 1 if event.get("type") == "text" else 2,
-                               "data": event.get("data", event.get("dataBase64", ""))}  # fmt: skip
+                               "time": epoch + event["t"] / 1e6, "opcode": 1 if shown.get("type") == "text" else 2,
+                               "data": shown.get("data", shown.get("dataBase64", ""))}  # fmt: skip
+    decision = event.get("decision", "pass")
     if event["kind"] == "inject":
-        message["_injected"] = True
-    elif event.get("decision", "pass") != "pass":
-        message["_decision"] = event["decision"]
+        message.update(_injected=True, _sender="proxy")
+    elif decision != "pass":
+        message["_decision"] = decision
+    if event["kind"] == "frame":
+        message["_delivered"] = decision != "drop" and not decision.startswith("silence")
+    if "replacedBy" in event:
+        message["_original"] = event.get("data", event.get("dataBase64", ""))
+    if "changed" in event:
+        message["_changed"] = event["changed"]
     for key in ("ruleId", "action", "channel"):
         if key in event:
             message["_" + key] = event[key]

@@ -19,8 +19,9 @@ import time
 from collections import deque
 from typing import Any
 
-from appserver.relay.events import Closed, Event, HttpAnswered, HttpRequested, Injected, Opened, Pinged, Seen
-from appserver.trace.render import (body_fields, fate_name, frame_fields, plain, shown, text_or_bytes,
+from appserver.relay.events import (Closed, Event, Failed, HttpAnswered, HttpRequested, Injected, Opened, Pinged,
+                                    Seen)
+from appserver.trace.render import (body_fields, changes, fate_name, frame_fields, plain, shown, text_or_bytes,
                                     who_decided)
 from appserver.verdict import PASS, Replace, Verdict, split
 from shared.wire import Frame, MessageType
@@ -167,7 +168,14 @@ class Tracer:
             info = event.info
             trace.add("open", info.id, {"url": info.url, "host": info.host, "proto": info.proto, "path": info.path,
                                         "query": info.query, "headers": info.headers, "upstream": event.upstream,
-                                        "remote": event.remote})  # fmt: skip
+                                        "remote": event.remote,
+                                        "outcome": "accepted" if event.upstream else "served"})  # fmt: skip
+        elif isinstance(event, Failed):
+            info = event.info
+            trace.add("open", info.id, {"url": info.url, "host": info.host, "proto": info.proto, "path": info.path,
+                                        "query": info.query, "headers": info.headers, "upstream": event.upstream,
+                                        "remote": event.remote, "outcome": event.outcome, "status": event.status,
+                                        "reason": event.reason})  # fmt: skip
         elif isinstance(event, Closed):
             c = event.closed
             trace.add("close", c.id, {"closedBy": c.closed_by.value, "code": c.code, "reason": c.reason,
@@ -193,6 +201,9 @@ class Tracer:
         fate_frame = split(verdict)[0]
         if isinstance(fate_frame, Replace):
             fields["replacedBy"] = frame_fields(fate_frame.frame, trace.data_limit)
+            changed = changes(frame, fate_frame.frame)
+            if changed:
+                fields["changed"] = changed
         trace.add("frame", connection_id, fields)
 
     def seen(self, event: Seen) -> None:

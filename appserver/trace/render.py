@@ -87,6 +87,44 @@ def fate_name(verdict: Verdict) -> tuple[str, list[str]]:
     return name, [type(effect).__name__.lower() for effect in effects]
 
 
+#: At most this many changed paths are listed for one replaced frame.
+MAX_CHANGES = 20
+
+
+def changes(before: Frame, after: Frame) -> dict[str, list[Any]] | None:
+    """What a replacement changed in the decoded Ably message, by dotted path: ``{path: [old, new]}`` (None
+    for a path absent on that side); None when either side is not an Ably message."""
+    try:
+        old = ably.decode(before.data, ably.Format.for_frame(before.type is MessageType.BINARY))
+        new = ably.decode(after.data, ably.Format.for_frame(after.type is MessageType.BINARY))
+    except ably.DecodeError:
+        return None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None
+    out: dict[str, list[Any]] = {}
+    _diff(old, new, "", out)
+    return out
+
+
+def _diff(old: Any, new: Any, path: str, out: dict[str, list[Any]]) -> None:
+    if len(out) >= MAX_CHANGES:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key), out)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new)):
+            _diff(a, b, f"{path}.{index}" if path else str(index), out)
+    elif old != new:
+        out[path] = [_json_safe(old), _json_safe(new)]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
 def plain(headers: Any) -> dict[str, str]:
     """Headers with plain str names (aiohttp's are a str subclass, which orjson does not take as keys)."""
     pairs = headers.items() if hasattr(headers, "items") else headers

@@ -46,6 +46,11 @@ def lines(events: list[dict[str, Any]], connection: str | None = None) -> Iterat
         yield f"{(event['t'] - start) / 1000:+10.3f} ms  {who:<4} {_what(event)}"
 
 
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _what(event: dict[str, Any]) -> str:
     kind = event["kind"]
     arrow = "→ server" if event.get("fromClient") else "← server"
@@ -58,14 +63,22 @@ def _what(event: dict[str, Any]) -> str:
             return text + "  [injected]"
         fate = event.get("decision", "pass")
         if "ruleId" in event:
-            return text + f"  [rule {event['ruleId']}: {fate}]"
-        if event.get("by") == "suite" or fate != "pass":
-            return text + f"  [suite: {fate}]"
+            text += f"  [rule {event['ruleId']}: {fate}]"
+        elif event.get("by") == "suite" or fate != "pass":
+            text += f"  [suite: {fate}]"
+        if event.get("changed"):
+            text += "  changed " + ", ".join(f"{path}: {_short(old)} → {_short(new)}"
+                                             for path, (old, new) in event["changed"].items())  # fmt: skip
         return text
     if kind in ("ping", "pong"):
         return f"{arrow}  {kind.upper()}  [{event.get('fate', '')}]"
     if kind == "open":
-        return f"open {event.get('url')}" + (f" → {event['upstream']}" if event.get("upstream") else "")
+        outcome = event.get("outcome", "accepted")
+        if outcome not in ("accepted", "served"):
+            why = f": {event['reason']}" if event.get("reason") else ""
+            return f"open {outcome} {event.get('status')} for {event.get('host')} ({event.get('url')}){why}"
+        text = f"open {event.get('url')}" + (f" → {event['upstream']}" if event.get("upstream") else "")
+        return text + ("  [served by the proxy]" if outcome == "served" else "")
     if kind == "close":
         how = "clean" if event.get("clean") else "abrupt"
         return f"closed by {event.get('closedBy')}: {event.get('code')} {event.get('reason') or ''} ({how})".rstrip()

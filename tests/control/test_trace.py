@@ -160,8 +160,8 @@ async def test_http_exchanges_are_traced(
 async def test_a_refused_connect_and_a_suite_timeout_are_decisions(
     http: aiohttp.ClientSession, upstream: UpstreamServer, no_leaks: None
 ) -> None:
-    """A connect refused by a rule (no open event: it never opened) and a transform the suite never answers
-    (its timeout) are both in the trace as decisions."""
+    """A connect refused by a rule and a transform the suite never answers (its timeout) are both in the trace
+    as decisions; the refused attempt is an open event with its outcome (SPEC Part 9)."""
     from tests.conftest import running_app_server
     from tests.peers import NO_ANSWER, connect_client
 
@@ -183,7 +183,10 @@ async def test_a_refused_connect_and_a_suite_timeout_are_decisions(
             events = await until(suite, "frame")
             [refused] = [e for e in of(events, "decision") if e.get("ruleId") == "no"]
             assert (refused["event"], refused["action"]) == ("connect", "refuse")
-            assert refused["url"].endswith("/refused") and len(of(events, "open")) == 1
+            assert refused["url"].endswith("/refused")
+            attempt, accepted = of(events, "open")
+            assert (attempt["outcome"], attempt["status"], attempt["path"]) == ("refused", 503, "/refused")
+            assert accepted["outcome"] == "accepted" and accepted["upstream"]
             [timeout] = [e for e in of(events, "decision") if e.get("by") == "suite"]
             assert timeout["answer"] == "timeout"
             await close_cleanly(client, server_ws)
