@@ -86,13 +86,17 @@ def replace_with(message: dict[str, Any] | None = None, *, raw: dict[str, str] |
     return rule({"type": "replace", **_raw_or_message(message, raw)}, **fields)
 
 
-def patch(set: dict[str, Any] | None = None, unset: list[str] | None = None, **fields: Any) -> Rule:
-    """Change fields of matching messages: ``patch(set={"connectionDetails.maxIdleInterval": 500}, …)``."""
+def patch(set: dict[str, Any] | None = None, unset: list[str] | None = None,
+          flags: dict[str, list[str | int]] | None = None, **fields: Any) -> Rule:
+    """Change fields of matching messages: ``patch(set={"connectionDetails.maxIdleInterval": 500}, …)``;
+    ``flags={"set": ["ATTACH_RESUME"], "clear": [...]}`` sets and clears bits of ``flags``, keeping the others."""
     action: dict[str, Any] = {"type": "patch"}
     if set:
         action["set"] = set
     if unset:
         action["unset"] = unset
+    if flags:
+        action["flags"] = flags
     return rule(action, **fields)
 
 

@@ -19,6 +19,7 @@ from appserver.rules import http_actions
 from appserver.rules import schema as s
 from appserver.rules.schema import RuleError
 from appserver.rules.subject import Subject, path_set, path_unset
+from shared.ably import Flag
 from appserver.verdict import DROP, PASS, CloseLegs, Delay, HttpDrop, Inject, Pass, Refuse, Replace, Route, Silence
 from shared import ably
 from shared.wire import Frame, WireError
@@ -118,11 +119,29 @@ def _replace(config: s.ReplaceAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: Replace(make(subject))
 
 
+def _flag_bits(names: list[str | int] | None, where: str) -> int:
+    """The bits of these Ably flags (names or values); RuleError naming the one that is neither."""
+    bits = 0
+    for index, name in enumerate(names or []):
+        if isinstance(name, int) and not isinstance(name, bool):
+            if name < 0:
+                raise RuleError(f"{where}[{index}]: a flag value must be 0 or more, got {name}")
+            bits |= name
+        elif isinstance(name, str) and name.upper() in Flag.__members__:
+            bits |= int(Flag[name.upper()])
+        else:
+            known = ", ".join(Flag.__members__)
+            raise RuleError(f"{where}[{index}]: unknown Ably flag {name!r} (known: {known}, or a number)")
+    return bits
+
+
 def _patch(config: s.PatchAction, where: str) -> Callable[[Subject], Part]:
     sets = [(tuple(k.split(".")), v) for k, v in (config.set or {}).items()]
     unsets = [tuple(k.split(".")) for k in config.unset or []]
-    if not sets and not unsets:
-        raise RuleError(f"{where}: a patch needs 'set' or 'unset'")
+    raise_bits = _flag_bits(config.flags.set, f"{where}.flags.set") if config.flags else 0
+    clear_bits = _flag_bits(config.flags.clear, f"{where}.flags.clear") if config.flags else 0
+    if not sets and not unsets and config.flags is None:
+        raise RuleError(f"{where}: a patch needs 'set', 'unset' or 'flags'")
 
     def patched(subject: Subject) -> Part:
         message = subject.message()
@@ -133,6 +152,10 @@ def _patch(config: s.PatchAction, where: str) -> Callable[[Subject], Part]:
             path_set(new, path, value)
         for path in unsets:
             path_unset(new, path)
+        if config.flags is not None:  # the other bits of flags stay as they were
+            old = new.get("flags")
+            flags = (old if isinstance(old, int) and not isinstance(old, bool) else 0) | raise_bits
+            new["flags"] = flags & ~clear_bits
         return Replace(message_frame(new, subject.format))
 
     return patched

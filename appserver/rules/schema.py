@@ -77,9 +77,17 @@ class ReplaceAction(_Action, tag="replace", frozen=True):
     raw: Raw | None = None
 
 
+class FlagChange(_Strict, frozen=True):
+    """Bits of an integer field to set and clear, by Ably flag name (``ATTACH_RESUME``) or value."""
+
+    set: list[str | int] | None = None
+    clear: list[str | int] | None = None
+
+
 class PatchAction(_Action, tag="patch", frozen=True):
     set: dict[str, Any] | None = None
     unset: list[str] | None = None
+    flags: FlagChange | None = None
 
 
 class DelayAction(_Action, tag="delay", frozen=True):
