@@ -73,11 +73,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--interception-upstream", default=None, metavar="URL",
                     help="per-test sessions in direct mode (--interception-mode none): where they relay to "
                          "(default: the app server's --default-upstream)")  # fmt: skip
+    group.addoption("--interception-proxy-endpoint", metavar="HOST:PORT",
+                    default=os.environ.get("INTERCEPTION_PROXY_ENDPOINT", "127.0.0.1:8002"),
+                    help="the app server's proxy endpoint, where an SDK goes in direct mode: the proxy_endpoint "
+                         "fixture (default %(default)s; a per-test direct session's own port instead)")  # fmt: skip
     group.addoption("--interception-trace", choices=TRACE_POLICIES, default="failed",
                     help="write the proxy's trace of each failed test (default), of every test (all), or never")
     group.addoption("--interception-trace-dir", default=None, metavar="DIR",
                     help="where traces are written (default: interception-traces under pytest's temporary "
                          "directory)")  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The fixtures are async: pytest-asyncio's auto mode, so that ``async def`` tests and fixtures run as
+    written, with no markers — unless the command line gives a mode (``--asyncio-mode=strict`` keeps strict)
+    or the ini file one other than pytest-asyncio's default (strict, which cannot be told from unset)."""
+    if config.getoption("asyncio_mode", None) is None and config.getini("asyncio_mode") == "strict":
+        config.option.asyncio_mode = "auto"
 
 
 def _trace_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -186,6 +198,17 @@ def interception_session(request: pytest.FixtureRequest, interception_client: In
         pytest.fail("interception_session needs --interception-session=per-test (this run uses the classic "
                     "single suite)", pytrace=False)  # fmt: skip
     return session
+
+
+@pytest.fixture
+def proxy_endpoint(request: pytest.FixtureRequest) -> str:
+    """Where an SDK in direct mode goes, as "host:port": this test's session port with
+    --interception-session=per-test in direct mode, else --interception-proxy-endpoint."""
+    config = request.config
+    if config.getoption("--interception-session") == "per-test" and config.getoption("--interception-mode") == "none":
+        session: SessionInfo = request.getfixturevalue("interception_session")
+        return f"127.0.0.1:{session.proxy_port}"
+    return str(config.getoption("--interception-proxy-endpoint"))
 
 
 @pytest_asyncio.fixture
