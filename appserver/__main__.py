@@ -61,9 +61,7 @@ async def start_mitmproxy(server: AppServer, spec: CaptureSpec) -> None:
     else:
         await launcher.ensure(spec.mode, spec.pid)
         lines = [f"mitmproxy is intercepting ({f'process {spec.pid}' if spec.pid else 'proxy at http://' + address})"]
-        if spec.mode is ProxyMode.PROXY:
-            lines.append(f"  point the SDK at the proxy: HTTPS_PROXY=http://{address}; "
-                         f"Chromium: --proxy-server=http://{address} --proxy-bypass-list=\"<-loopback>\"")  # fmt: skip
+        lines += runtime_hints(spec, address, f"{server.config.proxy_host}:{server.proxy_port}")
     lines += [
         f"  mitmproxy's CA certificate: {ca}",
         f"  trust it in Node: NODE_EXTRA_CA_CERTS={ca}",
@@ -72,6 +70,24 @@ async def start_mitmproxy(server: AppServer, spec: CaptureSpec) -> None:
     ]
     for line in lines:
         log.info("%s", line)
+
+
+def runtime_hints(spec: CaptureSpec, mitmproxy: str, proxy_endpoint: str) -> list[str]:
+    """How to send each kind of SDK through this mode: what works, per runtime (a hint that does not work
+    would leave an SDK connecting directly and a suite seeing nothing)."""
+    if spec.mode is ProxyMode.LOCAL:
+        return [f"  process {spec.pid} is captured as it is: nothing to configure in it (Node, Python, a browser)"]
+    host, _, port = proxy_endpoint.rpartition(":")
+    return [
+        "  how to send an SDK through it:",
+        f"  - ably-js in Node has no proxy option for realtime (it ignores HTTPS_PROXY): capture it with "
+        f"`make run-local PID=<its pid>`, or use direct mode — start the app server with --default-upstream "
+        f"<the server's URL> and give ably-js {{endpoint: '{host}', port: {port}, tls: false, fallbackHosts: []}}",
+        f"  - ably-js in Chromium: --proxy-server=http://{mitmproxy} --proxy-bypass-list=\"<-loopback>\" "
+        "(Chromium bypasses proxies for loopback without it)",
+        f"  - clients that honour proxy variables (ably-python, curl): HTTPS_PROXY=http://{mitmproxy} "
+        f"HTTP_PROXY=http://{mitmproxy}",
+    ]
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -84,7 +84,8 @@ class AppServer:
         message_ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self.registry = Registry(
-            ActiveSuite(config.transform_timeout, lambda: str(next(message_ids))), Connections(),
+            ActiveSuite(config.transform_timeout, lambda: str(next(message_ids)), idle_warning=config.idle_warning),
+            Connections(),
             lambda: str(next(message_ids)), config.trace, config.trace_limit, config.trace_data_limit,
         )  # fmt: skip
         methods = make_methods(self.registry, lambda: self.launcher)
@@ -109,14 +110,15 @@ class AppServer:
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
             **HEAD_LIMITS,
         )
-        self.endpoint_settings = EndpointSettings(
-            config.default_upstream, config.upstream_ssl(), config.connect_timeout, config.close_timeout,
-            config.max_queued_messages, config.routes, config.max_http_body)  # fmt: skip
-        endpoint = ProxyEndpoint(self.endpoint_settings, self._session, self.registry.connections, self._handlers_for)
         control = web.Application()
         control.router.add_get("/", self._control_handler)
-        proxy = proxy_app(endpoint.handle)
         self.control_port = await self._serve(control, config.control_host, config.control_port)
+        self.endpoint_settings = EndpointSettings(
+            config.default_upstream, config.upstream_ssl(), config.connect_timeout, config.close_timeout,
+            config.max_queued_messages, config.routes, config.max_http_body,
+            f"ws://{_address(config.control_host, self.control_port)}/")  # fmt: skip
+        endpoint = ProxyEndpoint(self.endpoint_settings, self._session, self.registry.connections, self._handlers_for)
+        proxy = proxy_app(endpoint.handle)
         self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
         await self.listeners.start(self._session)
         if self.launcher is None and config.launch_mitmproxy:

@@ -40,6 +40,8 @@ class Config:
     upstream_ca: str | None = None
     upstream_insecure: bool = False
     transform_timeout: float = 30.0
+    #: Seconds after which an active suite that has seen no connection gets a WARNING (0: never).
+    idle_warning: float = 30.0
     close_timeout: float = 10.0
     connect_timeout: float = 10.0
     mitmproxy_ready_timeout: float = 30.0
@@ -175,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transform-timeout", type=_positive, default=d.transform_timeout, metavar="SECONDS",
                    help="how long a message waits for the suite's answer before passing on unchanged "
                         "(default %(default)s)")  # fmt: skip
+    p.add_argument("--idle-warning", type=float, default=d.idle_warning, metavar="SECONDS",
+                   help="warn when an active suite has seen no connection this long: its SDK is probably not "
+                        "going through the proxy (default %(default)s; 0: never)")  # fmt: skip
     p.add_argument("--close-timeout", type=_positive, default=d.close_timeout, metavar="SECONDS",
                    help="how long a peer has to answer a close frame (default %(default)s)")
     p.add_argument("--connect-timeout", type=_positive, default=d.connect_timeout, metavar="SECONDS",
@@ -230,6 +235,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         upstream_ca=args.upstream_ca,
         upstream_insecure=args.upstream_insecure,
         transform_timeout=args.transform_timeout,
+        idle_warning=max(args.idle_warning, 0.0),
         close_timeout=args.close_timeout,
         connect_timeout=args.connect_timeout,
         mitmproxy_ready_timeout=args.mitmproxy_ready_timeout,

@@ -29,6 +29,7 @@ class Registry:
         self.log = LogSink()
         self._trace = (trace, trace_limit, trace_data_limit)
         self._transform_timeout = suite.transform_timeout
+        self._idle_warning = suite.idle_warning
         #: The classic single active suite (startInterception): the default scope.
         self.classic = self.new_scope(suite)
         #: The control connections.
@@ -42,7 +43,7 @@ class Registry:
         self.on_mitmproxy_ready: list[Callable[[], None]] = []
 
     def new_scope(self, suite: ActiveSuite | None = None, session_id: str | None = None) -> Scope:
-        suite = suite or ActiveSuite(self._transform_timeout, self.next_message_id)
+        suite = suite or ActiveSuite(self._transform_timeout, self.next_message_id, idle_warning=self._idle_warning)
         trace, limit, data_limit = self._trace
         return Scope(suite, self.next_message_id, self.log, trace, limit, data_limit, session_id)
 

@@ -9,12 +9,13 @@ ERROR with the message id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Callable
 
 from appserver.control.session import ControlSession
 from appserver.errors import SuiteAlreadyActive
-from appserver.relay.events import Closed, Event, Opened
+from appserver.relay.events import Closed, Event, Failed, Opened
 from appserver.verdict import DROP, PASS, Decisions, Replace, Verdict
 from shared.constants import EVENT_CONNECTION_CLOSED, EVENT_CONNECTION_OPENED, METHOD_TRANSFORM
 from shared.jsonrpc import PeerGone, RemoteError
@@ -29,8 +30,11 @@ class ActiveSuite:
     frames = False
 
     def __init__(self, transform_timeout: float, message_id: Callable[[], str],
-                 decisions: Decisions | None = None) -> None:  # fmt: skip
+                 decisions: Decisions | None = None, idle_warning: float = 0.0) -> None:  # fmt: skip
         self.transform_timeout = transform_timeout
+        #: Seconds after a claim with no connection opened before a WARNING says so (0: never).
+        self.idle_warning = idle_warning
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._message_id = message_id
         #: Where the suite's answers are recorded (the trace), set by the app.
         self.decisions = decisions
@@ -51,13 +55,29 @@ class ActiveSuite:
             self.active = session
             for callback in self.on_claim:
                 callback()
+            if self.idle_warning > 0:
+                self._idle_timer = asyncio.get_running_loop().call_later(self.idle_warning, self._no_connection, session)
         self.active = session
+
+    def _no_connection(self, session: ControlSession) -> None:
+        self._idle_timer = None
+        if self.active is session:
+            log.warning("control session %d has been the active test suite for %.0f s and no connection came through "
+                        "the proxy: is the SDK pointed at it? ably-js in Node ignores HTTPS_PROXY for realtime (use "
+                        "direct mode or local mode); Chromium needs --proxy-bypass-list=\"<-loopback>\" for "
+                        "loopback hosts", session.id, self.idle_warning)  # fmt: skip
+
+    def _seen_connection(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def release(self, session: ControlSession) -> None:
         if self.active is session:
             log.info("control session %d closed: no active test suite, messages pass through", session.id)
             self.active = None
             self.decoded = False
+            self._seen_connection()  # no warning for a suite that is gone
             for callback in self.on_release:
                 callback()
 
@@ -71,9 +91,12 @@ class ActiveSuite:
         if suite is None:
             return
         if isinstance(event, Opened):
+            self._seen_connection()
             await suite.notify(EVENT_CONNECTION_OPENED, event.info.to_json())
         elif isinstance(event, Closed):
             await suite.notify(EVENT_CONNECTION_CLOSED, event.closed.to_json())
+        elif isinstance(event, Failed):  # a refused handshake came through the proxy all the same
+            self._seen_connection()
 
     def seen(self, event: Any) -> None:
         """Not a frame sink (``frames`` is False): never told per-frame events."""

@@ -59,6 +59,7 @@ class EndpointSettings:
     max_queued_messages: int
     routes: tuple[tuple[str, URL], ...] = ()  # --route
     max_http_body: int = DEFAULT_MAX_BODY  # --max-http-body
+    control_url: str = ""  # the control API's URL, named when a suite dials this endpoint by mistake
 
 
 def proxy_app(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
@@ -99,7 +100,11 @@ class ProxyEndpoint:
             target = target_of(request, s.default_upstream)
         except BadTarget as exc:
             log.warning("refused an upgrade for %s: %s", request.raw_path, exc)
-            return web.Response(status=400, text=f"{exc}\n")
+            control = f" at {s.control_url}" if s.control_url else ""
+            return web.Response(status=400, text=(
+                f"{exc}\nThis is the interception proxy's proxy endpoint: it takes the WebSocket upgrades "
+                "mitmproxy redirects (stamped Ably-Test-Host/Ably-Test-Proto), or, in direct mode, an SDK's own. "
+                f"A test suite speaks JSON-RPC to the control API{control}, not here.\n"))  # fmt: skip
         info = opened_info(request, target)
         verdict = ADMIT if h.gate is None else await h.gate.admit(info)
         if isinstance(verdict, Refuse):
