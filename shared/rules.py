@@ -130,7 +130,11 @@ def after(ms: int, *actions: dict[str, Any], **fields: Any) -> Rule:
 
 
 def drop_pings(**fields: Any) -> Rule:
-    """Drop WebSocket pings (``from_client=False``: the server's), so the client's idle timer can fire."""
+    """Drop WebSocket pings (``from_client=False``: the server's), so the client's idle timer can fire.
+
+    A server that enforces pongs closes first (its pings go unanswered): against one, patch
+    ``connectionDetails.maxIdleInterval`` short and drop HEARTBEATs instead (docs/api.md, "Starving
+    heartbeats")."""
     return rule({"type": "drop"}, event="ping", **fields)
 
 

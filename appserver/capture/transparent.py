@@ -175,15 +175,20 @@ def remove(rules: RedirectRules) -> list[str]:
     A rule or chain that is not there counts as removed, so this is safe to repeat.
     """
     failures = []
+    removed = 0
     with _lock:
         for command in rules.teardown_commands():
             result = _run(command)
-            if result.returncode != 0 and not _absent(result.stderr):
+            if result.returncode == 0:
+                removed += 1
+            elif not _absent(result.stderr):
                 failures.append(f"`{shell_line(command)}`: {result.stderr.strip() or result.returncode}")
     if failures:
         logger.error("iptables rules for uid %d may be left behind:\n%s", rules.uid, "\n".join(failures))
-    else:
+    elif removed:
         logger.info("iptables: rules for uid %d removed", rules.uid)
+    else:
+        logger.info("iptables: there were no rules for uid %d: nothing to remove", rules.uid)
     return failures
 
 

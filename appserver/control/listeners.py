@@ -154,10 +154,13 @@ class SessionListeners:
     async def _open_local(self, session: Session) -> None:
         """Its pids join the running local capture (started for it if none runs); proven by a canary
         process captured with them, as the launcher proves local mode."""
+        for pid in session.pids:  # the pid first: it is what the suite got wrong, whatever this server runs
+            if not alive(pid):
+                raise WireError("pid", f"no process with pid {pid}")
         launcher = self._app.launcher
         if launcher is None:
-            raise InterceptionFailed("this app server runs without mitmproxy (--no-mitmproxy): a local mode "
-                                     "session needs it")  # fmt: skip
+            raise InterceptionFailed(f"this app server runs without mitmproxy (--no-mitmproxy): a local mode "
+                                     f"session (pid {', '.join(map(str, session.pids))}) needs it")  # fmt: skip
         for pid in session.pids:
             if not alive(pid):
                 raise WireError("pid", f"no process with pid {pid}")

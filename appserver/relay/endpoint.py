@@ -148,6 +148,12 @@ class ProxyEndpoint:
         ws = upstreams.answer_like(upstream)
         try:
             await ws.prepare(request)
+        except ConnectionError:  # the client went while the upstream was answering: its business, no error
+            upstreams.abandon(upstream)
+            log.info("connection %s: the client gave up during the handshake (%s)", info.id, info.url)
+            await publish(h.sinks, Failed(info, request.remote, "abandoned", 499, "the client gave up",
+                                          upstream_url))  # fmt: skip
+            return web.Response(status=499)  # nobody reads it
         except Exception:
             upstreams.abandon(upstream)
             raise

@@ -12,6 +12,7 @@ all, and adding an action is one Struct here and one unit in actions.py.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Union
 
 import msgspec
@@ -186,10 +187,13 @@ def convert(params: Any, kind: type[msgspec.Struct]) -> Any:
 
 def _readable(message: str) -> str:
     """msgspec's "Problem - at `$.rules[0].action.type`" as "rules[0].action.type: problem (what is valid)"."""
-    problem, _, where = message.rpartition(" - at `")
-    if not where:
-        return message
-    path = where.rstrip("`").removeprefix("$.").removeprefix("$")
+    problem, at, where = message.rpartition(" - at `")
+    path = where.rstrip("`").removeprefix("$.").removeprefix("$") if at else ""
+    if not at:
+        problem = message
+    if not path:  # the params object itself: "rules: is required", not "Object missing required field `rules`"
+        missing = re.fullmatch(r"Object missing required field `([^`]+)`", problem)
+        return f"{missing.group(1)}: is required" if missing else problem
     if path.endswith(".type") and problem.startswith("Invalid value"):
         problem += f" (valid actions: {', '.join(ACTION_NAMES)})"
     elif path.endswith(".event"):

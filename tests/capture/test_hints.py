@@ -77,3 +77,52 @@ async def test_a_websocket_with_no_target_is_told_which_port_is_which(
         body = await response.text()
     assert response.status == 400
     assert "proxy endpoint" in body and f"control API at ws://127.0.0.1:{app_server.control_port}/" in body
+
+
+def listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to make", "SIGINT to its group (Ctrl-C)"])
+def test_make_run_proxy_stops_everything_when_signalled(no_leaks: None, tmp_path: Path, how: str) -> None:
+    """`make run-proxy` stops the app server and mitmdump: make passes SIGTERM on to them, and Ctrl-C reaches the
+    whole foreground group. (A SIGINT sent to make's pid alone is not passed on by GNU make.)"""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.mitm_helpers import pids_with_arg
+
+    root = Path(__file__).parents[2]
+    confdir = str(tmp_path / "conf")
+    control, proxy, mitm = free_port(), free_port(), free_port()
+    args = f"--control-port {control} --proxy-port {proxy} --mitmproxy-port {mitm} --mitmproxy-confdir {confdir}"
+    make = subprocess.Popen(["make", "--no-print-directory", "run-proxy", f"ARGS={args}"], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not listening(mitm) or not listening(control):  # mitmdump up, and the app server
+            assert make.poll() is None and time.monotonic() < deadline, "make run-proxy did not start"
+            time.sleep(0.2)
+        assert len(pids_with_arg(confdir)) >= 3  # make, the app server, mitmdump
+        if how.startswith("SIGTERM"):
+            make.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(make.pid, signal.SIGINT)
+        make.wait(timeout=20)
+        deadline = time.monotonic() + 10
+        while pids_with_arg(confdir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pids_with_arg(confdir) == [], "left running after make run-proxy was signalled"
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+        for pid in pids_with_arg(confdir):
+            os.kill(pid, signal.SIGKILL)
+        if make.stderr is not None:
+            make.stderr.close()
