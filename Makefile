@@ -27,9 +27,19 @@ $(STAMP): pyproject.toml scripts/find-python
 	@touch $@
 
 NODE_STAMP := tests/js/node_modules/.installed
+CLIENT_STAMP := shared/js/node_modules/.installed
+CLIENT_SOURCES := shared/js/package.json shared/js/package-lock.json shared/js/build.mjs shared/js/index.mjs \
+                  $(wildcard shared/js/src/*.cjs)
 
-# The real ably-js SDK (and playwright-core) for the end-to-end tests.
-$(NODE_STAMP): tests/js/package.json tests/js/package-lock.json
+# The JavaScript client (SPEC Part 7): its dependencies, and its browser bundle (shared/js/dist/browser.mjs),
+# so that `npm install <checkout>/shared/js` works as written.
+$(CLIENT_STAMP): $(CLIENT_SOURCES)
+	npm ci --prefix shared/js --no-audit --no-fund --loglevel=error
+	npm run --prefix shared/js --silent build
+	@touch $@
+
+# The real ably-js SDK (and playwright-core, mocha, the client from shared/js) for the end-to-end tests.
+$(NODE_STAMP): tests/js/package.json tests/js/package-lock.json $(CLIENT_STAMP)
 	npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 	@touch $@
 
@@ -42,7 +52,7 @@ $(SDK_PY_STAMP): $(STAMP) tests/py_sdk/requirements.txt
 	$(SDK_PY_VENV)/bin/python -m pip install --quiet -r tests/py_sdk/requirements.txt
 	@touch $@
 
-install: $(STAMP)
+install: $(STAMP) $(CLIENT_STAMP)
 
 test-deps: $(STAMP) $(NODE_STAMP) $(SDK_PY_STAMP)
 	@scripts/system-deps

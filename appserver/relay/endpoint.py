@@ -11,6 +11,7 @@ are closed. Plain HTTP goes to http.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from ssl import SSLContext
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,7 @@ from appserver.relay.events import Failed, Sink, publish
 from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
                                      routed, routed_url, target_of, without_server_defaults)
 from appserver.relay.http import DEFAULT_MAX_BODY, relay_http
+from appserver.relay.http_verdicts import client_gone
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
@@ -112,7 +114,8 @@ class ProxyEndpoint:
             await publish(h.sinks, Failed(info, request.remote, "refused", verdict.status, verdict.body))
             return web.Response(status=verdict.status, headers=CIMultiDict(verdict.headers), text=verdict.body)
         if verdict.delay_ms:
-            await asyncio.sleep(verdict.delay_ms / 1000)
+            with contextlib.suppress(TimeoutError):  # a client that gives up ends the wait at once
+                await asyncio.wait_for(client_gone(request), verdict.delay_ms / 1000)
             if request.transport is None or request.transport.is_closing():
                 log.info("connection %s: the client gave up during the handshake's delay", info.id)
                 await publish(h.sinks, Failed(info, request.remote, "abandoned", 499, "the client gave up"))

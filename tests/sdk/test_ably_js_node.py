@@ -61,7 +61,9 @@ async def test_direct_mode_end_to_end(
         token = await sdk.command("authorize")
         auth = await traffic.next(Action.AUTH, from_client=True)
         info = await sdk.command("connection")
-    assert (opened.host, opened.proto, opened.path) == (fake.host, "ws", "/")
+    # the host the client asked for, with the upstream beside it (SPEC Part 9)
+    assert (opened.host, opened.proto, opened.path) == (f"127.0.0.1:{direct.proxy_port}", "ws", "/")
+    assert opened.upstream.startswith(f"ws://{fake.host}/?")
     assert opened.query["v"] == "6"
     assert opened.query["format"] == ("msgpack" if binary else "json")
     assert opened.format is upstream.format is expected_format(binary)
@@ -109,7 +111,9 @@ async def test_local_mode_by_pid(mitmdump_stack: AppServer, fake: FakeAbly, bina
                 opened, upstream, received, closed = await round_trip(sdk, context, fake)
         finally:
             await client.close()
-    assert (opened.host, opened.proto, opened.path) == (fake.host, "ws", "/")
+    # the host the client asked for, with the upstream beside it (SPEC Part 9)
+    assert (opened.host, opened.proto, opened.path) == (f"127.0.0.1:{direct.proxy_port}", "ws", "/")
+    assert opened.upstream.startswith(f"ws://{fake.host}/?")
     assert "Ably-Test-Host" not in opened.headers  # stripped before the suite and the upstream see them
     assert opened.query["v"] == "6" and opened.format is expected_format(binary)
     assert "Ably-Test-Host" not in upstream.headers
