@@ -129,3 +129,18 @@ async def test_npm_pack_gives_a_tarball_that_installs_anywhere(tmp_path: Path) -
     code, out = await run("node", "--input-type=module", "-e", script, cwd=project, env={})
     assert code == 0, out
     assert out.split() == ['{"match":{"action":"ACK"},"action":{"type":"drop"}}', "function", "true"], out
+
+
+@pytest.mark.parametrize("example", ["needs.test.mjs", "node_test.test.mjs", "typed.test.ts", "browser.html"])
+def test_the_javascript_guide_shows_the_tested_files(example: str) -> None:
+    """docs/javascript.md's examples are the files these tests run, word for word."""
+    guide = (ROOT / "docs" / "javascript.md").read_text()
+    assert (JS / "client" / example).read_text() in guide, f"docs/javascript.md differs from tests/js/client/{example}"
+
+
+def test_the_readmes_javascript_example_is_from_the_tested_suite() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```js\n", 1)[1].split("```", 1)[0]
+    suite = (JS / "client" / "needs.test.mjs").read_text()
+    for part in block.split("\n\n"):
+        assert part.strip() in suite, f"the README's JavaScript example is not in tests/js/client/needs.test.mjs:\n{part}"
