@@ -72,6 +72,11 @@ def observe(**fields: Any) -> Rule:
     return rule({"type": "observe"}, **fields)
 
 
+def notify(**fields: Any) -> Rule:
+    """Let matching frames pass and send ruleMatched; the rule decides (later rules are not asked)."""
+    return rule([{"type": "pass"}, {"type": "notify"}], **fields)
+
+
 def drop(**fields: Any) -> Rule:
     return rule({"type": "drop"}, **fields)
 
@@ -122,6 +127,11 @@ def answer_connect(*messages: dict[str, Any], close: int | None = None, abrupt: 
     if close is not None or abrupt:
         actions.append(_close_action(close, "", abrupt))
     return rule(actions, event="connect", times=times, **fields)
+
+
+def route_connect(host: str, proto: str = "ws", **fields: Any) -> Rule:
+    """Dial this host (``proto`` ws or wss) instead of the one the client meant, for matching handshakes."""
+    return rule({"type": "route", "host": host, "proto": proto}, event="connect", **fields)
 
 
 def after(ms: int, *actions: dict[str, Any], **fields: Any) -> Rule:
