@@ -55,6 +55,8 @@ class Inject:
     frame: Frame
     from_client: bool
     done: Callable[[], None] | None = field(default=None, compare=False)
+    #: Sent before the matched frame is delivered (not after it).
+    before: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,14 @@ class CloseLegs:
 @dataclass(frozen=True, slots=True)
 class Silence:
     """From now on drop every frame, ping and pong of the connection, both ways; close nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressOnwards:
+    """From now on drop every data frame in this direction, on every connection of the suite (the rules apply
+    it themselves, at once: it never reaches the pump)."""
+
+    from_client: bool
 
 
 Effect = Inject | CloseLegs | Silence

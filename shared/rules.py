@@ -153,6 +153,16 @@ def silence(**fields: Any) -> Rule:
     return rule([{"type": "pass"}, {"type": "silence"}], **fields)
 
 
+def suppress_onwards(from_client: bool | None = None, **fields: Any) -> Rule:
+    """From the matching event on, drop every data frame in one direction (``from_client``; default the matched
+    frame's, towards the client on a timer) on every connection of the suite, the matched frame too
+    (uts-proxy's ``suppress_onwards``)."""
+    action: dict[str, Any] = {"type": "suppressOnwards"}
+    if from_client is not None:
+        action["fromClient"] = from_client
+    return rule([action, {"type": "drop"}], **fields)
+
+
 def close_action(code: int | None = None, reason: str = "", abrupt: bool = False, side: str = "both") -> dict[str, Any]:
     return _close_action(code, reason, abrupt, side)
 
@@ -166,10 +176,13 @@ def _close_action(code: int | None, reason: str, abrupt: bool, side: str = "both
     return action
 
 
-def inject_action(message: dict[str, Any], from_client: bool | None = None) -> dict[str, Any]:
+def inject_action(message: dict[str, Any], from_client: bool | None = None, before: bool = False) -> dict[str, Any]:
+    """``before``: sent ahead of the matched frame (uts-proxy's order), not after it."""
     action: dict[str, Any] = {"type": "inject", "message": message}
     if from_client is not None:
         action["fromClient"] = from_client
+    if before:
+        action["before"] = True
     return action
 
 

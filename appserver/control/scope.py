@@ -39,6 +39,7 @@ class Scope:
 
     def _forget_rules(self) -> None:
         self.rules.ruleset.clear("the test suite went away")
+        self.rules.suppressed.clear()
 
 
 def nobodys(log: LogSink) -> Handlers:

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from appserver.relay.leg import Controls, Leg
 from appserver.relay.lifecycle import CloseAction, End, Side, close_action
-from appserver.verdict import PASS, Delay, Drop, Effect, Replace, Verdict, split
+from appserver.verdict import PASS, Delay, Drop, Effect, Inject, Replace, Verdict, split
 from shared.wire import Frame
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,10 @@ async def pump(
                 log.debug("could not deliver to the %s: transport gone", dest.side)
             continue
         fate, effects = split(verdict)
+        if effects and apply_effects is not None and any(isinstance(e, Inject) and e.before for e in effects):
+            # uts-proxy's order: what is injected "before" reaches its destination ahead of this frame
+            await apply_effects(tuple(e for e in effects if isinstance(e, Inject) and e.before))
+            effects = tuple(e for e in effects if not (isinstance(e, Inject) and e.before))
         if isinstance(fate, Delay):
             await asyncio.sleep(fate.ms / 1000)
         if not isinstance(fate, Drop) and dest.can_send and not (controls is not None and controls.silenced):

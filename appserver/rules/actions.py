@@ -20,7 +20,8 @@ from appserver.rules import schema as s
 from appserver.rules.schema import RuleError
 from appserver.rules.subject import Subject, path_set, path_unset
 from shared.ably import Flag
-from appserver.verdict import DROP, PASS, CloseLegs, Delay, HttpDrop, Inject, Pass, Refuse, Replace, Route, Silence
+from appserver.verdict import (DROP, PASS, CloseLegs, Delay, HttpDrop, Inject, Pass, Refuse, Replace, Route, Silence,
+                               SuppressOnwards)
 from shared import ably
 from shared.wire import Frame, WireError
 from shared.wire import message_frame as wire_message_frame
@@ -173,7 +174,7 @@ def _inject(config: s.InjectAction, where: str) -> Callable[[Subject], Part]:
 
     def inject(subject: Subject) -> Part:
         towards_server = config.fromClient if config.fromClient is not None else bool(subject.from_client)
-        return Inject(make(subject), towards_server)
+        return Inject(make(subject), towards_server, before=config.before)
 
     return inject
 
@@ -210,6 +211,14 @@ def _drop(config: s.DropAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: http_drop if subject.event == "http" else DROP
 
 
+def _suppress_onwards(config: s.SuppressOnwardsAction) -> Callable[[Subject], Part]:
+    def suppress(subject: Subject) -> Part:
+        direction = config.fromClient if config.fromClient is not None else bool(subject.from_client)
+        return SuppressOnwards(direction)
+
+    return suppress
+
+
 UNITS: dict[str, Spec] = {
     "pass": Spec(True, ALL, _const(PASS)),
     "observe": Spec(True, ALL, _const(PASS)),
@@ -227,6 +236,7 @@ UNITS: dict[str, Spec] = {
     "close": Spec(False, FRAMES | {"connect", "timer"}, _close),
     "notify": Spec(False, ALL, _const(NOTIFY)),
     "silence": Spec(False, ALL, _const(Silence())),
+    "suppressOnwards": Spec(False, FRAMES | {"timer"}, lambda config, where: _suppress_onwards(config)),
 }
 
 

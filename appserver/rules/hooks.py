@@ -22,14 +22,17 @@ from appserver.rules.compile import CompiledRule
 from appserver.rules.engine import Outcome, RuleSet, count_match, reported
 from appserver.rules.reports import decision_fields, matched_params
 from appserver.rules.subject import Subject
-from appserver.verdict import (ADMIT, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Decisions, Delay, Drop,
-                               Effect, HttpDrop, HttpResponse, HttpVerdict, Inject, Pass, Refuse, Replace, ResponseEdit,
-                               Route, Silence, Timer, Verdict)
+from appserver.verdict import (ADMIT, DROP, HTTP_FORWARD, PASS, Admit, ConnectVerdict, Decision, Decisions, Delay,
+                               Drop, Effect, HttpDrop, HttpResponse, HttpVerdict, Inject, Pass, Refuse, Replace,
+                               ResponseEdit, Route, Silence, SuppressOnwards, Timer, Verdict)
 from shared.constants import EVENT_RULE_MATCHED, METHOD_HTTP_REQUEST, METHOD_HTTP_RESPONSE
 from shared.connections import ConnectionOpened
 from shared.wire import Frame, WireError
 
 log = logging.getLogger(__name__)
+
+#: Who decided a frame dropped because its direction is suppressed (``suppressOnwards``).
+SUPPRESSED = "suppressed"
 
 
 class Suite(Protocol):
@@ -56,6 +59,9 @@ class Rules:
         #: The rule that decided the last frame ("suite": it was asked), set just before decide returns: the
         #: connection reads it right after, with no suspension in between.
         self.decided_by: str | None = None
+        #: Directions (from_client) whose every data frame is dropped from now on, on every connection of the
+        #: suite (a ``suppressOnwards`` rule fired); gone with the rules.
+        self.suppressed: set[bool] = set()
 
     # -- the sink ---------------------------------------------------------------------------
 
@@ -75,6 +81,9 @@ class Rules:
     # -- data frames: the first link of the chain -------------------------------------------
 
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
+        if self.suppressed and from_client in self.suppressed:
+            self.decided_by = SUPPRESSED
+            return DROP
         ruleset = self.ruleset
         if not ruleset:
             return None  # no rules: the dialogue as in Part 1
@@ -280,6 +289,10 @@ class Rules:
             except Exception:
                 log.exception("rule %r: its %s failed on connection %s: left out", rule.id, unit.name,
                               subject.connection_id)  # fmt: skip
+                continue
+            if isinstance(effect, SuppressOnwards):  # the rules' own business, applied at once
+                if applied:
+                    self.suppressed.add(effect.from_client)
                 continue
             if isinstance(effect, Inject):
                 last_inject[rule.id] = len(effects)

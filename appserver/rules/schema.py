@@ -99,6 +99,7 @@ class InjectAction(_Action, tag="inject", frozen=True):
     message: dict[str, Any] | None = None
     raw: Raw | None = None
     fromClient: bool | None = None
+    before: bool = False  # sent before the matched frame's fate (uts-proxy's inject_to_client), not after
 
 
 class CloseAction(_Action, tag="close", frozen=True):
@@ -114,6 +115,13 @@ class NotifyAction(_Action, tag="notify", frozen=True):
 
 class SilenceAction(_Action, tag="silence", frozen=True):
     pass
+
+
+class SuppressOnwardsAction(_Action, tag="suppressOnwards", frozen=True):
+    """From now on drop every frame in one direction (``fromClient``; default the matched frame's, towards the
+    client on timers) on every connection of the suite, until it ends (uts-proxy's suppress_onwards)."""
+
+    fromClient: bool | None = None
 
 
 class RefuseAction(_Action, tag="refuse", frozen=True):
@@ -153,7 +161,8 @@ class PatchResponseAction(_Action, tag="patchResponse", frozen=True):
 
 AnyAction = Union[
     PassAction, ObserveAction, DropAction, TransformAction, ReplaceAction, PatchAction, DelayAction,
-    InjectAction, CloseAction, NotifyAction, SilenceAction, RefuseAction, RouteAction, RespondAction,
+    InjectAction, CloseAction, NotifyAction, SilenceAction, SuppressOnwardsAction, RefuseAction, RouteAction,
+    RespondAction,
     ReplaceResponseAction, PatchResponseAction,
 ]  # fmt: skip
 ACTIONS: tuple[type[_Action], ...] = AnyAction.__args__  # type: ignore[attr-defined]

@@ -65,10 +65,11 @@ def text_or_bytes(data: bytes) -> str | bytes:
 
 
 def who_decided(by: str | None) -> dict[str, str]:
-    """Who decided a frame: ``ruleId`` (a rule), ``by: "suite"`` (asked), nothing (nobody: it passed)."""
+    """Who decided a frame: ``ruleId`` (a rule), ``by: "suite"`` (asked) or ``"suppressed"`` (its direction
+    is, by suppressOnwards), nothing (nobody: it passed)."""
     if by is None:
         return {}
-    return {"by": by} if by == "suite" else {"ruleId": by}
+    return {"by": by} if by in ("suite", "suppressed") else {"ruleId": by}
 
 
 def fate_name(verdict: Verdict) -> tuple[str, list[str]]:

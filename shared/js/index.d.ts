@@ -220,7 +220,8 @@ export const rules: {
   patch: Builder<{ set?: Record<string, unknown>; unset?: string[];
                    flags?: { set?: Array<AblyFlagName | number>; clear?: Array<AblyFlagName | number> } }>;
   delay: Builder<{ ms: number }>;
-  inject: Builder<{ message?: ProtocolMessage; raw?: RawFrame; fromClient?: boolean }>;
+  inject: Builder<{ message?: ProtocolMessage; raw?: RawFrame; fromClient?: boolean; before?: boolean }>;
+  suppressOnwards: Builder<{ fromClient?: boolean }>;
   close: Builder<{ code?: number; reason?: string; abrupt?: boolean; side?: "client" | "server" | "both" }>;
   refuseConnect: Builder<{ status?: number; body?: string; headers?: Record<string, string> }>;
   answerConnect: Builder<{ messages?: ProtocolMessage[]; close?: number; abrupt?: boolean }>;

@@ -62,11 +62,18 @@ const rules = {
   },
   /** Deliver matching frames options.ms later (their direction waits behind them). */
   delay: (match = {}, options = {}) => rule({ type: "delay", ms: options.ms }, match, options),
-  /** Pass the matching frame, then send options.message (towards options.fromClient's destination). */
+  /** Pass the matching frame, then send options.message (towards options.fromClient's destination); with
+   * options.before, send it ahead of the matched frame instead (uts-proxy's order). */
   inject: (match = {}, options = {}) =>
     rule([{ type: "pass" }, { type: "inject", ...rawOrMessage(options),
-                               ...(options.fromClient === undefined ? {} : { fromClient: options.fromClient }) }],
+                               ...(options.fromClient === undefined ? {} : { fromClient: options.fromClient }),
+                               ...(options.before ? { before: true } : {}) }],
          match, options),
+  /** From the matching frame on, drop every data frame in one direction (options.fromClient; default the matched
+   * frame's, towards the client on a timer) on every connection of the session (uts-proxy's suppress_onwards). */
+  suppressOnwards: (match = {}, options = {}) =>
+    rule([{ type: "suppressOnwards", ...(options.fromClient === undefined ? {} : { fromClient: options.fromClient }) },
+          { type: "drop" }], match, options),
   /** Pass the matching frame, then close (options.code, reason, abrupt, side). */
   close: (match = {}, options = {}) => rule([{ type: "pass" }, closeAction(options)], match, options),
   // -- handshakes, timers, the network ----------------------------------------------------------
