@@ -30,7 +30,7 @@ from appserver.control.session import ControlSession
 from appserver.control.suite import ActiveSuite
 from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
-from appserver.control.sessions import end_session, make_session_methods
+from appserver.control.sessions import detach, end_session, make_session_methods
 from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint, proxy_app
 from appserver.relay.headers import HEAD_LIMITS
 from appserver.relay.lifecycle import Side
@@ -164,8 +164,11 @@ class AppServer:
             self.registry.controls.discard(session)
             if self.registry.mitmproxy_channel is session:
                 self.registry.mitmproxy_channel = None
-            if session in self.registry.session_of:  # its test session ends with it
-                await end_session(self.registry, self.listeners, self.registry.session_of[session])
+            held = self.registry.session_of.get(session)
+            if held is not None and held.attached is session:  # attached to a uts-proxy session: that goes on
+                detach(self.registry, held)
+            elif held is not None:  # its test session ends with it
+                await end_session(self.registry, self.listeners, held)
             self.registry.suite.release(session)
             log.info("control session %d closed", session.id)
         return ws

@@ -42,6 +42,7 @@ METHOD_EXPORT_TRACE: Final = "exportTrace"
 # Sessions (SPEC Part 6)
 METHOD_OPEN_SESSION: Final = "openSession"
 METHOD_CLOSE_SESSION: Final = "closeSession"
+METHOD_ATTACH_SESSION: Final = "attachSession"
 METHOD_SET_LISTENERS: Final = "setSessionListeners"  # app server → the redirector in mitmdump
 
 # Local-capture canary: plain-HTTP requests to this host are answered by the

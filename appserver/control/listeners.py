@@ -213,7 +213,8 @@ class SessionListeners:
 
     async def _open_direct(self, session: Session) -> None:
         assert self._runner is not None and self._http is not None, "the app server is not started"
-        settings = dataclasses.replace(self._app.endpoint_settings, default_upstream=session.upstream)
+        settings = dataclasses.replace(self._app.endpoint_settings, default_upstream=session.upstream,
+                                       default_http_upstream=session.http_upstream)  # fmt: skip
         scope = session.scope
         endpoint = ProxyEndpoint(settings, self._http, self._app.registry.connections, lambda _: scope.handlers)
         site = web.TCPSite(self._runner, LOOPBACK, session.requested_port)

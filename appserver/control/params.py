@@ -24,6 +24,7 @@ PARAMS: Final[Mapping[str, frozenset[str]]] = {
     c.METHOD_EXPORT_TRACE: frozenset({"format", "connectionID"}),
     c.METHOD_OPEN_SESSION: frozenset({"mode", "pid", "pids", "upstream", "port", "decoded"}),
     c.METHOD_CLOSE_SESSION: frozenset({"closeConnections"}),
+    c.METHOD_ATTACH_SESSION: frozenset({"sessionID", "decoded"}),
 }
 
 

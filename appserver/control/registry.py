@@ -3,6 +3,7 @@ the open connections, the control connections."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -36,15 +37,21 @@ class Registry:
         self.controls: set[ControlSession] = set()
         #: Sessions (SPEC Part 6) by id, and by the control connection that holds each.
         self.sessions: dict[str, Session] = {}
+        self.session_ids = itertools.count(1)
         self.session_of: dict[ControlSession, Session] = {}
         #: The redirector's control connection in the running mitmdump (it sent mitmproxyReady), and what to
         #: do each time one is ready (a restarted mitmdump gets the sessions' listeners again).
         self.mitmproxy_channel: ControlSession | None = None
         self.on_mitmproxy_ready: list[Callable[[], None]] = []
 
-    def new_scope(self, suite: ActiveSuite | None = None, session_id: str | None = None) -> Scope:
+    def new_scope(self, suite: ActiveSuite | None = None, session_id: str | None = None,
+                  trace_data_limit: int | None = None) -> Scope:  # fmt: skip
+        """``trace_data_limit``: this scope's, when not the app server's (a uts-proxy session logs whole
+        messages), and then traced even under --no-trace."""
         suite = suite or ActiveSuite(self._transform_timeout, self.next_message_id, idle_warning=self._idle_warning)
         trace, limit, data_limit = self._trace
+        if trace_data_limit is not None:
+            trace, data_limit = True, trace_data_limit
         return Scope(suite, self.next_message_id, self.log, trace, limit, data_limit, session_id)
 
     # the classic scope's parts, by their old names

@@ -34,6 +34,9 @@ Dispatch = Callable[["ControlSession", Any], Awaitable[str]]
 class ControlSession:
     """One control-API WebSocket; the test suite it belongs to, if it calls startInterception."""
 
+    #: It answers the dialogue (transformInterceptedMessage …); a uts-proxy session's stand-in does not.
+    answers = True
+
     def __init__(
         self, session_id: int, ws: web.WebSocketResponse, dispatch: Dispatch,
         transport: asyncio.BaseTransport | None = None,

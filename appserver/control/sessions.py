@@ -12,7 +12,6 @@ captured pids in local mode).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -24,7 +23,7 @@ from appserver.control.scope import Scope
 from appserver.control.session import ControlSession
 from appserver.errors import SessionConflict
 from appserver.relay.lifecycle import Side
-from shared.constants import METHOD_CLOSE_SESSION, METHOD_OPEN_SESSION
+from shared.constants import METHOD_ATTACH_SESSION, METHOD_CLOSE_SESSION, METHOD_OPEN_SESSION
 from shared.wire import WireError, require
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,10 @@ class Session:
     mitmproxy_port: int | None = None
     requested_port: int = 0
     closed: bool = field(default=False)
+    #: Where plain HTTP goes, when not to ``upstream`` (a uts-proxy session's restHost).
+    http_upstream: URL | None = None
+    #: A JSON-RPC control connection that attached to it (attachSession), answering its dialogue meanwhile.
+    attached: ControlSession | None = None
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sessionID": self.id}
@@ -106,37 +109,46 @@ def parse_open(params: dict[str, Any], default_upstream: URL | None) -> dict[str
     return out
 
 
+def _free(registry: Registry, control: ControlSession) -> None:
+    if control in registry.session_of:
+        raise SessionConflict(f"this control connection holds session {registry.session_of[control].id} "
+                              "already: one session per control connection")  # fmt: skip
+    if registry.suite.active is control:
+        raise SessionConflict("this control connection is the classic suite (startInterception): open "
+                              "sessions on another connection")  # fmt: skip
+
+
+async def begin_session(registry: Registry, listeners: Listeners, control: ControlSession, parsed: dict[str, Any],
+                        http_upstream: URL | None = None, trace_data_limit: int | None = None) -> Session:  # fmt: skip
+    """A new session held by ``control`` (parsed as :func:`parse_open` gives it), listening; raises, with
+    nothing left open, when it cannot."""
+    session_id = f"s{next(registry.session_ids)}"
+    scope = registry.new_scope(session_id=session_id, trace_data_limit=trace_data_limit)
+    session = Session(session_id, parsed["mode"], scope, control, parsed["upstream"], parsed["pids"],
+                      requested_port=parsed["port"], http_upstream=http_upstream)  # fmt: skip
+    registry.session_of[control] = session  # at once: a second openSession meanwhile is -32006
+    try:
+        await listeners.open(session)  # raises, with nothing left open, when it cannot
+    except BaseException:
+        registry.session_of.pop(control, None)
+        raise
+    if session.closed:  # the control connection went away while it opened: undo what open did
+        await listeners.close(session)
+        raise SessionConflict(f"session {session_id} ended while it opened (its control connection closed)")
+    scope.suite.claim(control)
+    scope.suite.decoded = parsed["decoded"]  # the decoded message in the dialogue (SPEC Part 9)
+    registry.sessions[session_id] = session
+    log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
+             _where(session), control.id)  # fmt: skip
+    return session
+
+
 def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
                          default_upstream: URL | None) -> dict[str, Method]:  # fmt: skip
-    ids = itertools.count(1)
-
     async def open_session(control: ControlSession, **params: Any) -> dict[str, Any]:
-        if control in registry.session_of:
-            raise SessionConflict(f"this control connection holds session {registry.session_of[control].id} "
-                                  "already: one session per control connection")  # fmt: skip
-        if registry.suite.active is control:
-            raise SessionConflict("this control connection is the classic suite (startInterception): open "
-                                  "sessions on another connection")  # fmt: skip
+        _free(registry, control)
         parsed = parse_open(params, default_upstream)
-        session_id = f"s{next(ids)}"
-        scope = registry.new_scope(session_id=session_id)
-        session = Session(session_id, parsed["mode"], scope, control, parsed["upstream"], parsed["pids"],
-                          requested_port=parsed["port"])  # fmt: skip
-        registry.session_of[control] = session  # at once: a second openSession meanwhile is -32006
-        try:
-            await listeners().open(session)  # raises, with nothing left open, when it cannot
-        except BaseException:
-            registry.session_of.pop(control, None)
-            raise
-        if session.closed:  # the control connection went away while it opened: undo what open did
-            await listeners().close(session)
-            raise SessionConflict(f"session {session_id} ended while it opened (its control connection closed)")
-        scope.suite.claim(control)
-        scope.suite.decoded = parsed["decoded"]  # the decoded message in the dialogue (SPEC Part 9)
-        registry.sessions[session_id] = session
-        log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
-                 _where(session), control.id)  # fmt: skip
-        return session.result()
+        return (await begin_session(registry, listeners(), control, parsed)).result()
 
     async def close_session(control: ControlSession, **params: Any) -> dict[str, Any]:
         session = registry.session_of.get(control)
@@ -146,22 +158,56 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         await end_session(registry, listeners(), session, close)
         return {}
 
-    return {METHOD_OPEN_SESSION: open_session, METHOD_CLOSE_SESSION: close_session}
+    async def attach_session(control: ControlSession, **params: Any) -> dict[str, Any]:
+        _free(registry, control)
+        session_id = require(params, "sessionID", str)
+        decoded = require(params, "decoded", bool) if "decoded" in params else False
+        session = registry.sessions.get(session_id)
+        if session is None:
+            raise WireError("sessionID", f"no session {session_id!r}")
+        if session.control.answers:
+            raise SessionConflict(f"session {session_id} is held by control session {session.control.id}: only a "
+                                  "session opened through uts-proxy's API can be attached to")  # fmt: skip
+        if session.attached is not None:
+            raise SessionConflict(f"control session {session.attached.id} is attached to session {session_id} "
+                                  "already")  # fmt: skip
+        session.attached = control
+        registry.session_of[control] = session
+        session.scope.suite.hand_over(control)
+        session.scope.suite.decoded = decoded
+        log.info("control session %d attached to session %s", control.id, session_id)
+        return session.result()
+
+    return {METHOD_OPEN_SESSION: open_session, METHOD_CLOSE_SESSION: close_session,
+            METHOD_ATTACH_SESSION: attach_session}  # fmt: skip
+
+
+def detach(registry: Registry, session: Session) -> None:
+    """The attached control connection went: the session goes on, answered by its own holder again."""
+    attached, session.attached = session.attached, None
+    if attached is not None:
+        registry.session_of.pop(attached, None)
+        session.scope.suite.hand_over(session.control)
+        session.scope.suite.decoded = False
+        log.info("control session %d detached from session %s", attached.id, session.id)
 
 
 async def end_session(registry: Registry, listeners: Listeners, session: Session, close: bool = False) -> None:
-    """Stop accepting, then release (or close with 1001) its connections; its rules and trace go."""
+    """Stop accepting, then close with 1001 (``close``) or release its connections; its rules and trace go."""
     if session.closed:
         return
     session.closed = True
     await listeners.close(session)
     registry.sessions.pop(session.id, None)
     registry.session_of.pop(session.control, None)
-    session.scope.suite.release(session.control)
+    if session.attached is not None:
+        registry.session_of.pop(session.attached, None)
     mine = [c for c in registry.connections.values() if c.owner is session.scope]
-    if close:
+    if close:  # before the release: the trace (read by a uts DELETE) and the rules still see the closes
         await asyncio.gather(*(c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "the test session ended", False)
                                for c in mine), return_exceptions=True)  # fmt: skip
+    session.scope.suite.hand_over(session.control)
+    session.scope.suite.release(session.control)
     log.info("session %s closed: %d connection(s) %s", session.id, len(mine),
              "closed with 1001" if close else "released to pass through unchanged")  # fmt: skip
 

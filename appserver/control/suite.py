@@ -59,6 +59,12 @@ class ActiveSuite:
                 self._idle_timer = asyncio.get_running_loop().call_later(self.idle_warning, self._no_connection, session)
         self.active = session
 
+    def hand_over(self, session: ControlSession) -> None:
+        """Another control connection answers for the suite from now on (attachSession, and back): its rules
+        and trace stay as they are."""
+        if self.active is not None:
+            self.active = session
+
     def _no_connection(self, session: ControlSession) -> None:
         self._idle_timer = None
         if self.active is session:
@@ -113,7 +119,7 @@ class ActiveSuite:
 
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
         """The last link of the chain: the suite's verdict, or None (no opinion) when there is no suite."""
-        if self.active is None:
+        if self.active is None or not self.active.answers:
             return None
         return await self.ask(connection_id, frame, from_client)
 
@@ -121,7 +127,7 @@ class ActiveSuite:
         """A call to the suite whose answer the caller parses; None (logged at ERROR, or DEBUG when the
         suite went away) when there is no usable answer: the caller then passes ``what`` on unchanged."""
         suite = self.active
-        if suite is None:
+        if suite is None or not suite.answers:
             return None
         exchange = params.get("connectionID")
         try:
@@ -147,7 +153,7 @@ class ActiveSuite:
     async def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None = None) -> Verdict:
         """transformInterceptedMessage; PASS whenever the suite cannot give an answer."""
         suite = self.active
-        if suite is None:
+        if suite is None or not suite.answers:
             return PASS
         message = InterceptedMessage(self._message_id(), connection_id, frame, from_client)
         params = message.to_json()

@@ -62,6 +62,8 @@ class EndpointSettings:
     routes: tuple[tuple[str, URL], ...] = ()  # --route
     max_http_body: int = DEFAULT_MAX_BODY  # --max-http-body
     control_url: str = ""  # the control API's URL, named when a suite dials this endpoint by mistake
+    #: Where direct mode's plain HTTP goes when not to default_upstream (a uts-proxy session's restHost).
+    default_http_upstream: URL | None = None
 
 
 def proxy_app(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.Application:
@@ -91,7 +93,7 @@ class ProxyEndpoint:
         s = self._settings
         if not is_websocket_upgrade(request.headers):
             try:
-                meant = http_target_of(request, s.default_upstream)
+                meant = http_target_of(request, s.default_http_upstream or s.default_upstream)
             except BadTarget as exc:
                 return web.Response(status=400, text=f"{exc}\n")
             route = route_for(meant.raw_authority, s.routes)

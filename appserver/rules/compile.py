@@ -43,6 +43,9 @@ class CompiledRule:
     side_effects: tuple[units.Unit, ...] = ()  # the effects but notify (the engine sends that itself)
     injects: bool = False  # has an inject side effect: it is reported once the frame is written
     reads_body: bool = False  # an http rule with fields: the request body is read before it is decided
+    #: Removed from the rules once spent (``times`` applied), as uts-proxy removes its rules; otherwise a spent
+    #: rule stays listed, inert, with ``remaining: 0``.
+    goes_when_spent: bool = False
     matched: int = 0
     applied: int = 0
     unreported: int = 0  # matches whose injection is not written yet (not counted for waitForRule)

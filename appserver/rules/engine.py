@@ -2,7 +2,8 @@
 
 Each event is checked against the rules in order. A rule whose match holds
 counts the match; its first ``skip`` matches go by untouched, and after
-``times`` applications it is inert (still listed, ``remaining: 0``). An
+``times`` applications it is inert (still listed, ``remaining: 0``), or gone if it
+goes when spent (uts-proxy's rules). An
 ``observe`` rule records, notifies, and evaluation goes on; the first other
 rule that applies decides (an action list without a fate passes). The
 :class:`Outcome` says what the rules decided; turning it into a verdict
@@ -127,6 +128,8 @@ class RuleSet:
                     _count_waiters(rule)
                 continue
             rule.applied += 1
+            if rule.goes_when_spent and rule.times is not None and rule.applied >= rule.times:
+                self._drop_spent(rule)
             if outcome is None:
                 outcome = Outcome()
             if rule.injects:
@@ -142,6 +145,13 @@ class RuleSet:
                 outcome.decided_by, outcome.fate = rule, rule.fate
                 return outcome
         return outcome
+
+
+    def _drop_spent(self, rule: CompiledRule) -> None:
+        """A spent rule that goes: out of the list at once (evaluation iterates over the list it started with,
+        since this one is left by copy); its waiters keep counting on the rule itself."""
+        self._rules = [r for r in self._rules if r is not rule]
+        self._changed()
 
 
 def count_match(rule: CompiledRule) -> None:
