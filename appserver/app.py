@@ -35,6 +35,7 @@ from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint, 
 from appserver.relay.headers import HEAD_LIMITS
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
+from appserver.uts.api import UtsApi
 from shared.constants import HEADER_TEST_SESSION
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,9 @@ class AppServer:
         self._session: aiohttp.ClientSession | None = None
         self.control_port = 0
         self.proxy_port = 0
+        #: uts-proxy's REST API (SPEC Part 8), with --uts-port.
+        self.uts: UtsApi | None = None
+        self.uts_port = 0
 
     async def start(self) -> None:
         config = self.config
@@ -121,6 +125,10 @@ class AppServer:
         proxy = proxy_app(endpoint.handle)
         self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
         await self.listeners.start(self._session)
+        if config.uts_port is not None:
+            self.uts = UtsApi(self.registry, lambda: self.listeners)
+            self.uts_port = await self._serve(self.uts.app(), config.control_host, config.uts_port)
+            log.info("uts-proxy's API on http://%s/", _address(config.control_host, self.uts_port))
         if self.launcher is None and config.launch_mitmproxy:
             self.launcher = launcher_for(config, self.control_port, self.proxy_port)
         if isinstance(self.launcher, MitmproxyLauncher):
@@ -207,6 +215,8 @@ class AppServer:
         """1. close proxied connections and control sessions with 1001 (first: in local mode
         mitmdump must still be there to pass the closes on); 2. stop mitmproxy; 3. stop listening
         and wait for handlers; 4. close the upstream client session."""
+        if self.uts is not None:
+            await self.uts.stop()
         closing: list[Any] = [
             c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "app server shutting down", abrupt=False)
             for c in list(self.registry.connections.values())

@@ -59,6 +59,8 @@ class Config:
     #: A control API or proxy endpoint on 127.0.0.1 also listens on [::1] (same port), so that
     #: "localhost" reaches it whichever loopback family the client's resolver lists first.
     ipv6_loopback: bool = True
+    #: --uts-port: uts-proxy's REST control API (SPEC Part 8) on the control host, off when None.
+    uts_port: int | None = None
 
     def origin_allowed(self, origin: str) -> bool:
         """Whether a control connection's Origin matches an allowed pattern (``*`` matches a port)."""
@@ -177,6 +179,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--transform-timeout", type=_positive, default=d.transform_timeout, metavar="SECONDS",
                    help="how long a message waits for the suite's answer before passing on unchanged "
                         "(default %(default)s)")  # fmt: skip
+    p.add_argument("--uts-port", type=_port, default=None, metavar="PORT",
+                   help="also serve uts-proxy's REST control API on this port (its default is 9100), over our "
+                        "sessions, rules and trace (docs/uts-proxy.md; default: off)")  # fmt: skip
     p.add_argument("--idle-warning", type=float, default=d.idle_warning, metavar="SECONDS",
                    help="warn when an active suite has seen no connection this long: its SDK is probably not "
                         "going through the proxy (default %(default)s; 0: never)")  # fmt: skip
@@ -236,6 +241,7 @@ def from_args(argv: list[str] | None = None) -> Config:
         upstream_insecure=args.upstream_insecure,
         transform_timeout=args.transform_timeout,
         idle_warning=max(args.idle_warning, 0.0),
+        uts_port=args.uts_port,
         close_timeout=args.close_timeout,
         connect_timeout=args.connect_timeout,
         mitmproxy_ready_timeout=args.mitmproxy_ready_timeout,

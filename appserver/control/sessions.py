@@ -12,6 +12,7 @@ captured pids in local mode).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("direct", "proxy", "local")
 GOING_AWAY = 1001
+CLOSE_WAIT = 12.0  # seconds: more than a peer has to answer a close (--close-timeout's default, 10 s)
 Method = Callable[..., Awaitable[dict[str, Any]]]
 
 
@@ -192,8 +194,10 @@ def detach(registry: Registry, session: Session) -> None:
         log.info("control session %d detached from session %s", attached.id, session.id)
 
 
-async def end_session(registry: Registry, listeners: Listeners, session: Session, close: bool = False) -> None:
-    """Stop accepting, then close with 1001 (``close``) or release its connections; its rules and trace go."""
+async def end_session(registry: Registry, listeners: Listeners, session: Session, close: bool = False,
+                      close_wait: float = CLOSE_WAIT) -> None:  # fmt: skip
+    """Stop accepting, then close with 1001 (``close``: and wait up to ``close_wait`` seconds for them to end)
+    or release its connections; its rules and trace go."""
     if session.closed:
         return
     session.closed = True
@@ -206,6 +210,10 @@ async def end_session(registry: Registry, listeners: Listeners, session: Session
     if close:  # before the release: the trace (read by a uts DELETE) and the rules still see the closes
         await asyncio.gather(*(c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "the test session ended", False)
                                for c in mine), return_exceptions=True)  # fmt: skip
+        with contextlib.suppress(TimeoutError):  # each peer answers its close, or is dropped at close_timeout
+            async with asyncio.timeout(close_wait):
+                while any(c.id in registry.connections for c in mine):
+                    await asyncio.sleep(0.02)
     session.scope.suite.hand_over(session.control)
     session.scope.suite.release(session.control)
     log.info("session %s closed: %d connection(s) %s", session.id, len(mine),

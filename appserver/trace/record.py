@@ -66,6 +66,11 @@ class Trace:
     def first_seq(self) -> int:
         return self.next_seq - len(self._entries)
 
+    @property
+    def last_us(self) -> int | None:
+        """When the newest event was recorded (monotonic µs), or None when there is none."""
+        return self._entries[-1][0] // 1000 if self._entries else None
+
     def knows(self, connection_id: str) -> bool:
         return any(entry[2] == connection_id for entry in self._entries)
 
