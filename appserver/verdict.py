@@ -76,8 +76,8 @@ class Silence:
 
 @dataclass(frozen=True, slots=True)
 class SuppressOnwards:
-    """From now on drop every data frame in this direction, on every connection of the suite (the rules apply
-    it themselves, at once: it never reaches the pump)."""
+    """From now on drop every frame and ping in this direction, on every connection of the suite open now (the
+    rules apply it themselves, at once: it never reaches the pump)."""
 
     from_client: bool
 

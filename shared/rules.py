@@ -154,9 +154,9 @@ def silence(**fields: Any) -> Rule:
 
 
 def suppress_onwards(from_client: bool | None = None, **fields: Any) -> Rule:
-    """From the matching event on, drop every data frame in one direction (``from_client``; default the matched
-    frame's, towards the client on a timer) on every connection of the suite, the matched frame too
-    (uts-proxy's ``suppress_onwards``)."""
+    """From the matching event on, drop every frame and ping in one direction (``from_client``; default the
+    matched frame's, towards the client on a timer) on every connection of the suite open then, the matched
+    frame too (uts-proxy's ``suppress_onwards``)."""
     action: dict[str, Any] = {"type": "suppressOnwards"}
     if from_client is not None:
         action["fromClient"] = from_client

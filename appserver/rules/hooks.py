@@ -59,9 +59,9 @@ class Rules:
         #: The rule that decided the last frame ("suite": it was asked), set just before decide returns: the
         #: connection reads it right after, with no suspension in between.
         self.decided_by: str | None = None
-        #: Directions (from_client) whose every data frame is dropped from now on, on every connection of the
-        #: suite (a ``suppressOnwards`` rule fired); gone with the rules.
-        self.suppressed: set[bool] = set()
+        #: (connection id, from_client): a direction of a connection whose every frame and ping is dropped from
+        #: now on (a ``suppressOnwards`` rule fired while it was open); gone with the connection or the rules.
+        self.suppressed: set[tuple[str, bool]] = set()
 
     # -- the sink ---------------------------------------------------------------------------
 
@@ -70,6 +70,8 @@ class Rules:
             self._handshakes[event.info.id] = event.info
         elif isinstance(event, Closed):
             self._handshakes.pop(event.closed.id, None)
+            if self.suppressed:
+                self.suppressed -= {(event.closed.id, True), (event.closed.id, False)}
 
     def seen(self, event: Any) -> None:
         """Not a frame sink (``frames`` is False): never told per-frame events."""
@@ -81,7 +83,7 @@ class Rules:
     # -- data frames: the first link of the chain -------------------------------------------
 
     async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
-        if self.suppressed and from_client in self.suppressed:
+        if self.suppressed and (connection_id, from_client) in self.suppressed:
             self.decided_by = SUPPRESSED
             return DROP
         ruleset = self.ruleset
@@ -155,6 +157,8 @@ class Rules:
     # -- pings, pongs, closes, timers --------------------------------------------------------
 
     def control(self, event: str, connection_id: str, from_client: bool, payload: bytes) -> Verdict:
+        if self.suppressed and (connection_id, from_client) in self.suppressed:
+            return DROP  # a suppressed direction starves: its pings go too (uts-proxy relays none)
         handshake = self._handshakes.get(connection_id)
         if not self.ruleset or handshake is None:
             return PASS
@@ -291,8 +295,8 @@ class Rules:
                               subject.connection_id)  # fmt: skip
                 continue
             if isinstance(effect, SuppressOnwards):  # the rules' own business, applied at once
-                if applied:
-                    self.suppressed.add(effect.from_client)
+                if applied:  # on every connection of the suite open now; those opened later start clean
+                    self.suppressed.update((cid, effect.from_client) for cid in self._handshakes)
                 continue
             if isinstance(effect, Inject):
                 last_inject[rule.id] = len(effects)

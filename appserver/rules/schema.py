@@ -118,8 +118,8 @@ class SilenceAction(_Action, tag="silence", frozen=True):
 
 
 class SuppressOnwardsAction(_Action, tag="suppressOnwards", frozen=True):
-    """From now on drop every frame in one direction (``fromClient``; default the matched frame's, towards the
-    client on timers) on every connection of the suite, until it ends (uts-proxy's suppress_onwards)."""
+    """From now on drop every frame and ping in one direction (``fromClient``; default the matched frame's,
+    towards the client on timers) on every connection of the suite open now (uts-proxy's suppress_onwards)."""
 
     fromClient: bool | None = None
 

@@ -304,7 +304,7 @@ def _translate(given: list[uts.UtsRule], start: int) -> list[uts.Translated]:
 def _upstream(scheme: str, host: str, name: str) -> URL:
     try:
         url = URL(f"{scheme}://{host}")
-        if not url.host or url.path not in ("", "/") or url.query_string:
+        if not url.host or any(c.isspace() for c in host) or url.path not in ("", "/") or url.query_string:
             raise ValueError("not a host[:port]")
         _ = url.port
     except ValueError as exc:

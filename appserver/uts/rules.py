@@ -7,7 +7,8 @@ Each becomes one of our rules, with uts-proxy's semantics where ours differ:
 - ``count: N`` fires on the Nth time the rule's condition holds and never again (``skip: N-1``,
   ``times: 1``); ``times: N`` removes the rule after N firings (it *goes*, where ours would stay listed);
 - ``inject_to_client`` sends its message ahead of the frame that triggered it (``before``);
-- ``suppress_onwards`` suppresses one direction for the whole session, the triggering frame included;
+- ``suppress_onwards`` quiets one direction (frames and pings) of the session's connections open when it
+  fires, the triggering frame included;
 - ``refuse_connection`` answers the handshake 502; ``accept_and_close`` accepts and closes without
   dialling the upstream; any other action on ``ws_connect`` lets the connection through (uts-proxy's
   behaviour), as an unknown action type does anywhere;

@@ -69,8 +69,9 @@ const rules = {
                                ...(options.fromClient === undefined ? {} : { fromClient: options.fromClient }),
                                ...(options.before ? { before: true } : {}) }],
          match, options),
-  /** From the matching frame on, drop every data frame in one direction (options.fromClient; default the matched
-   * frame's, towards the client on a timer) on every connection of the session (uts-proxy's suppress_onwards). */
+  /** From the matching frame on, drop every frame and ping in one direction (options.fromClient; default the matched
+   * frame's, towards the client on a timer) on every connection of the session open then (uts-proxy's
+   * suppress_onwards). */
   suppressOnwards: (match = {}, options = {}) =>
     rule([{ type: "suppressOnwards", ...(options.fromClient === undefined ? {} : { fromClient: options.fromClient }) },
           { type: "drop" }], match, options),
