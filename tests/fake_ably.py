@@ -6,20 +6,24 @@ with the ``format`` query parameter. What it does, by message:
 
 - on connect: CONNECTED with connectionId, connectionKey and connectionDetails;
   a ``resume=<key>`` (or ``recover=<key>``) of a known connection gets the same
-  connectionId (how ably-js tells a resume succeeded), an unknown key a new
-  one with error 80008, as Ably does;
+  connectionId (how ably-js tells a resume succeeded) and, with
+  ``new_key_on_resume``, a new connectionKey; an unknown key a new connection
+  with error 80008, as Ably does; the clientId is the token's (a JWT's claim,
+  or the one a token request asked for);
 - ATTACH → ATTACHED, DETACH → DETACHED, HEARTBEAT → HEARTBEAT (same id),
   CLOSE → CLOSED and a 1000 close, AUTH → CONNECTED (in-band reauth);
 - anything with a msgSerial (MESSAGE, PRESENCE, …) → ACK; a MESSAGE is also
   sent to every connection attached to its channel (the sender too, unless it
-  connected with ``echo=false``) with id, connectionId and timestamp filled.
+  connected with ``echo=false``) with id, connectionId and timestamp filled, a
+  PRESENCE likewise (the sender always: ably-js learns its own members so).
 
 It sends WebSocket pings every ``ping_interval`` seconds: ably-js in Node
 connects with ``heartbeats=false`` and counts the server's pings as activity.
 
 Plain HTTP on the same port: ``GET /time``, ably-js's connectivity check
 (``GET /is-the-internet-up.txt`` → ``yes``), token requests
-(``POST /keys/<keyName>/requestToken``), and a WebSocket upgrade on any other
+(``POST /keys/<keyName>/requestToken``), channel publish and history
+(``POST``/``GET /channels/<name>/messages``, realtime MESSAGEs included), and a WebSocket upgrade on any other
 path is accepted and closed (ably-js's WebSocket connectivity check).
 
 Tests see each connection (`FakeConnection`): its query parameters, every
@@ -30,6 +34,8 @@ Set ``FakeAbly.on_message`` to take over the reply to a client message.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import itertools
 import json
@@ -38,6 +44,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgpack
 from aiohttp import WSMsgType, web
 
 from shared.ably import Action, DecodeError, Flag, Format, decode, encode, summarize
@@ -65,7 +72,8 @@ class FakeConnection:
         self.query: dict[str, str] = dict(request.query)
         self.headers: dict[str, str] = dict(request.headers)
         self.format = Format.MSGPACK if self.query.get("format") == "msgpack" else Format.JSON
-        self.client_id: str | None = self.query.get("clientId")
+        #: Its clientId: asked for in the query, or the token's (a JWT's x-ably-clientId, a token the fake issued).
+        self.client_id: str | None = self.query.get("clientId") or server.client_id_of(self.query.get("access_token"))
         self.connection_id = ""
         self.connection_key = ""
         self.resumed = False
@@ -167,8 +175,14 @@ class FakeAbly:
         connection_state_ttl: int = 120_000,
         max_idle_interval: int = 15_000,
         max_message_size: int = 65_536,
+        new_key_on_resume: bool = False,
     ) -> None:
         self.ping_interval = ping_interval
+        #: As Ably does: a resumed (or recovered) connection keeps its id and gets a new connectionKey.
+        self.new_key_on_resume = new_key_on_resume
+        #: Messages published on each channel, oldest first (realtime and REST), for REST history.
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self._token_client_ids: dict[str, str | None] = {}
         self.connection_details: dict[str, Any] = {
             "maxMessageSize": max_message_size,
             "maxInboundRate": 100,
@@ -218,6 +232,8 @@ class FakeAbly:
         app.router.add_get("/comet/{key}/recv", self._comet_recv)
         app.router.add_post("/comet/{key}/send", self._comet_send)
         app.router.add_route("*", "/comet/{key}/{end:close|disconnect}", self._comet_end)
+        app.router.add_post("/channels/{channel}/messages", self._publish)
+        app.router.add_get("/channels/{channel}/messages", self._history)
         app.router.add_get("/{tail:.*}", self._websocket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
@@ -274,7 +290,53 @@ class FakeAbly:
         }
         if body.get("clientId"):
             details["clientId"] = body["clientId"]
+        self._token_client_ids[details["token"]] = body.get("clientId") or None
         return web.json_response(details)
+
+    def client_id_of(self, token: str | None) -> str | None:
+        """The clientId a token carries: one this fake issued, or a JWT's ``x-ably-clientId`` claim (the
+        signature is not checked: the fake trusts its tests)."""
+        if not token:
+            return None
+        if token in self._token_client_ids:
+            return self._token_client_ids[token]
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error):
+            return None
+        client_id = claims.get("x-ably-clientId") if isinstance(claims, dict) else None
+        return client_id if isinstance(client_id, str) and client_id != "*" else None
+
+    # --- REST channel publish and history -------------------------------------------
+
+    async def _publish(self, request: web.Request) -> web.Response:
+        channel = request.match_info["channel"]
+        raw = await request.read()
+        try:
+            body = msgpack.unpackb(raw) if "msgpack" in request.headers.get("Content-Type", "") else json.loads(raw)
+        except ValueError:
+            return web.json_response({"error": {"code": 40000, "statusCode": 400, "message": "bad body"}}, status=400)
+        messages = body if isinstance(body, list) else [body]
+        timestamp = now_ms()
+        for index, message in enumerate(m for m in messages if isinstance(m, dict)):
+            self._record_history(channel, {"id": message.get("id") or f"rest{next(self._ids)}:{index}",
+                                           "timestamp": timestamp, **message})  # fmt: skip
+        return web.json_response({"channel": channel}, status=201)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        items = list(reversed(self.history.get(request.match_info["channel"], [])))  # newest first, as Ably
+        if request.query.get("direction") == "forwards":
+            items.reverse()
+        limit = int(request.query.get("limit") or 100)
+        if "msgpack" in request.headers.get("Accept", ""):
+            return web.Response(body=msgpack.packb(items[:limit]), content_type="application/x-msgpack")
+        return web.json_response(items[:limit])
+
+    def _record_history(self, channel: str, message: dict[str, Any]) -> None:
+        self.history.setdefault(channel, []).append(message)
 
     # --- Comet (long polling over plain HTTP) ------------------------------------
 
@@ -376,6 +438,9 @@ class FakeAbly:
         message: dict[str, Any] = {"action": Action.CONNECTED}
         if key is not None and key in self._sessions:
             conn.connection_id, conn.connection_key, conn.resumed = self._sessions[key], key, True
+            if self.new_key_on_resume:
+                conn.connection_key = f"fakeKey{next(self._ids)}!{conn.connection_id}-0"
+                self._sessions[conn.connection_key] = conn.connection_id
         else:
             number = next(self._ids)
             conn.connection_id = f"fakeConn{number}"
@@ -436,6 +501,8 @@ class FakeAbly:
             await conn.send({"action": Action.DETACHED, "channel": channel})
         elif action == Action.MESSAGE and isinstance(channel, str):
             await self._broadcast(conn, channel, message)
+        elif action == Action.PRESENCE and isinstance(channel, str):
+            await self._broadcast_presence(conn, channel, message)
         elif action == Action.AUTH:
             await conn.send({"action": Action.CONNECTED, **self._connection_fields(conn)})
         elif action == Action.CLOSE:
@@ -448,6 +515,24 @@ class FakeAbly:
         flags = modes | (Flag.RESUMED if requested & Flag.ATTACH_RESUME else 0)
         await conn.send({"action": Action.ATTACHED, "channel": channel, "flags": int(flags), "channelSerial": "fake:0"})
 
+    async def _broadcast_presence(self, sender: FakeConnection, channel: str, message: dict[str, Any]) -> None:
+        """A member's ENTER, UPDATE or LEAVE goes to every connection attached to the channel, the sender's too
+        (as Ably does: ably-js learns its own members from that echo, to enter them again after a lost attach)."""
+        timestamp = now_ms()
+        message_id = f"{sender.connection_id}:{message.get('msgSerial', 0)}"
+        entries = []
+        for index, entry in enumerate(message.get("presence") or []):
+            filled = {"id": f"{message_id}:{index}", "connectionId": sender.connection_id, "timestamp": timestamp}
+            if sender.client_id is not None:
+                filled["clientId"] = sender.client_id
+            entries.append({**filled, **entry})
+        outgoing = {"action": Action.PRESENCE, "channel": channel, "id": message_id, "connectionId": sender.connection_id,
+                    "timestamp": timestamp, "presence": entries}  # fmt: skip
+        for conn in list(self._live):
+            if channel in conn.attached:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.send(outgoing)
+
     async def _broadcast(self, sender: FakeConnection, channel: str, message: dict[str, Any]) -> None:
         timestamp = now_ms()
         message_id = f"{sender.connection_id}:{message.get('msgSerial', 0)}"
@@ -457,6 +542,7 @@ class FakeAbly:
             if sender.client_id is not None:
                 filled["clientId"] = sender.client_id
             entries.append({**filled, **entry})
+            self._record_history(channel, entries[-1])
         outgoing = {
             "action": Action.MESSAGE,
             "channel": channel,

@@ -4,7 +4,10 @@ The trace records what the proxy saw and did; this turns its events, oldest firs
 ``ws_connect`` for every connection attempt (refused ones too), ``ws_frame`` with the message decoded
 (msgpack too), ``ws_disconnect`` with who closed and the code, ``http_request``/``http_response``, and
 ``action`` for imperative actions. Timestamps are wall-clock UTC, RFC 3339 with exactly six fractional
-digits, so they compare as strings. Frames dropped because their direction is suppressed are not logged
+digits, so they compare as strings. A frame a rule kept from the server is logged with the direction
+``client_to_proxy`` (ably-js's RTL4f counts the ATTACHes that reached the server as ``client_to_server``); one
+kept from the client stays ``server_to_client``, with its ``ruleMatched`` (RTN19a finds the suppressed ACK so).
+Frames dropped because their direction is suppressed are not logged
 (uts-proxy does not log them either); a frame too long for the trace's data limit is logged by its action
 and channel, marked ``_truncated``.
 """
@@ -94,9 +97,11 @@ class LogReader:
             elif kind == "frame":
                 if e.get("by") == "suppressed":
                     continue
-                out.append({"timestamp": when, "type": "ws_frame",
-                            "direction": "client_to_server" if e["fromClient"] else "server_to_client",
-                            "message": decoded(e), "ruleMatched": self._label(e.get("ruleId"))})  # fmt: skip
+                direction = "client_to_server" if e["fromClient"] else "server_to_client"
+                if e["fromClient"] and e.get("decision") == "drop" and e.get("ruleId"):
+                    direction = "client_to_proxy"  # a rule kept it from the server: it got no further than us
+                out.append({"timestamp": when, "type": "ws_frame", "direction": direction, "message": decoded(e),
+                            "ruleMatched": self._label(e.get("ruleId"))})  # fmt: skip
             elif kind == "inject":
                 out.append({"timestamp": when, "type": "ws_frame",
                             "direction": "client_to_server" if e["fromClient"] else "server_to_client",

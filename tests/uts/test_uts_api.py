@@ -171,6 +171,10 @@ async def test_ws_frame_to_server_by_action_name_or_number_and_channel(
                     {"action": 12, "channel": "one"}):  # fmt: skip
         await client.send_str(json.dumps(message))
     assert await texts(server, 2) == [{"action": 10, "channel": "two"}, {"action": 12, "channel": "one"}]
+    log = [e for e in await uts.log(created["sessionId"]) if e["type"] == "ws_frame"]
+    # the suppressed ATTACH got no further than the proxy (ably-js's RTL4f counts those that reached the server)
+    assert [e["direction"] for e in log] == ["client_to_proxy", "client_to_server", "client_to_server"]
+    assert log[0]["ruleMatched"] == "rule-0" and log[1]["ruleMatched"] is None
     await close_cleanly(client, server)
     await uts.delete(created["sessionId"])
 
