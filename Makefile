@@ -4,13 +4,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: help install test-deps run run-proxy run-local run-transparent certs doctor test bench fuzz soak typecheck clean
+.PHONY: help install test-deps run run-proxy run-local run-transparent run-uts certs doctor test bench fuzz soak typecheck clean
 
 help:
 	@echo "make run-proxy [ARGS=...]      app server + mitmproxy regular mode on 127.0.0.1:8080"
 	@echo "make run-local PID=N [ARGS=...] app server + mitmproxy capturing process N (Linux: root)"
 	@echo "make run-transparent USER=U [ARGS=...] app server + mitmproxy capturing user U's TCP by iptables (Linux: root)"
 	@echo "make run [ARGS=...]            the app server alone (mitmproxy started on startInterception)"
+	@echo "make run-uts [UTS_PORT=9100] [ARGS=...] the app server speaking uts-proxy's REST API (docs/uts-proxy.md)"
 	@echo "make test                      the whole test suite (installs what it needs)"
 	@echo "make bench                     the benchmark"
 	@echo "make certs                     create mitmproxy's CA and print its path"
@@ -63,6 +64,10 @@ run: $(STAMP)
 run-proxy: $(STAMP)
 	$(PY) -m appserver --start-mitmproxy proxy $(ARGS)
 
+UTS_PORT ?= 9100
+run-uts: $(STAMP)
+	$(PY) -m appserver --uts-port $(UTS_PORT) $(ARGS)
+
 MODE ?= proxy
 doctor: $(STAMP)
 	$(PY) -m appserver doctor --mode $(MODE) $(if $(PID),--pid $(PID))
@@ -87,7 +92,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict appserver shared redirector
 
 fuzz: test-deps
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/control/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/control/test_fuzz.py tests/uts/test_uts_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
 
 soak: test-deps
 	SOAK=full $(PY) -m pytest tests/relay/test_soak.py -s -p no:cacheprovider $(PYTEST_ARGS)
