@@ -93,7 +93,7 @@ class AppServer:
         methods.update(make_session_methods(self.registry, lambda: self.listeners, config.default_upstream))
         self._dispatch = make_dispatch(methods)
         self._runners: list[web.AppRunner] = []
-        self.listeners = SessionListeners(self)
+        self.listeners: SessionListeners = SessionListeners(self)
         self._session: aiohttp.ClientSession | None = None
         self.control_port = 0
         self.proxy_port = 0

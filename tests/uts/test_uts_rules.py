@@ -110,3 +110,12 @@ def test_a_timer_is_never_counted() -> None:
 def test_bad_rules_name_what_is_wrong(given: dict[str, Any], says: str) -> None:
     with pytest.raises(UtsError, match=says):
         translate(parse(given, UtsRule), 0)
+
+
+def test_the_uts_port_option() -> None:
+    from appserver.config import from_args
+
+    assert from_args([]).uts_port is None  # off unless asked for
+    assert from_args(["--uts-port", "9100"]).uts_port == 9100
+    with pytest.raises(SystemExit):
+        from_args(["--uts-port", "70000"])
