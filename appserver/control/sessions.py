@@ -195,9 +195,9 @@ def detach(registry: Registry, session: Session) -> None:
 
 
 async def end_session(registry: Registry, listeners: Listeners, session: Session, close: bool = False,
-                      close_wait: float = CLOSE_WAIT) -> None:  # fmt: skip
-    """Stop accepting, then close with 1001 (``close``: and wait up to ``close_wait`` seconds for them to end)
-    or release its connections; its rules and trace go."""
+                      close_wait: float = 0.0) -> None:  # fmt: skip
+    """Stop accepting, then close with 1001 (``close``; and wait up to ``close_wait`` seconds for them to end,
+    as a uts-proxy DELETE does) or release its connections; its rules and trace go."""
     if session.closed:
         return
     session.closed = True
@@ -210,10 +210,11 @@ async def end_session(registry: Registry, listeners: Listeners, session: Session
     if close:  # before the release: the trace (read by a uts DELETE) and the rules still see the closes
         await asyncio.gather(*(c.close((Side.CLIENT, Side.SERVER), GOING_AWAY, "the test session ended", False)
                                for c in mine), return_exceptions=True)  # fmt: skip
-        with contextlib.suppress(TimeoutError):  # each peer answers its close, or is dropped at close_timeout
-            async with asyncio.timeout(close_wait):
-                while any(c.id in registry.connections for c in mine):
-                    await asyncio.sleep(0.02)
+        if close_wait > 0:  # each peer answers its close, or is dropped at close_timeout
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(close_wait):
+                    while any(c.id in registry.connections for c in mine):
+                        await asyncio.sleep(0.02)
     session.scope.suite.hand_over(session.control)
     session.scope.suite.release(session.control)
     log.info("session %s closed: %d connection(s) %s", session.id, len(mine),

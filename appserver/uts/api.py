@@ -24,7 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from appserver.control.registry import Registry
-from appserver.control.sessions import Listeners, Session, begin_session, end_session
+from appserver.control.sessions import CLOSE_WAIT, Listeners, Session, begin_session, end_session
 from appserver.errors import InterceptionFailed, LegClosed
 from appserver.relay.connection import Connection
 from appserver.relay.lifecycle import Side, check_sendable
@@ -272,7 +272,7 @@ class UtsApi:
         if entry.watcher is not None and entry.watcher is not asyncio.current_task():
             entry.watcher.cancel()
         trace = entry.session.scope.tracer.current()
-        await end_session(self._registry, self._listeners(), entry.session, close=True)
+        await end_session(self._registry, self._listeners(), entry.session, close=True, close_wait=CLOSE_WAIT)
         if trace is None:
             return []
         events, _ = trace.events()
