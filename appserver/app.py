@@ -82,12 +82,13 @@ class AppServer:
         """``launcher``: by default one is made at start if config.launch_mitmproxy."""
         self.config = config
         self.launcher = launcher
-        message_ids = itertools.count(1)
+        # A message id is str(next(count)) made by C code (map's __next__): no Python frame per message.
+        next_message_id = map(str, itertools.count(1)).__next__
         self._session_ids = itertools.count(1)
         self.registry = Registry(
-            ActiveSuite(config.transform_timeout, lambda: str(next(message_ids)), idle_warning=config.idle_warning),
+            ActiveSuite(config.transform_timeout, next_message_id, idle_warning=config.idle_warning),
             Connections(),
-            lambda: str(next(message_ids)), config.trace, config.trace_limit, config.trace_data_limit,
+            next_message_id, config.trace, config.trace_limit, config.trace_data_limit,
         )  # fmt: skip
         methods = make_methods(self.registry, lambda: self.launcher)
         methods.update(make_session_methods(self.registry, lambda: self.listeners, config.default_upstream))

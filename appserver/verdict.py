@@ -11,7 +11,7 @@ relay/pump.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -141,8 +141,9 @@ ADMIT = Admit()
 class Decider(Protocol):
     """One link of a decider chain."""
 
-    async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
-        """The frame's verdict, or None: no opinion, the next link decides."""
+    def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | Awaitable[Verdict] | None:
+        """The frame's verdict, at once or as an awaitable (someone else must be asked: the suite), or None: no
+        opinion, the next link decides."""
         ...
 
     #: Who gave the verdict decide() returned last, for the trace: a rule's id, "suite" (None: unknown). Read

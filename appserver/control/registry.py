@@ -11,7 +11,7 @@ from appserver.control.scope import Scope
 from appserver.control.suite import ActiveSuite
 from appserver.errors import UnknownConnection
 from appserver.relay.connection import Connection
-from appserver.relay.events import LogSink
+from appserver.events import LogSink
 from appserver.relay.table import Connections
 from appserver.trace.record import DEFAULT_DATA_LIMIT, DEFAULT_LIMIT
 

@@ -9,7 +9,8 @@ from appserver.control.session import ControlSession
 from appserver.errors import NotTheActiveSuite, RuleWaitTimedOut
 from appserver.relay.lifecycle import Side
 from appserver.rules.engine import wait_for
-from appserver.rules.hooks import Rules
+from appserver.rules.compile import add_rules as compile_and_add
+from appserver.rules.verdicts import Rules
 from appserver.rules.schema import RuleError
 from shared.constants import (
     METHOD_ADD_RULES,
@@ -34,7 +35,7 @@ def make_rule_methods(registry: Registry) -> dict[str, Method]:
         return scope.rules
 
     async def add_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
-        return {"ids": active(session).ruleset.add(params)}
+        return {"ids": compile_and_add(active(session).ruleset, params)}
 
     async def remove_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
         rules = active(session)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 
 from appserver.control.suite import ActiveSuite
 from appserver.relay.endpoint import Handlers
-from appserver.relay.events import LogSink
-from appserver.rules.hooks import Rules
+from appserver.events import LogSink
+from appserver.rules.hooks import RuleHooks
+from appserver.rules.verdicts import Rules
 from appserver.trace.record import DEFAULT_DATA_LIMIT, DEFAULT_LIMIT, Tracer
 
 
@@ -32,10 +33,11 @@ class Scope:
         suite.on_claim.append(self.tracer.start)
         #: The scope's rules (SPEC Part 3): gone with its suite.
         self.rules = Rules(suite, message_id, self.tracer)
+        hooks = RuleHooks(self.rules)
         suite.on_release.append(self._forget_rules)
         suite.on_release.append(self.tracer.forget)
         self.handlers = Handlers(chain=(self.rules, suite), sinks=(log, suite, self.rules, self.tracer),
-                                 gate=self.rules, hooks=self.rules, http_gate=self.rules, owner=self)  # fmt: skip
+                                 gate=hooks, hooks=hooks, http_gate=hooks, owner=self)  # fmt: skip
 
     def _forget_rules(self) -> None:
         self.rules.ruleset.clear("the test suite went away")

@@ -1,7 +1,7 @@
 """The active test suite: the last link of every decider chain, and a sink for connection events.
 
 Connections do not know about control sessions: they are given this object as
-one :class:`~appserver.verdict.Decider` and one :class:`~appserver.relay.events.Sink`.
+one :class:`~appserver.verdict.Decider` and one :class:`~appserver.events.Sink`.
 Whatever goes wrong in the dialogue (no suite, suite gone, error, invalid
 result, timeout), the message passes on unchanged; the failures are logged at
 ERROR with the message id.
@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from appserver.control.session import ControlSession
 from appserver.errors import SuiteAlreadyActive
-from appserver.relay.events import Closed, Event, Failed, Opened
-from appserver.verdict import DROP, PASS, Decisions, Replace, Verdict
-from shared.constants import EVENT_CONNECTION_CLOSED, EVENT_CONNECTION_OPENED, METHOD_TRANSFORM
+from appserver.events import Closed, Event, Failed, Opened
+from appserver.control.http_dialogue import (parse_request_answer, parse_response_answer, request_params,
+                                             response_params)
+from appserver.verdict import (DROP, HTTP_FORWARD, PASS, Decisions, HttpDrop, HttpResponse, HttpVerdict, Replace,
+                               Verdict)
+from shared.connections import ConnectionOpened
+from shared.constants import (EVENT_CONNECTION_CLOSED, EVENT_CONNECTION_OPENED, METHOD_HTTP_REQUEST,
+                              METHOD_HTTP_RESPONSE, METHOD_TRANSFORM)
 from shared.jsonrpc import PeerGone, RemoteError
 from shared import ably
 from shared.wire import Action, Frame, InterceptedMessage, MessageType, TransformResult, WireError, jsonable
@@ -117,11 +122,11 @@ class ActiveSuite:
         if self.decisions is not None:
             self.decisions.decision(connection_id, by="suite", answer=answer, **fields)
 
-    async def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Verdict | None:
-        """The last link of the chain: the suite's verdict, or None (no opinion) when there is no suite."""
+    def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Awaitable[Verdict] | None:
+        """The last link of the chain: the suite's verdict to come, or None (no opinion) when there is no suite."""
         if self.active is None or not self.active.answers:
             return None
-        return await self.ask(connection_id, frame, from_client)
+        return self.ask(connection_id, frame, from_client)
 
     async def ask_raw(self, method: str, params: dict[str, Any], what: str) -> Any:
         """A call to the suite whose answer the caller parses; None (logged at ERROR, or DEBUG when the
@@ -150,6 +155,37 @@ class ActiveSuite:
     def next_id(self) -> str:
         return self._message_id()
 
+    async def ask_http(self, info: ConnectionOpened, method: str, body: bytes | None, rule_id: str,
+                       response: bool) -> HttpVerdict:  # fmt: skip
+        """transformInterceptedHttpRequest for a rule's ``transform``; what the suite said (forward unchanged
+        when it said nothing usable), and whether to ask about the response too."""
+        exchange = self._message_id()
+        what = f"HTTP request {exchange} ({method} {info.url})"
+        raw = await self.ask_raw(METHOD_HTTP_REQUEST, request_params(exchange, info, method, body, rule_id), what)
+        verdict: HttpVerdict | None = None
+        if raw is not None:
+            try:
+                verdict = parse_request_answer(raw)
+            except WireError as exc:
+                log.error("%s passed on unchanged: the test suite's answer was unusable: %s", what, exc)
+        if response and (verdict is None or verdict.request is not None):
+            return HttpVerdict(request=verdict.request if verdict else None, transform_response=rule_id)
+        return verdict or HTTP_FORWARD
+
+    async def transform_response(self, info: ConnectionOpened, rule_id: str,
+                                 response: HttpResponse) -> HttpResponse | HttpDrop:  # fmt: skip
+        """transformInterceptedHttpResponse; the response unchanged when the suite gives nothing usable."""
+        exchange = self._message_id()
+        what = f"HTTP response {exchange} ({response.status} for {info.url})"
+        raw = await self.ask_raw(METHOD_HTTP_RESPONSE, response_params(exchange, info, response), what)
+        if raw is None:
+            return response
+        try:
+            return parse_response_answer(raw, response)
+        except WireError as exc:
+            log.error("%s passed on unchanged: the test suite's answer was unusable: %s", what, exc)
+            return response
+
     async def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None = None) -> Verdict:
         """transformInterceptedMessage; PASS whenever the suite cannot give an answer."""
         suite = self.active
@@ -159,7 +195,7 @@ class ActiveSuite:
         params = message.to_json()
         if rule_id is not None:
             params["ruleId"] = rule_id
-        fmt = ably.Format.for_frame(frame.type is MessageType.BINARY)
+        fmt = ably.Format.MSGPACK if frame.type is MessageType.BINARY else ably.Format.JSON
         if self.decoded:
             params["message"] = decoded_or_none(frame, fmt)
         asked = {"event": "message", "fromClient": from_client, "id": message.id}

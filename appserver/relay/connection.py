@@ -16,11 +16,11 @@ from typing import Any, Awaitable, Callable
 from aiohttp import WSMsgType
 
 from appserver.errors import LegClosed
-from appserver.relay.events import Closed, Injected, Opened, Sink, publish, tell
+from appserver.events import Closed, Injected, Opened, Sink, publish, tell
 from appserver.relay.leg import Controls, Leg, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
-from appserver.relay.pump import OnDecided, ProxyEnd, pass_on_end, pump
-from appserver.verdict import PASS, CloseLegs, ConnectionHooks, Decider, Effect, Inject, Verdict
+from appserver.relay.pump import ProxyEnd, pass_on_end, pump
+from appserver.verdict import CloseLegs, ConnectionHooks, Decider, Effect, Inject
 from shared.connections import ClosedBy, ConnectionClosed, ConnectionOpened
 from shared.wire import Frame
 
@@ -54,8 +54,6 @@ class Connection:
         self._upstream_url = upstream_url
         #: Whose connection this is (a suite's scope: SPEC Part 6); the control methods check it.
         self.owner = owner
-        #: Per direction, the link of the chain that gave the last verdict (who the sinks are told decided).
-        self._deciders: dict[Side, list[Decider | None]] = {Side.CLIENT: [None], Side.SERVER: [None]}
         self._initial_effects = effects  # decided on connect (e.g. silence)
         self._queues: dict[Side, asyncio.Queue[Any]] = {}
         self.first_end: tuple[ClosedBy, End] | None = None
@@ -76,9 +74,8 @@ class Connection:
                 for source, dest in ((client, upstream), (upstream, client)):
                     queue = self._queues[source.side]
                     tasks.create_task(read_leg(source, dest, queue, self.controls))
-                    tasks.create_task(pump(queue, source, dest, self._decider(source.side),
-                                           self._on_decided(source.side), self._on_end, self.controls,
-                                           self.apply))  # fmt: skip
+                    tasks.create_task(pump(queue, source, dest, self._chain, self._frame_sinks, self.controls,
+                                           self.apply, self._on_end))  # fmt: skip
         finally:
             for task in (*timers, *self.controls.delayed):
                 task.cancel()
@@ -133,45 +130,6 @@ class Connection:
             raise LegClosed(f"the {side} leg of connection {self.id} is {leg.state.value}")
         self.controls.own_pings[side].add(payload)
         await leg.send_control(WSMsgType.PING, payload)
-
-    def _decider(self, source: Side) -> Callable[[Frame], Awaitable[Verdict]]:
-        from_client = source is Side.CLIENT
-
-        chain, connection_id, last = self._chain, self.id, self._deciders[source]
-
-        async def verdict(frame: Frame) -> Verdict:
-            for decider in chain:  # in order; the first opinion decides, none: pass
-                found = await decider.decide(connection_id, frame, from_client)
-                if found is not None:
-                    last[0] = decider
-                    return found
-            last[0] = None
-            return PASS
-
-        return verdict
-
-    def _on_decided(self, source: Side) -> OnDecided | None:
-        if not self._frame_sinks:
-            return None
-        from_client = source is Side.CLIENT
-        sinks, connection_id, last = self._frame_sinks, self.id, self._deciders[source]
-
-        def decided(frame: Frame, verdict: Verdict) -> None:
-            # Called right after the verdict, with no suspension between: decided_by speaks of this frame.
-            decider = last[0]
-            by = None if decider is None else decider.decided_by
-            for sink in sinks:
-                sink.frame(connection_id, from_client, frame, verdict, by)
-
-        if len(sinks) == 1:  # the usual case (the trace alone): no loop
-            only = sinks[0]
-
-            def decided_once(frame: Frame, verdict: Verdict) -> None:
-                decider = last[0]
-                only.frame(connection_id, from_client, frame, verdict, None if decider is None else decider.decided_by)
-
-            return decided_once
-        return decided
 
     def _on_end(self, side: Side | None, end: End) -> None:
         """Who ended the connection first: a leg, or (side None) the proxy's own close."""

@@ -24,13 +24,14 @@ from yarl import URL
 
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
-from appserver.relay.events import Failed, Sink, publish
+from appserver.events import Failed, Sink, publish
 from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
                                      routed, routed_url, target_of, without_server_defaults)
 from appserver.relay.http import DEFAULT_MAX_BODY, relay_http
 from appserver.relay.http_verdicts import client_gone
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
+from appserver.relay.pump import corked
 from appserver.relay.table import Connections
 from appserver.relay.served import serve_alone
 from appserver.verdict import ADMIT, ConnectGate, ConnectionHooks, Decider, Effect, HttpGate, Refuse
@@ -166,8 +167,8 @@ class ProxyEndpoint:
         timeout = self._settings.close_timeout
         connection = Connection(
             info,
-            Leg(Side.CLIENT, ws, upstreams.corked(ws, request.transport), timeout),
-            Leg(Side.SERVER, upstream, upstreams.corked(upstream, upstreams.transport_of(upstream)), timeout),
+            Leg(Side.CLIENT, ws, corked(ws, request.transport), timeout),
+            Leg(Side.SERVER, upstream, corked(upstream, upstreams.transport_of(upstream)), timeout),
             h.chain,
             h.sinks,
             self._settings.max_queued_messages,

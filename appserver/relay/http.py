@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from appserver.relay.events import HttpAnswered, HttpRequested, Sink, tell
+from appserver.events import HttpAnswered, HttpRequested, Sink, tell
 from appserver.relay.headers import end_to_end, mark_relayed, without_test_headers
 from appserver.relay.http_verdicts import CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here, read_bounded
 from appserver.relay.http_whole import Streaming, changed

@@ -30,7 +30,7 @@ from appserver.relay.lifecycle import (
     transition,
 )
 from appserver.verdict import PASS, ConnectionHooks, Delay, Drop, split
-from appserver.relay.events import Pinged, Sink, tell
+from appserver.events import Pinged, Sink, tell
 from appserver.relay.upstream import write_uncompressed
 from shared.wire import Frame, MessageType
 
@@ -55,10 +55,13 @@ class Leg:
         self.transport = transport
         self.close_timeout = close_timeout
         self.state = LegState.OPEN
+        #: Whether a frame may be written now (DELIVERY of the state): an attribute, read for every frame.
+        self.can_send = True
         self._close_timer: asyncio.TimerHandle | None = None
 
     def apply(self, event: LegEvent) -> None:
         self.state = transition(self.state, event)
+        self.can_send = DELIVERY[self.state] is Delivery.NOW
         if awaits_close_answer(self.state):
             self._close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self._no_close_answer)
         elif self.state is LegState.CLOSED:
@@ -71,16 +74,6 @@ class Leg:
         if awaits_close_answer(self.state):
             log.info("the %s did not answer our close within %.1fs: dropping it", self.side, self.close_timeout)
             self.abort()
-
-    @property
-    def can_send(self) -> bool:
-        return DELIVERY[self.state] is Delivery.NOW
-
-    async def send(self, frame: Frame) -> None:
-        if isinstance(frame.data, str):
-            await self.ws.send_frame(frame.data.encode("utf-8"), WSMsgType.TEXT)
-        else:
-            await self.ws.send_frame(frame.data, WSMsgType.BINARY)
 
     async def send_written(self, frame: Frame) -> None:
         """Send, and return only once the frame has left for the socket: uncompressed (so the peer has

@@ -1,34 +1,42 @@
 """One pump per direction: the next frame of a leg, its verdict, its delivery; then the leg's End.
 
 Ordering comes from this structure alone: a pump takes one item at a time from
-its direction's queue, awaits the decider chain's verdict (verdict.py), applies
-it (a delay holds the whole direction), then its side effects, and only then
+its direction's queue, asks the decider chain (verdict.py) in order until one
+has an opinion, tells the frame sinks (events.py) what was decided, applies it
+(a delay holds the whole direction), then its side effects, and only then
 takes the next. A leg's End is queued behind its frames, so a close is passed
 on only after everything before it was delivered or dropped; a close the
 proxy decides (a rule's ``close``) is queued the same way, as a
 :class:`ProxyEnd`, behind the frames already waiting for that leg.
+
+Everything a frame meets between the two legs is in this one function, in
+the order it meets it: a decider answers at once (a verdict) or with an
+awaitable (the suite's answer, which takes a round trip), so a rule's verdict
+costs no coroutine; the frame is written to the destination's socket here,
+through its :class:`CorkedTransport`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
+from aiohttp import WSMsgType
+
+from appserver.events import Sink
 from appserver.relay.leg import Controls, Leg
 from appserver.relay.lifecycle import CloseAction, End, Side, close_action
-from appserver.verdict import PASS, Delay, Drop, Effect, Inject, Replace, Verdict, split
-from shared.wire import Frame
+from appserver.verdict import PASS, Decider, Decision, Delay, Drop, Effect, Inject, Pass, Replace, Verdict
 
 log = logging.getLogger(__name__)
 
-#: The verdict for one frame of this direction.
-Decide = Callable[[Frame], Awaitable[Verdict]]
-#: Told every frame and its verdict, before it is delivered (the connection's per-frame events).
-OnDecided = Callable[[Frame, Verdict], None]
 #: Applies side effects (inject, close, silence) for the connection.
 ApplyEffects = Callable[[tuple[Effect, ...]], Awaitable[None]]
+#: What a decider may answer with at once (anything else is an awaitable of one of these).
+VERDICTS = (Pass, Drop, Replace, Delay, Decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,65 +50,100 @@ async def pump(
     queue: asyncio.Queue[Any],
     source: Leg,
     dest: Leg,
-    decide: Decide,
-    on_decided: OnDecided | None,
+    chain: Sequence[Decider],
+    sinks: Sequence[Sink],
+    controls: Controls,
+    apply_effects: ApplyEffects,
     on_end: Callable[[Side | None, End], None],
-    controls: Controls | None = None,
-    apply_effects: ApplyEffects | None = None,
 ) -> None:
     """Deliver the source leg's messages in order, then pass its End on."""
+    from_client = source.side is Side.CLIENT
+    connection_id = controls.connection_id
+    cork = dest.transport if isinstance(dest.transport, CorkedTransport) else None
+    send_frame = dest.ws.send_frame
     while True:
-        try:  # frames already waiting are taken without a suspension
+        try:  # frames already waiting are taken without a suspension, and written out together
             item = queue.get_nowait()
         except asyncio.QueueEmpty:
+            if cork is not None:
+                cork.release()
             item = await queue.get()
+        if cork is not None:
+            cork.held = True
         if isinstance(item, End):
-            if controls is not None and controls.hooks is not None:
+            if cork is not None:
+                cork.release()
+            if controls.hooks is not None:
                 await _closing(item, source, controls, apply_effects)
             on_end(source.side, item)
             await pass_on_end(item, dest)
             return
         if isinstance(item, ProxyEnd):
+            if cork is not None:
+                cork.release()
             on_end(None, item.end)
             await pass_on_end(item.end, dest)
             continue
-        if not dest.can_send or (controls is not None and controls.silenced):
+        if not dest.can_send or controls.silenced:
             log.debug("discarding a %s message: the %s leg is %s", source.side, dest.side, dest.state.value)
             continue
-        verdict = await decide(item)
-        if on_decided is not None:
-            on_decided(item, verdict)
+        verdict: Any = PASS
+        by = None
+        for decider in chain:  # in order; the first opinion decides, none: pass
+            found = decider.decide(connection_id, item, from_client)
+            if found is None:
+                continue
+            if not isinstance(found, VERDICTS):  # the decider waits for someone (the suite): write what is done
+                if cork is not None:
+                    cork.release()
+                found = await found
+                if cork is not None:
+                    cork.held = True
+            verdict, by = found, decider.decided_by  # read with no suspension since the verdict was given
+            break
+        for sink in sinks:
+            sink.frame(connection_id, from_client, item, verdict, by)
         if verdict is PASS:  # the common case, first
             try:
-                await dest.send(item)
+                data = item.data
+                if type(data) is str:
+                    await send_frame(data.encode("utf-8"), WSMsgType.TEXT)
+                else:
+                    await send_frame(data, WSMsgType.BINARY)
             except ConnectionError:
                 log.debug("could not deliver to the %s: transport gone", dest.side)
             continue
-        fate, effects = split(verdict)
-        if effects and apply_effects is not None and any(isinstance(e, Inject) and e.before for e in effects):
+        if cork is not None:
+            cork.release()
+        fate, effects = (verdict.fate, verdict.effects) if isinstance(verdict, Decision) else (verdict, ())
+        if effects and any(isinstance(e, Inject) and e.before for e in effects):
             # uts-proxy's order: what is injected "before" reaches its destination ahead of this frame
             await apply_effects(tuple(e for e in effects if isinstance(e, Inject) and e.before))
             effects = tuple(e for e in effects if not (isinstance(e, Inject) and e.before))
         if isinstance(fate, Delay):
             await asyncio.sleep(fate.ms / 1000)
-        if not isinstance(fate, Drop) and dest.can_send and not (controls is not None and controls.silenced):
+        if not isinstance(fate, Drop) and dest.can_send and not controls.silenced:
+            frame = fate.frame if isinstance(fate, Replace) else item
             try:
-                await dest.send(fate.frame if isinstance(fate, Replace) else item)
+                if isinstance(frame.data, str):
+                    await send_frame(frame.data.encode("utf-8"), WSMsgType.TEXT)
+                else:
+                    await send_frame(frame.data, WSMsgType.BINARY)
             except ConnectionError:
                 log.debug("could not deliver to the %s: transport gone", dest.side)
-        if effects and apply_effects is not None:
+        if effects:
             await apply_effects(effects)
 
 
-async def _closing(end: End, source: Leg, controls: Controls, apply_effects: ApplyEffects | None) -> None:
+async def _closing(end: End, source: Leg, controls: Controls, apply_effects: ApplyEffects) -> None:
     """The close event's rules, before the close is passed on: a delay, side effects (an inject)."""
     assert controls.hooks is not None
     verdict = controls.hooks.closing(controls.connection_id, source.side is Side.CLIENT, end.code, end.reason,
                                      end.abrupt)  # fmt: skip
-    fate, effects = split(verdict)
+    fate, effects = (verdict.fate, verdict.effects) if isinstance(verdict, Decision) else (verdict, ())
     if isinstance(fate, Delay):
         await asyncio.sleep(fate.ms / 1000)
-    if effects and apply_effects is not None:
+    if effects:
         await apply_effects(effects)
 
 
@@ -110,3 +153,63 @@ async def pass_on_end(end: End, dest: Leg) -> None:
         dest.abort()
     elif action in (CloseAction.ANSWER_CLOSE, CloseAction.SEND_CLOSE):
         await dest.send_close(end.code, end.reason)
+
+
+class CorkedTransport:
+    """A transport whose writes within one turn of the event loop leave in one system call.
+
+    A pump that finds several frames waiting writes them all before it yields;
+    each write would otherwise be its own send(). While the pump runs it holds
+    the cork (``held``) and releases it, writing everything out, before it
+    waits for anything; any other write (a relayed ping, a close) is flushed at
+    the end of its turn (call_soon). A close and an abort flush first, so what
+    was delivered before an abrupt drop still leaves, as it did unbuffered.
+    """
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._buffer: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+        #: A pump is writing: it flushes itself before it waits (release()).
+        self.held = False
+
+    def write(self, data: bytes) -> None:
+        if not self._buffer and not self.held:
+            self._loop.call_soon(self.flush)
+        self._buffer.append(data)
+
+    def release(self) -> None:
+        self.held = False
+        if self._buffer:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
+        self._buffer = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self.flush()
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+
+def corked(ws: Any, transport: asyncio.Transport) -> asyncio.Transport:
+    """Put a CorkedTransport under ws's frame writer (aiohttp's private ``_writer``: the one use of aiohttp's
+    internals outside upstream.py); the same one for the leg to close or abort."""
+    cork = CorkedTransport(transport)
+    ws._writer.transport = cork  # noqa: SLF001
+    return cast(asyncio.Transport, cork)  # it is one, to its users: everything else is delegated

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from aiohttp import WSMsgType, web
 
-from appserver.relay.events import Closed, Injected, Opened, Sink, publish, tell
+from appserver.events import Closed, Injected, Opened, Sink, publish, tell
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import End, LegEvent, LegState, Side, code_from_wire
 from appserver.relay.pump import pass_on_end

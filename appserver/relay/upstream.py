@@ -1,6 +1,6 @@
 """Dialling the upstream, and answering the client as the upstream answered us.
 
-aiohttp's private internals are used here and nowhere else: a client
+aiohttp's private internals are used here and in pump.py's ``corked`` (the writer's transport) only: a client
 WebSocket's transport (to drop it abruptly, and to close it without aiohttp's
 close(), which cannot send a close frame without a code), its handshake
 response (the headers the upstream answered with), and a WebSocket's frame
@@ -94,48 +94,6 @@ def released(ws: aiohttp.ClientWebSocketResponse) -> Iterator[None]:
         ws._response.close()  # noqa: SLF001
 
 
-class CorkedTransport:
-    """A transport whose writes within one turn of the event loop leave in one system call.
-
-    A pump that finds several frames waiting writes them all before it yields; each
-    write would otherwise be its own send(). The buffer is flushed at the end of the
-    turn (call_soon), before a close, and before an abort (so what was delivered
-    before an abrupt drop still leaves, as it did unbuffered).
-    """
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._buffer: list[bytes] = []
-        self._loop = asyncio.get_running_loop()
-
-    def write(self, data: bytes) -> None:
-        if not self._buffer:
-            self._loop.call_soon(self.flush)
-        self._buffer.append(data)
-
-    def flush(self) -> None:
-        if not self._buffer:
-            return
-        data = self._buffer[0] if len(self._buffer) == 1 else b"".join(self._buffer)
-        self._buffer = []
-        if not self._transport.is_closing():
-            self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self.flush()
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
 def write_uncompressed(ws: Any, message: bytes, opcode: aiohttp.WSMsgType) -> bool:
     """Write one frame without permessage-deflate, whatever was negotiated (RFC 7692 §6 lets any message
     go uncompressed); False when ws has no frame writer to do it with. A peer inflates a compressed
@@ -148,9 +106,3 @@ def write_uncompressed(ws: Any, message: bytes, opcode: aiohttp.WSMsgType) -> bo
     write(message, int(opcode), 0)
     return True
 
-
-def corked(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, transport: asyncio.Transport) -> Any:
-    """Put a CorkedTransport under ws's frame writer; the same one for the leg to close or abort."""
-    cork = CorkedTransport(transport)
-    ws._writer.transport = cork  # type: ignore[union-attr]  # noqa: SLF001
-    return cork

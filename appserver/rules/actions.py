@@ -1,10 +1,10 @@
-"""Rule actions: one small unit each, registered by name in :data:`UNITS`.
+"""Rule actions: each one entry of :data:`ACTIONS` — its schema (a Struct in schema.py), what it is (a fate or
+a side effect, the events it acts on, its flags) and how its unit is built.
 
-A unit says whether it is a *fate* (what happens to the matched frame or
-handshake: at most one per rule) or a side effect, which events it can act
-on, and how to build, from its validated config, the function that turns a
-:class:`Subject` into its part of the verdict. The engine knows none by name;
-adding an action is one Struct in schema.py and one entry here.
+A unit turns a :class:`~appserver.rules.engine.Subject` into its part of the verdict. The engine and the
+verdict step know no action by name: they read the flags. Adding an action is one Struct in schema.py and
+one :class:`Kind` here (HTTP's are built in http_actions.py); the union a rule's ``action`` may be is made
+from this table (:data:`AnyAction`).
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from appserver.relay.lifecycle import check_sendable
 from appserver.rules import http_actions
 from appserver.rules import schema as s
+from appserver.rules.engine import Subject
 from appserver.rules.schema import RuleError
-from appserver.rules.subject import Subject, path_set, path_unset
-from shared.ably import Flag
-from appserver.verdict import (DROP, PASS, CloseLegs, Delay, HttpDrop, Inject, Pass, Refuse, Replace, Route, Silence,
-                               SuppressOnwards)
+from appserver.verdict import (DROP, PASS, CloseLegs, Delay, HttpDrop, Inject, Refuse, Replace, Route, Silence,
+                               SuppressOnwards, Verdict)
 from shared import ably
+from shared.ably import Flag
+from shared.dotted import path_set, path_unset
 from shared.wire import Frame, WireError
 from shared.wire import message_frame as wire_message_frame
 
@@ -48,22 +49,53 @@ TRANSFORM, NOTIFY = Transform(), Notify()
 Part = Any  # a Fate, an Effect, Transform, Notify, Refuse or Route
 
 
-@dataclass(frozen=True)
-class Unit:
-    name: str
-    is_fate: bool
-    apply: Callable[[Subject], Part]
+#: What a unit builds from its validated config, where it is (for errors) and the rule's event.
+Build = Callable[[Any, str, str], Callable[[Subject], Part]]
 
 
 @dataclass(frozen=True)
-class Spec:
+class Kind:
+    """One rule action."""
+
+    schema: type[s.ActionConfig]
+    #: A fate decides what happens to the matched frame or handshake (at most one per rule); else a side effect.
     is_fate: bool
     events: frozenset[str]
-    build: Callable[[Any, str], Callable[[Subject], Part]]
+    build: Build
+    #: Evaluation goes on after a rule whose fate this is (observe).
+    observer: bool = False
+    #: A match sends the suite ruleMatched (observe, notify).
+    notifies: bool = False
+    #: On http events the request body is read before the rule is decided (transform).
+    reads_body: bool = False
+    #: Sends a frame: the match is reported once the frame is written (inject).
+    injects: bool = False
+    #: The verdict of a rule with this fate and nothing else, on frames (pass, drop): the engine's fast path.
+    constant: Verdict | None = None
+
+    @property
+    def name(self) -> str:
+        return s.tag_of(self.schema)
 
 
-def _const(value: Part) -> Callable[[Any, str], Callable[[Subject], Part]]:
-    return lambda config, where: lambda subject: value
+@dataclass(frozen=True)
+class Unit:
+    """A rule's action, built: its kind and the function that gives its part of the verdict."""
+
+    kind: Kind
+    apply: Callable[[Subject], Part]
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
+
+    @property
+    def is_fate(self) -> bool:
+        return self.kind.is_fate
+
+
+def _const(value: Part) -> Build:
+    return lambda config, where, event: lambda subject: value
 
 
 def message_frame(message: dict[str, Any], fmt: ably.Format) -> Frame:
@@ -115,7 +147,7 @@ def named_action(message: dict[str, Any], where: str) -> dict[str, Any]:
     return message
 
 
-def _replace(config: s.ReplaceAction, where: str) -> Callable[[Subject], Part]:
+def _replace(config: s.ReplaceAction, where: str, event: str) -> Callable[[Subject], Part]:
     make = _frame_maker(config, where)
     return lambda subject: Replace(make(subject))
 
@@ -136,7 +168,7 @@ def _flag_bits(names: list[str | int] | None, where: str) -> int:
     return bits
 
 
-def _patch(config: s.PatchAction, where: str) -> Callable[[Subject], Part]:
+def _patch(config: s.PatchAction, where: str, event: str) -> Callable[[Subject], Part]:
     sets = [(tuple(k.split(".")), v) for k, v in (config.set or {}).items()]
     unsets = [tuple(k.split(".")) for k in config.unset or []]
     raise_bits = _flag_bits(config.flags.set, f"{where}.flags.set") if config.flags else 0
@@ -162,14 +194,14 @@ def _patch(config: s.PatchAction, where: str) -> Callable[[Subject], Part]:
     return patched
 
 
-def _delay(config: s.DelayAction, where: str) -> Callable[[Subject], Part]:
+def _delay(config: s.DelayAction, where: str, event: str) -> Callable[[Subject], Part]:
     if config.ms < 0:
         raise RuleError(f"{where}.ms: must be 0 or more, got {config.ms}")
     delay = Delay(config.ms)
     return lambda subject: delay
 
 
-def _inject(config: s.InjectAction, where: str) -> Callable[[Subject], Part]:
+def _inject(config: s.InjectAction, where: str, event: str) -> Callable[[Subject], Part]:
     make = _frame_maker(config, where)
 
     def inject(subject: Subject) -> Part:
@@ -179,7 +211,7 @@ def _inject(config: s.InjectAction, where: str) -> Callable[[Subject], Part]:
     return inject
 
 
-def _close(config: s.CloseAction, where: str) -> Callable[[Subject], Part]:
+def _close(config: s.CloseAction, where: str, event: str) -> Callable[[Subject], Part]:
     try:
         check_sendable(config.code, config.reason or "")
     except ValueError as exc:
@@ -189,29 +221,36 @@ def _close(config: s.CloseAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: close
 
 
-def _refuse(config: s.RefuseAction, where: str) -> Callable[[Subject], Part]:
+def _refuse(config: s.RefuseAction, where: str, event: str) -> Callable[[Subject], Part]:
     if not 300 <= config.status <= 599:
         raise RuleError(f"{where}.status: must be an HTTP status from 300 to 599, got {config.status}")
     refuse = Refuse(config.status, tuple((config.headers or {}).items()), config.body or "")
     return lambda subject: refuse
 
 
-def _route(config: s.RouteAction, where: str) -> Callable[[Subject], Part]:
+def _route(config: s.RouteAction, where: str, event: str) -> Callable[[Subject], Part]:
+    if (config.proto in ("ws", "wss")) != (event == "connect"):
+        raise RuleError(f"{where}.proto: on {event} events a route's proto is "
+                        f"{'ws or wss' if event == 'connect' else 'http or https'}, not {config.proto!r}")
     route = Route(config.host, config.proto)
     return lambda subject: route
 
 
-def _transform(config: s.TransformAction) -> Callable[[Subject], Part]:
+def _transform(config: s.TransformAction, where: str, event: str) -> Callable[[Subject], Part]:
+    if config.response and event != "http":
+        raise RuleError(f"{where}.response: only an http transform asks about the response too")
     part = Transform(response=True) if config.response else TRANSFORM
     return lambda subject: part
 
 
-def _drop(config: s.DropAction, where: str) -> Callable[[Subject], Part]:
+def _drop(config: s.DropAction, where: str, event: str) -> Callable[[Subject], Part]:
+    if config.mode is not None and event != "http":
+        raise RuleError(f"{where}.mode: only an http drop has a mode (reset or hang)")
     http_drop = HttpDrop(config.mode or "reset")
     return lambda subject: http_drop if subject.event == "http" else DROP
 
 
-def _suppress_onwards(config: s.SuppressOnwardsAction) -> Callable[[Subject], Part]:
+def _suppress_onwards(config: s.SuppressOnwardsAction, where: str, event: str) -> Callable[[Subject], Part]:
     def suppress(subject: Subject) -> Part:
         direction = config.fromClient if config.fromClient is not None else bool(subject.from_client)
         return SuppressOnwards(direction)
@@ -219,25 +258,33 @@ def _suppress_onwards(config: s.SuppressOnwardsAction) -> Callable[[Subject], Pa
     return suppress
 
 
-UNITS: dict[str, Spec] = {
-    "pass": Spec(True, ALL, _const(PASS)),
-    "observe": Spec(True, ALL, _const(PASS)),
-    "drop": Spec(True, FRAMES | CONTROL | HTTP, _drop),
-    "transform": Spec(True, FRAMES | HTTP, lambda config, where: _transform(config)),
-    "replace": Spec(True, FRAMES, _replace),
-    "patch": Spec(True, FRAMES, _patch),
-    "delay": Spec(True, FRAMES | CONTROL | HTTP | {"connect", "close"}, _delay),
-    "refuse": Spec(True, frozenset({"connect"}), _refuse),
-    "route": Spec(True, frozenset({"connect"}) | HTTP, _route),
-    "respond": Spec(True, HTTP, http_actions.respond),
-    "replaceResponse": Spec(True, HTTP, http_actions.replace_response),
-    "patchResponse": Spec(True, HTTP, http_actions.patch_response),
-    "inject": Spec(False, FRAMES | {"connect", "timer", "close"}, _inject),
-    "close": Spec(False, FRAMES | {"connect", "timer"}, _close),
-    "notify": Spec(False, ALL, _const(NOTIFY)),
-    "silence": Spec(False, ALL, _const(Silence())),
-    "suppressOnwards": Spec(False, FRAMES | {"timer"}, lambda config, where: _suppress_onwards(config)),
-}
+_KINDS = (
+    Kind(s.PassAction, True, ALL, _const(PASS), constant=PASS),
+    Kind(s.ObserveAction, True, ALL, _const(PASS), observer=True, notifies=True),
+    Kind(s.DropAction, True, FRAMES | CONTROL | HTTP, _drop, constant=DROP),
+    Kind(s.TransformAction, True, FRAMES | HTTP, _transform, reads_body=True),
+    Kind(s.ReplaceAction, True, FRAMES, _replace),
+    Kind(s.PatchAction, True, FRAMES, _patch),
+    Kind(s.DelayAction, True, FRAMES | CONTROL | HTTP | {"connect", "close"}, _delay),
+    Kind(s.RefuseAction, True, frozenset({"connect"}), _refuse),
+    Kind(s.RouteAction, True, frozenset({"connect"}) | HTTP, _route),
+    Kind(s.RespondAction, True, HTTP, http_actions.respond),
+    Kind(s.ReplaceResponseAction, True, HTTP, http_actions.replace_response),
+    Kind(s.PatchResponseAction, True, HTTP, http_actions.patch_response),
+    Kind(s.InjectAction, False, FRAMES | {"connect", "timer", "close"}, _inject, injects=True),
+    Kind(s.CloseAction, False, FRAMES | {"connect", "timer"}, _close),
+    Kind(s.NotifyAction, False, ALL, _const(NOTIFY), notifies=True),
+    Kind(s.SilenceAction, False, ALL, _const(Silence())),
+    Kind(s.SuppressOnwardsAction, False, FRAMES | {"timer"}, _suppress_onwards),
+)
+#: Every rule action, by its ``type``.
+ACTIONS: dict[str, Kind] = {kind.name: kind for kind in _KINDS}
+ACTION_NAMES = tuple(ACTIONS)
+
+if TYPE_CHECKING:
+    AnyAction = s.ActionConfig
+else:  # the tagged union msgspec validates a rule's action against, one member per entry
+    AnyAction = Union[tuple(kind.schema for kind in _KINDS)]
 
 
 def compile_actions(actions: tuple[Any, ...], event: str, where: str) -> tuple[Unit | None, tuple[Unit, ...]]:
@@ -246,27 +293,20 @@ def compile_actions(actions: tuple[Any, ...], event: str, where: str) -> tuple[U
     effects: list[Unit] = []
     for index, config in enumerate(actions):
         at = f"{where}[{index}]" if len(actions) > 1 else where
-        name = str(config.__struct_config__.tag)
-        spec = UNITS[name]
-        if event not in spec.events:
-            raise RuleError(f"{at}: {name!r} cannot act on {event} events (it acts on: "
-                            f"{', '.join(e for e in s.EVENTS if e in spec.events)})")  # fmt: skip
-        if name == "route" and (config.proto in ("ws", "wss")) != (event == "connect"):
-            raise RuleError(f"{at}.proto: on {event} events a route's proto is "
-                            f"{'ws or wss' if event == 'connect' else 'http or https'}, not {config.proto!r}")
-        if name == "transform" and config.response and event != "http":
-            raise RuleError(f"{at}.response: only an http transform asks about the response too")
-        if name == "drop" and config.mode is not None and event != "http":
-            raise RuleError(f"{at}.mode: only an http drop has a mode (reset or hang)")
-        unit = Unit(name, spec.is_fate, spec.build(config, at))
-        if unit.is_fate:
+        kind = ACTIONS[s.tag_of(type(config))]
+        if event not in kind.events:
+            raise RuleError(f"{at}: {kind.name!r} cannot act on {event} events (it acts on: "
+                            f"{', '.join(e for e in s.EVENTS if e in kind.events)})")  # fmt: skip
+        unit = Unit(kind, kind.build(config, at, event))
+        if kind.is_fate:
             if fate is not None:
-                raise RuleError(f"{at}: two fates in one action list ({fate.name!r} and {name!r}): at most one of "
-                                f"{', '.join(n for n, u in UNITS.items() if u.is_fate)}")  # fmt: skip
+                raise RuleError(f"{at}: two fates in one action list ({fate.name!r} and {kind.name!r}): at most one "
+                                f"of {', '.join(n for n, k in ACTIONS.items() if k.is_fate)}")  # fmt: skip
             fate = unit
         else:
             effects.append(unit)
     return fate, tuple(effects)
 
 
-__all__ = ["NOTIFY", "TRANSFORM", "UNITS", "Notify", "Pass", "Transform", "Unit", "compile_actions"]
+__all__ = ["ACTIONS", "ACTION_NAMES", "NOTIFY", "TRANSFORM", "AnyAction", "Kind", "Notify", "Transform", "Unit",
+           "compile_actions"]

@@ -1,72 +1,62 @@
-"""A rule compiled once, when it is added: globs, dotted paths and Ably action names resolved.
+"""A rule as the suite writes it, converted and compiled once, when it is added.
 
-:func:`compile_rule` makes the checks no schema can (an unknown Ably action,
-two fates, an action on an event it cannot act on, ``fields`` on a non-message
-event …), each a :class:`RuleError` naming the path, and turns the match into
-a list of small predicates over a :class:`Subject`.
+:class:`Rule` is the schema of one rule (its ``action`` one of actions.py's
+table, or a list of them); :func:`add_rules` converts ``addRules`` params with
+msgspec (the path of the first bad field: ``rules[1].match.event``), makes the
+checks no schema can (an unknown Ably action, two fates, an action on an
+event it cannot act on, ``fields`` on a non-message event …), each a
+:class:`RuleError` naming the path, and turns each match into the engine's
+predicates; then adds them all, or none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import re
+from typing import Any, Literal
+
+import msgspec
 
 from appserver.rules import actions as units
-from appserver.rules.schema import Condition, Match, Rule, RuleError, to_builtins
-from appserver.rules.subject import MISSING, Subject, glob, path_get
-from appserver.verdict import DROP, PASS
+from appserver.rules.actions import ACTION_NAMES, AnyAction
+from appserver.rules.engine import CompiledRule, RuleSet, predicates
+from appserver.rules.schema import EVENTS, ActionConfig, Match, RuleError, _Strict, to_builtins
 
-Predicate = Callable[[Subject], bool]
 #: Match fields that look into a data frame's decoded Ably message (or the frame itself), and the
 #: events that have them.
 MESSAGE_FIELDS = {"type": ("message",), "action": ("message",), "channel": ("message",),
                   "fields": ("message", "http"), "method": ("http",)}  # fmt: skip
 
 
-@dataclass
-class CompiledRule:
-    id: str
-    spec: dict[str, Any]  # as listRules shows it
-    event: str
-    predicates: tuple[Predicate, ...]
-    fate: units.Unit | None
-    effects: tuple[units.Unit, ...]
-    after_ms: int | None
-    times: int | None
-    skip: int
-    #: The verdict part when the rule always gives the same one and nothing else (pass or drop, no
-    #: effects, no notification, no counters to honour): the engine's fast path.
-    constant: Any = None
-    is_observer: bool = False  # an observe rule: evaluation goes on after it
-    notifies: bool = False  # observe or notify: ruleMatched
-    side_effects: tuple[units.Unit, ...] = ()  # the effects but notify (the engine sends that itself)
-    injects: bool = False  # has an inject side effect: it is reported once the frame is written
-    reads_body: bool = False  # an http rule with fields: the request body is read before it is decided
-    #: Removed from the rules once spent (``times`` applied), as uts-proxy removes its rules; otherwise a spent
-    #: rule stays listed, inert, with ``remaining: 0``.
-    goes_when_spent: bool = False
-    matched: int = 0
-    applied: int = 0
-    unreported: int = 0  # matches whose injection is not written yet (not counted for waitForRule)
-    waiters: list[Any] = field(default_factory=list)  # (count, future) of waitForRule
+class Rule(_Strict, frozen=True):
+    match: Match
+    action: AnyAction | list[AnyAction]
+    id: str | None = None
+    times: int | None = None
+    skip: int = 0
 
     @property
-    def observes(self) -> bool:
-        """An observe rule records and notifies; evaluation then goes on."""
-        return self.fate is not None and self.fate.name == "observe"
+    def actions(self) -> tuple[ActionConfig, ...]:
+        return tuple(self.action) if isinstance(self.action, list) else (self.action,)
 
-    @property
-    def remaining(self) -> int | None:
-        return None if self.times is None else max(self.times - self.applied, 0)
 
-    def matches(self, subject: Subject) -> bool:
-        if subject.event != self.event:
-            return False
-        for predicate in self.predicates:
-            if not predicate(subject):
-                return False
-        return True
+class AddRules(_Strict, frozen=True):
+    rules: list[Rule]
+    position: Literal["append", "prepend"] = "append"
+
+
+def add_rules(ruleset: RuleSet, params: Any) -> list[str]:
+    """addRules: all or nothing; RuleError naming the path of the first bad rule. The new rules' ids."""
+    request: AddRules = convert(params, AddRules)
+    taken = ruleset.taken_ids()
+    compiled = []
+    for index, rule in enumerate(request.rules):
+        rule_id = rule.id if rule.id is not None else ruleset.new_id(taken)
+        if rule_id in taken:
+            raise RuleError(f"rules[{index}].id: a rule with id {rule_id!r} exists already")
+        taken.add(rule_id)
+        compiled.append(compile_rule(rule, rule_id, f"rules[{index}]"))
+    ruleset.insert(compiled, prepend=request.position == "prepend")
+    return [rule.id for rule in compiled]
 
 
 def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
@@ -83,92 +73,43 @@ def compile_rule(rule: Rule, rule_id: str, where: str) -> CompiledRule:
         raise RuleError(f"{where}.match.afterMs: a timer rule needs afterMs, a number of milliseconds ≥ 0")
     if m.event != "timer" and m.afterMs is not None:
         raise RuleError(f"{where}.match.afterMs: only timer rules have it (this rule's event is {m.event!r})")
+    wanted = None if m.action is None else frozenset(units.resolve_actions(m.action, f"{where}.match.action"))
     fate, effects = units.compile_actions(rule.actions, m.event, f"{where}.action")
     spec = to_builtins(rule)
     spec["id"] = rule_id
-    compiled = CompiledRule(rule_id, spec, m.event, _predicates(m, f"{where}.match"), fate, effects, m.afterMs,
-                            rule.times, rule.skip)  # fmt: skip
-    compiled.reads_body = m.event == "http" and (m.fields is not None or (fate is not None and fate.name == "transform"))
-    compiled.is_observer = fate is not None and fate.name == "observe"
-    compiled.notifies = compiled.is_observer or any(unit.name == "notify" for unit in effects)
-    compiled.side_effects = tuple(unit for unit in effects if unit.name != "notify")
-    compiled.injects = any(unit.name == "inject" for unit in effects)
-    if fate is not None and fate.name in ("pass", "drop") and not effects and rule.times is None and not rule.skip:
-        compiled.constant = PASS if fate.name == "pass" else DROP
+    compiled = CompiledRule(rule_id, spec, m.event, predicates(m, wanted), fate, effects, m.afterMs, rule.times,
+                            rule.skip)  # fmt: skip
+    fate_kind = fate.kind if fate is not None else None
+    compiled.reads_body = m.event == "http" and (m.fields is not None or bool(fate_kind and fate_kind.reads_body))
+    compiled.is_observer = bool(fate_kind and fate_kind.observer)
+    compiled.notifies = bool(fate_kind and fate_kind.notifies) or any(unit.kind.notifies for unit in effects)
+    compiled.side_effects = tuple(unit for unit in effects if not unit.kind.notifies)
+    compiled.injects = any(unit.kind.injects for unit in effects)
+    if fate_kind is not None and fate_kind.constant is not None and not effects and rule.times is None \
+            and not rule.skip:  # fmt: skip
+        compiled.constant = fate_kind.constant
     return compiled
 
 
-def _predicates(m: Match, where: str) -> tuple[Predicate, ...]:
-    found: list[Predicate] = []
-    if m.fromClient is not None:
-        found.append(_equal(lambda s: s.from_client, m.fromClient))
-    if m.connectionID is not None:
-        found.append(_equal(lambda s: s.connection_id, m.connectionID))
-    if m.host is not None:
-        found.append(_globbed(lambda s: s.handshake.host, m.host, ignore_case=True))
-    if m.path is not None:
-        found.append(_globbed(lambda s: s.handshake.path.split("?", 1)[0], m.path))
-    if m.query is not None:
-        found.append(_conditions(m.query, lambda s: s.handshake.query, ignore_case=False))
-    if m.headers is not None:
-        found.append(_conditions(m.headers, lambda s: s.handshake.headers, ignore_case=True))
-    if m.type is not None:
-        found.append(_equal(lambda s: s.frame.type.value if s.frame is not None else None, m.type))
-    if m.action is not None:
-        wanted = frozenset(units.resolve_actions(m.action, f"{where}.action"))
-        found.append(lambda s: _action_of(s) in wanted)
-    if m.channel is not None:
-        found.append(_globbed(lambda s: _field(s, "channel"), m.channel))
-    if m.method is not None:
-        found.append(_equal(lambda s: (s.method or "").upper(), m.method.upper()))
-    elif m.event == "http":
-        found.append(lambda s: not _preflight(s))  # a browser's CORS preflight: only for method "OPTIONS"
-    if m.fields is not None:
-        expected = [(tuple(path.split(".")), value) for path, value in m.fields.items()]
-
-        def fields_hold(s: Subject) -> bool:
-            msg = s.message()
-            return msg is not None and all(path_get(msg, path) == value for path, value in expected)
-
-        found.append(fields_hold)
-    return tuple(found)
+def convert(params: Any, kind: type[msgspec.Struct]) -> Any:
+    """Params as a typed value, or RuleError naming the path (``rules[1].match.event: …``)."""
+    try:
+        return msgspec.convert(params, kind, strict=True)
+    except msgspec.ValidationError as exc:
+        raise RuleError(_readable(str(exc))) from None
 
 
-def _preflight(s: Subject) -> bool:
-    """A browser's CORS preflight (OPTIONS with Access-Control-Request-Method), not a request of the SDK's."""
-    return s.method == "OPTIONS" and any(k.lower() == "access-control-request-method" for k in s.handshake.headers)
-
-
-def _equal(get: Callable[[Subject], Any], value: Any) -> Predicate:
-    return lambda s: bool(get(s) == value)
-
-
-def _globbed(get: Callable[[Subject], Any], pattern: str, ignore_case: bool = False) -> Predicate:
-    regex = glob(pattern, ignore_case)
-
-    def holds(s: Subject) -> bool:
-        value = get(s)
-        return isinstance(value, str) and regex.match(value) is not None
-
-    return holds
-
-
-def _conditions(conditions: dict[str, Condition], values: Callable[[Subject], dict[str, str]],
-                ignore_case: bool) -> Predicate:  # fmt: skip
-    wanted = {(k.lower() if ignore_case else k): v for k, v in conditions.items()}
-
-    def holds(s: Subject) -> bool:
-        have = {(k.lower() if ignore_case else k): v for k, v in values(s).items()}
-        return all((name in have) is v if isinstance(v, bool) else have.get(name) == v for name, v in wanted.items())
-
-    return holds
-
-
-def _action_of(s: Subject) -> Any:
-    action = _field(s, "action")
-    return action if isinstance(action, int) and not isinstance(action, bool) else MISSING
-
-
-def _field(s: Subject, name: str) -> Any:
-    message = s.message()
-    return MISSING if message is None else message.get(name, MISSING)
+def _readable(message: str) -> str:
+    """msgspec's "Problem - at `$.rules[0].action.type`" as "rules[0].action.type: problem (what is valid)"."""
+    problem, at, where = message.rpartition(" - at `")
+    path = where.rstrip("`").removeprefix("$.").removeprefix("$") if at else ""
+    if not at:
+        problem = message
+    if not path:  # the params object itself: "rules: is required", not "Object missing required field `rules`"
+        missing = re.fullmatch(r"Object missing required field `([^`]+)`", problem)
+        return f"{missing.group(1)}: is required" if missing else problem
+    if path.endswith(".type") and problem.startswith("Invalid value"):
+        problem += f" (valid actions: {', '.join(ACTION_NAMES)})"
+    elif path.endswith(".event"):
+        problem += f" (valid events: {', '.join(EVENTS)})"
+    return f"{path}: {problem}"

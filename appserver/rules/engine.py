@@ -1,26 +1,127 @@
-"""The rule engine: the active suite's rules in order, their counters, and evaluation. No I/O.
+"""The rule engine: what an event is about, the compiled rules in order, their counters and evaluation. No I/O.
+
+Everything a frame meets while the rules look at it is here, so evaluating a
+rule is one call: the :class:`Subject` (its Ably message decoded at most once,
+only when a rule asks for it), each rule's predicates (made from its match once,
+by compile.py, from the builders below), and :meth:`RuleSet.evaluate`.
 
 Each event is checked against the rules in order. A rule whose match holds
 counts the match; its first ``skip`` matches go by untouched, and after
 ``times`` applications it is inert (still listed, ``remaining: 0``), or gone if it
-goes when spent (uts-proxy's rules). An
-``observe`` rule records, notifies, and evaluation goes on; the first other
-rule that applies decides (an action list without a fate passes). The
-:class:`Outcome` says what the rules decided; turning it into a verdict
-(asking the suite for ``transform``, sending ``ruleMatched``) is hooks.py's.
+goes when spent (uts-proxy's rules). An ``observe`` rule records, notifies, and
+evaluation goes on; the first other rule that applies decides (an action list
+without a fate passes). The :class:`Outcome` says what the rules decided;
+turning it into a verdict (asking the suite for ``transform``, sending
+``ruleMatched``) is verdicts.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import itertools
-from collections.abc import Sequence
-from typing import Any
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from appserver.rules.actions import Unit
-from appserver.rules.compile import CompiledRule, compile_rule
-from appserver.rules.schema import AddRules, RuleError, convert
-from appserver.rules.subject import Subject
+from appserver.rules.schema import Condition, Match, RuleError
+from shared import ably
+from shared.connections import ConnectionOpened
+from shared.dotted import MISSING, path_get
+from shared.wire import Frame, MessageType
+
+if TYPE_CHECKING:
+    from appserver.rules.actions import Unit
+
+Predicate = Callable[["Subject"], bool]
+
+_UNDECODED: Any = object()
+
+@dataclass(slots=True)
+class Subject:
+    event: str
+    handshake: ConnectionOpened
+    from_client: bool | None = None
+    frame: Frame | None = None
+    payload: bytes | None = None  # a ping's or pong's
+    method: str | None = None  # an HTTP request's
+    body: bytes | None = None  # an HTTP request's, when read
+    _message: Any = field(default=_UNDECODED)
+
+    @property
+    def connection_id(self) -> str:
+        return self.handshake.id
+
+    @property
+    def format(self) -> ably.Format:
+        """The frame's format (binary frames are msgpack), else the connection's (its format= query)."""
+        if self.frame is not None:  # Format.for_frame, inline: this is read for every frame a rule decodes
+            return ably.Format.MSGPACK if self.frame.type is MessageType.BINARY else ably.Format.JSON
+        return self.handshake.format
+
+    def message(self) -> dict[str, Any] | None:
+        """The frame's Ably protocol message, or None when there is none or it does not decode."""
+        if self._message is _UNDECODED:
+            self._message = None
+            if self.body is not None:  # an HTTP request: its JSON body, if it is JSON
+                try:
+                    decoded = json.loads(self.body)
+                except (ValueError, UnicodeDecodeError):
+                    decoded = None
+                self._message = decoded if isinstance(decoded, dict) else None
+            elif self.frame is not None:
+                try:
+                    self._message = ably.decode(self.frame.data, self.format)
+                except ably.DecodeError:
+                    pass
+        return self._message  # type: ignore[no-any-return]
+
+
+def glob(pattern: str, ignore_case: bool = False) -> re.Pattern[str]:
+    """Shell-style: ``*`` matches anything, ``/`` included; ``?`` one character; ``[…]`` a class."""
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE if ignore_case else 0)
+
+
+@dataclass
+class CompiledRule:
+    id: str
+    spec: dict[str, Any]  # as listRules shows it
+    event: str
+    predicates: tuple[Predicate, ...]
+    fate: Unit | None
+    effects: tuple[Unit, ...]
+    after_ms: int | None
+    times: int | None
+    skip: int
+    #: The verdict part when the rule always gives the same one and nothing else (pass or drop, no
+    #: effects, no notification, no counters to honour): the engine's fast path.
+    constant: Any = None
+    is_observer: bool = False  # an observe rule: evaluation goes on after it
+    notifies: bool = False  # observe or notify: ruleMatched
+    side_effects: tuple[Unit, ...] = ()  # the effects but notify (the engine sends that itself)
+    injects: bool = False  # has an inject side effect: it is reported once the frame is written
+    reads_body: bool = False  # an http rule with fields: the request body is read before it is decided
+    #: Removed from the rules once spent (``times`` applied), as uts-proxy removes its rules; otherwise a spent
+    #: rule stays listed, inert, with ``remaining: 0``.
+    goes_when_spent: bool = False
+    matched: int = 0
+    applied: int = 0
+    unreported: int = 0  # matches whose injection is not written yet (not counted for waitForRule)
+    waiters: list[Any] = field(default_factory=list)  # (count, future) of waitForRule
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.times is None else max(self.times - self.applied, 0)
+
+    def matches(self, subject: Subject) -> bool:
+        if subject.event != self.event:
+            return False
+        for predicate in self.predicates:
+            if not predicate(subject):
+                return False
+        return True
 
 
 class Outcome:
@@ -41,7 +142,11 @@ class RuleSet:
     def __init__(self) -> None:
         self._rules: list[CompiledRule] = []
         self._ids = itertools.count(1)
-        self._leading: CompiledRule | None = None
+        #: The first rule, when it decides every data frame the same way (``{match: {}, action: pass}``): the
+        #: whole evaluation is then one counter (the engine's fastest path). An attribute: read for every frame.
+        self.leading_catch_all: CompiledRule | None = None
+        #: No rules at all (an attribute: read for every frame).
+        self.empty = True
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -50,33 +155,21 @@ class RuleSet:
     def rules(self) -> tuple[CompiledRule, ...]:
         return tuple(self._rules)
 
-    @property
-    def leading_catch_all(self) -> CompiledRule | None:
-        """The first rule, when it decides every data frame the same way (``{match: {}, action: pass}``):
-        the whole evaluation is then one counter (the engine's fastest path)."""
-        return self._leading
-
     def _changed(self) -> None:
+        self.empty = not self._rules
         first = self._rules[0] if self._rules else None
         catch_all = first is not None and first.event == "message" and not first.predicates
-        self._leading = first if catch_all and first is not None and first.constant is not None else None
+        self.leading_catch_all = first if catch_all and first is not None and first.constant is not None else None
 
-    def add(self, params: Any) -> list[str]:
-        """addRules: all or nothing; RuleError naming the path of the first bad rule."""
-        request: AddRules = convert(params, AddRules)
-        taken = {rule.id for rule in self._rules}
-        compiled = []
-        for index, rule in enumerate(request.rules):
-            rule_id = rule.id if rule.id is not None else self._new_id(taken)
-            if rule_id in taken:
-                raise RuleError(f"rules[{index}].id: a rule with id {rule_id!r} exists already")
-            taken.add(rule_id)
-            compiled.append(compile_rule(rule, rule_id, f"rules[{index}]"))
-        self._rules = compiled + self._rules if request.position == "prepend" else self._rules + compiled
+    def insert(self, compiled: list[CompiledRule], prepend: bool = False) -> None:
+        """Rules compiled by compile.add_rules (which checked them all first: all or nothing)."""
+        self._rules = compiled + self._rules if prepend else self._rules + compiled
         self._changed()
-        return [rule.id for rule in compiled]
 
-    def _new_id(self, taken: set[str]) -> str:
+    def taken_ids(self) -> set[str]:
+        return {rule.id for rule in self._rules}
+
+    def new_id(self, taken: set[str]) -> str:
         return next(rule_id for rule_id in (f"r{n}" for n in self._ids) if rule_id not in taken)
 
     def remove(self, ids: Sequence[str]) -> int:
@@ -195,3 +288,83 @@ async def wait_for(rule: CompiledRule, count: int, timeout_ms: int) -> int:
     finally:
         if (count, future) in rule.waiters:
             rule.waiters.remove((count, future))
+
+
+# -- the predicates a match is made of ----------------------------------------------------------
+
+
+def predicates(m: Match, actions: frozenset[int] | None) -> tuple[Predicate, ...]:
+    """The match as predicates over a Subject (``actions``: its Ably actions, as numbers), made once when the rule
+    is compiled and here beside the evaluation that calls them."""
+    found: list[Predicate] = []
+    if m.fromClient is not None:
+        found.append(_equal(lambda s: s.from_client, m.fromClient))
+    if m.connectionID is not None:
+        found.append(_equal(lambda s: s.connection_id, m.connectionID))
+    if m.host is not None:
+        found.append(_globbed(lambda s: s.handshake.host, m.host, ignore_case=True))
+    if m.path is not None:
+        found.append(_globbed(lambda s: s.handshake.path.split("?", 1)[0], m.path))
+    if m.query is not None:
+        found.append(_conditions(m.query, lambda s: s.handshake.query, ignore_case=False))
+    if m.headers is not None:
+        found.append(_conditions(m.headers, lambda s: s.handshake.headers, ignore_case=True))
+    if m.type is not None:
+        found.append(_equal(lambda s: s.frame.type.value if s.frame is not None else None, m.type))
+    if actions is not None:
+        found.append(lambda s: _action_of(s) in actions)
+    if m.channel is not None:
+        found.append(_globbed(lambda s: _field(s, "channel"), m.channel))
+    if m.method is not None:
+        found.append(_equal(lambda s: (s.method or "").upper(), m.method.upper()))
+    elif m.event == "http":
+        found.append(lambda s: not _preflight(s))  # a browser's CORS preflight: only for method "OPTIONS"
+    if m.fields is not None:
+        expected = [(tuple(path.split(".")), value) for path, value in m.fields.items()]
+
+        def fields_hold(s: Subject) -> bool:
+            msg = s.message()
+            return msg is not None and all(path_get(msg, path) == value for path, value in expected)
+
+        found.append(fields_hold)
+    return tuple(found)
+
+
+def _preflight(s: Subject) -> bool:
+    """A browser's CORS preflight (OPTIONS with Access-Control-Request-Method), not a request of the SDK's."""
+    return s.method == "OPTIONS" and any(k.lower() == "access-control-request-method" for k in s.handshake.headers)
+
+
+def _equal(get: Callable[[Subject], Any], value: Any) -> Predicate:
+    return lambda s: bool(get(s) == value)
+
+
+def _globbed(get: Callable[[Subject], Any], pattern: str, ignore_case: bool = False) -> Predicate:
+    regex = glob(pattern, ignore_case)
+
+    def holds(s: Subject) -> bool:
+        value = get(s)
+        return isinstance(value, str) and regex.match(value) is not None
+
+    return holds
+
+
+def _conditions(conditions: dict[str, Condition], values: Callable[[Subject], dict[str, str]],
+                ignore_case: bool) -> Predicate:  # fmt: skip
+    wanted = {(k.lower() if ignore_case else k): v for k, v in conditions.items()}
+
+    def holds(s: Subject) -> bool:
+        have = {(k.lower() if ignore_case else k): v for k, v in values(s).items()}
+        return all((name in have) is v if isinstance(v, bool) else have.get(name) == v for name, v in wanted.items())
+
+    return holds
+
+
+def _action_of(s: Subject) -> Any:
+    action = _field(s, "action")
+    return action if isinstance(action, int) and not isinstance(action, bool) else MISSING
+
+
+def _field(s: Subject, name: str) -> Any:
+    message = s.message()
+    return MISSING if message is None else message.get(name, MISSING)

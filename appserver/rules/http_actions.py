@@ -1,6 +1,6 @@
 """The rule actions of HTTP exchanges (SPEC Part 4): respond, replaceResponse, patchResponse.
 
-Registered, with the others, in actions.UNITS.
+Registered, with the others, in actions.ACTIONS.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import orjson
 
 from appserver.rules import schema as s
 from appserver.rules.schema import RuleError
-from appserver.rules.subject import Subject
+from appserver.rules.engine import Subject
 from appserver.verdict import HttpResponse, ResponseEdit
 
 Part = Any
@@ -47,7 +47,7 @@ def _headers(headers: dict[str, str] | None, content_type: str | None) -> tuple[
     return tuple(given.items())
 
 
-def respond(config: s.RespondAction, where: str) -> Callable[[Subject], Part]:
+def respond(config: s.RespondAction, where: str, event: str) -> Callable[[Subject], Part]:
     if not 100 <= config.status <= 599:
         raise RuleError(f"{where}.status: must be an HTTP status, got {config.status}")
     body, content_type = _body(config, where)
@@ -55,13 +55,13 @@ def respond(config: s.RespondAction, where: str) -> Callable[[Subject], Part]:
     return lambda subject: response
 
 
-def replace_response(config: s.ReplaceResponseAction, where: str) -> Callable[[Subject], Part]:
+def replace_response(config: s.ReplaceResponseAction, where: str, event: str) -> Callable[[Subject], Part]:
     body, content_type = _body(config, where)
     edit = ResponseEdit(config.status, _headers(config.headers, content_type), body)
     return lambda subject: edit
 
 
-def patch_response(config: s.PatchResponseAction, where: str) -> Callable[[Subject], Part]:
+def patch_response(config: s.PatchResponseAction, where: str, event: str) -> Callable[[Subject], Part]:
     sets = tuple((tuple(k.split(".")), v) for k, v in (config.set or {}).items())
     unsets = tuple(tuple(k.split(".")) for k in config.unset or [])
     if not (sets or unsets or config.status or config.headers):

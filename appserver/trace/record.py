@@ -1,6 +1,6 @@
 """The trace (SPEC Part 5): per active suite, a bounded, ordered record of what the proxy saw and did.
 
-:class:`Tracer` is a sink on the connection events (relay/events.py) and the
+:class:`Tracer` is a sink on the connection events (appserver/events.py) and the
 place the rules and the suite report their decisions; it keeps one
 :class:`Trace` for the suite that is active now and starts a new one when
 another suite takes over. A trace holds at most ``limit`` events (the oldest
@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
-from appserver.relay.events import (Closed, Event, Failed, HttpAnswered, HttpRequested, Injected, Opened, Pinged,
+from appserver.events import (Closed, Event, Failed, HttpAnswered, HttpRequested, Injected, Opened, Pinged,
                                     Seen)
 from appserver.trace.render import (body_fields, changes, fate_name, frame_fields, plain, shown, text_or_bytes,
                                     who_decided)

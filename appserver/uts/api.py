@@ -28,6 +28,7 @@ from appserver.control.sessions import CLOSE_WAIT, Listeners, Session, begin_ses
 from appserver.errors import InterceptionFailed, LegClosed
 from appserver.relay.connection import Connection
 from appserver.relay.lifecycle import Side, check_sendable
+from appserver.rules.compile import add_rules
 from appserver.rules.schema import RuleError
 from appserver.uts import rules as uts
 from appserver.uts.log import LogReader
@@ -241,7 +242,7 @@ class UtsApi:
         ruleset = entry.session.scope.rules.ruleset
         live = [t for t in translated if t.rule is not None]
         try:
-            ids = ruleset.add({"rules": [t.rule for t in live], "position": "prepend" if prepend else "append"})
+            ids = add_rules(ruleset, {"rules": [t.rule for t in live], "position": "prepend" if prepend else "append"})
         except RuleError as exc:
             raise ApiError(400, f"invalid rules: {exc}") from exc
         for rule_id, t in zip(ids, live):

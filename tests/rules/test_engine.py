@@ -10,7 +10,8 @@ import pytest
 
 from appserver.rules.engine import RuleSet
 from appserver.rules.schema import RuleError
-from appserver.rules.subject import Subject
+from appserver.rules.compile import add_rules
+from appserver.rules.engine import Subject
 from appserver.verdict import CloseLegs, Delay, Inject, Pass, Replace, Silence
 from shared.connections import ConnectionOpened
 from shared.wire import Frame
@@ -27,7 +28,7 @@ def message(data: dict[str, Any], from_client: bool = False, binary: bool = Fals
 
 def rules(*specs: dict[str, Any]) -> RuleSet:
     ruleset = RuleSet()
-    ruleset.add({"rules": list(specs)})
+    add_rules(ruleset, {"rules": list(specs)})
     return ruleset
 
 
@@ -70,7 +71,7 @@ def test_bad_rules_are_refused_naming_the_path(params: dict[str, Any], error: st
     """Every bad rule is a RuleError whose message names the path and says what would be valid; nothing is kept."""
     ruleset = rules({"id": "kept", "match": {}, "action": {"type": "pass"}})
     with pytest.raises(RuleError) as caught:
-        ruleset.add(params)
+        add_rules(ruleset, params)
     assert str(caught.value).startswith(error), str(caught.value)
     assert [r["id"] for r in ruleset.listed()] == ["kept"]  # all or nothing
 
@@ -136,7 +137,7 @@ def test_skip_and_times() -> None:
 
 def test_prepend_keeps_its_own_order_ahead() -> None:
     ruleset = rules({"id": "old", "match": {}, "action": {"type": "pass"}})
-    ruleset.add({"rules": [{"id": "a", "match": {}, "action": {"type": "drop"}},
+    add_rules(ruleset, {"rules": [{"id": "a", "match": {}, "action": {"type": "drop"}},
                            {"id": "b", "match": {}, "action": {"type": "drop"}}], "position": "prepend"})  # fmt: skip
     assert [r["id"] for r in ruleset.listed()] == ["a", "b", "old"]
     assert decided(ruleset, message({"action": 0})) == "a"
@@ -144,7 +145,7 @@ def test_prepend_keeps_its_own_order_ahead() -> None:
 
 def test_generated_ids_are_unique_and_remove_and_clear_count() -> None:
     ruleset = RuleSet()
-    ids = ruleset.add({"rules": [{"match": {}, "action": {"type": "pass"}}] * 3})
+    ids = add_rules(ruleset, {"rules": [{"match": {}, "action": {"type": "pass"}}] * 3})
     assert len(set(ids)) == 3
     assert ruleset.remove([ids[0], "nope"]) == 1
     assert ruleset.clear() == 2 and not ruleset

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appserver.rules.schema import ACTION_NAMES
+from appserver.rules.actions import ACTION_NAMES
 
 ROOT = Path(__file__).parents[2]
 
@@ -18,3 +18,14 @@ def test_every_action_has_helpers_and_a_docs_entry(action: str) -> None:
     assert f'type: "{action}"' in (ROOT / "shared" / "js" / "src" / "rules.cjs").read_text(), (
         f"no JavaScript builder makes {action!r}")
     assert f"| `{action}`" in (ROOT / "docs" / "api.md").read_text(), f"docs/api.md has no entry for {action!r}"
+
+
+@pytest.mark.parametrize("action", ACTION_NAMES)
+def test_every_action_is_one_registry_entry_with_its_schema(action: str) -> None:
+    """Its Struct is tagged with its name and is a member of the union a rule's action is validated against."""
+    from appserver.rules.actions import ACTIONS, AnyAction
+    from appserver.rules.schema import tag_of
+
+    kind = ACTIONS[action]
+    assert tag_of(kind.schema) == action
+    assert kind.schema in AnyAction.__args__

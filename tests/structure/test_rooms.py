@@ -1,0 +1,60 @@
+"""How many of the product's files one message walks through (issue 23): a real app server, a real upstream and
+client on loopback, the walk recorded by tests/structure/rooms.py while one message goes from leg to leg."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from appserver.app import AppServer
+from tests.peers import Suite, UpstreamServer, connect_client, receive
+from tests.structure.rooms import Walk
+
+MESSAGE = json.dumps({"action": 15, "channel": "a", "messages": [{"data": "x"}]})
+
+
+async def walk_one(http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer) -> Walk:
+    client = await connect_client(http, app_server.proxy_port, upstream.host, "/?format=json")
+    _, server = await upstream.next()
+    try:
+        for _ in range(3):  # warm: imports, first-use caches
+            await client.send_str(MESSAGE)
+            assert (await receive(server)).data == MESSAGE
+        await asyncio.sleep(0.05)
+        with Walk() as walk:
+            await client.send_str(MESSAGE)
+            arrived = await receive(server)
+        assert arrived.data == MESSAGE
+        return walk
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_a_message_decided_by_a_rule_walks_through_at_most_seven_files_none_twice(
+    suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """The rule looks into the message (its Ably action), so the walk includes decoding it."""
+    response = await suite.request("addRules", {"rules": [{"match": {"action": "MESSAGE"}, "action": {"type": "pass"}}]})
+    assert "result" in response, response
+    walk = await walk_one(http, app_server, upstream)
+    assert "appserver/rules/engine.py" in walk.files, walk.visits  # the rule was evaluated
+    assert len(walk.files) <= 7, walk.files
+    assert all(count == 1 for count in walk.entered().values()), walk.visits
+
+
+async def test_a_message_through_the_suite_enters_each_file_at_most_once_each_way(
+    suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """Out to the suite and back: the answer comes in on the control socket's reader and resumes the pump."""
+    async def pass_it(params: dict[str, Any]) -> dict[str, Any]:
+        return {"action": "replace", "type": params["type"], "data": params["data"]}
+
+    suite.on_transform = pass_it
+    walk = await walk_one(http, app_server, upstream)
+    assert "appserver/control/suite.py" in walk.files, walk.visits
+    assert len(walk.files) <= 10, walk.files
+    assert walk.entered()["appserver/relay/pump.py"] <= 2, walk.visits
