@@ -26,7 +26,7 @@ from appserver.config import Config
 from appserver.control.methods import Launcher, make_methods
 from appserver.control.registry import Registry
 from appserver.control.rpc import make_dispatch
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.control.suite import ActiveSuite
 from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
@@ -84,7 +84,7 @@ class AppServer:
         self.launcher = launcher
         # A message id is str(next(count)) made by C code (map's __next__): no Python frame per message.
         next_message_id = map(str, itertools.count(1)).__next__
-        self._session_ids = itertools.count(1)
+        self._socket_ids = itertools.count(1)
         self.registry = Registry(
             ActiveSuite(config.transform_timeout, next_message_id, idle_warning=config.idle_warning),
             Connections(),
@@ -164,22 +164,22 @@ class AppServer:
         # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
         ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False)
         await ws.prepare(request)
-        session = ControlSession(next(self._session_ids), ws, self._dispatch, request.transport)
-        self.registry.controls.add(session)
-        log.info("control session %d opened from %s", session.id, request.remote)
+        socket = ControlSocket(next(self._socket_ids), ws, self._dispatch, request.transport)
+        self.registry.controls.add(socket)
+        log.info("control session %d opened from %s", socket.id, request.remote)
         try:
-            await session.serve()
+            await socket.serve()
         finally:
-            self.registry.controls.discard(session)
-            if self.registry.mitmproxy_channel is session:
+            self.registry.controls.discard(socket)
+            if self.registry.mitmproxy_channel is socket:
                 self.registry.mitmproxy_channel = None
-            held = self.registry.session_of.get(session)
-            if held is not None and held.attached is session:  # attached to a uts-proxy session: that goes on
+            held = self.registry.session_of.get(socket)
+            if held is not None and held.attached is socket:  # attached to a uts-proxy session: that goes on
                 detach(self.registry, held)
             elif held is not None:  # its test session ends with it
                 await end_session(self.registry, self.listeners, held)
-            self.registry.suite.release(session)
-            log.info("control session %d closed", session.id)
+            self.registry.suite.release(socket)
+            log.info("control session %d closed", socket.id)
         return ws
 
     def _handlers_for(self, request: web.Request) -> Handlers:

@@ -7,7 +7,9 @@ import ipaddress
 import logging
 import re
 import ssl
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from yarl import URL
 
@@ -23,65 +25,6 @@ DEFAULT_ORIGINS = tuple(
     for host in ("localhost", "127.0.0.1", "[::1]")
     for port in ("", ":*")
 )
-
-
-@dataclass(frozen=True)
-class Config:
-    control_host: str = DEFAULT_HOST
-    control_port: int = DEFAULT_CONTROL_PORT
-    proxy_host: str = DEFAULT_HOST
-    proxy_port: int = DEFAULT_PROXY_PORT
-    mitmproxy_host: str = DEFAULT_HOST
-    mitmproxy_port: int = DEFAULT_MITMPROXY_PORT
-    launch_mitmproxy: bool = True
-    mitmproxy_confdir: str | None = None
-    start_mitmproxy: str | None = None  # "proxy" or "local:PID": started with the app server
-    default_upstream: URL | None = None
-    upstream_ca: str | None = None
-    upstream_insecure: bool = False
-    transform_timeout: float = 30.0
-    #: Seconds after which an active suite that has seen no connection gets a WARNING (0: never).
-    idle_warning: float = 30.0
-    close_timeout: float = 10.0
-    connect_timeout: float = 10.0
-    mitmproxy_ready_timeout: float = 30.0
-    max_queued_messages: int = 10_000
-    max_control_message_size: int = 16 * 1024 * 1024
-    max_http_body: int = 16 * 1024 * 1024
-    #: The trace (SPEC Part 5): on unless --no-trace; at most trace_limit events, trace_data_limit bytes each.
-    trace: bool = True
-    trace_limit: int = 10_000
-    trace_data_limit: int = 1024
-    allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
-    log_level: str = "INFO"
-    #: --route: (host glob, upstream) pairs, first match wins, for every WebSocket and HTTP request.
-    routes: tuple[tuple[str, URL], ...] = ()
-    #: A control API or proxy endpoint on 127.0.0.1 also listens on [::1] (same port), so that
-    #: "localhost" reaches it whichever loopback family the client's resolver lists first.
-    ipv6_loopback: bool = True
-    #: --uts-port: uts-proxy's REST control API (SPEC Part 8) on the control host, off when None.
-    uts_port: int | None = None
-
-    def origin_allowed(self, origin: str) -> bool:
-        """Whether a control connection's Origin matches an allowed pattern (``*`` matches a port)."""
-        return any(_glob(pattern).fullmatch(origin.lower()) for pattern in self.allowed_origins)
-
-    def upstream_ssl(self) -> ssl.SSLContext | bool:
-        """How upstream wss:// certificates are checked: system CAs, plus --upstream-ca, or not at all."""
-        if self.upstream_insecure:
-            return False
-        context = ssl.create_default_context()
-        if self.upstream_ca:
-            context.load_verify_locations(self.upstream_ca)
-        return context
-
-    def non_loopback_binds(self) -> list[str]:
-        return [
-            f"{name} {host}"
-            for name, host in (("control API", self.control_host), ("proxy endpoint", self.proxy_host),
-                               ("mitmproxy", self.mitmproxy_host))
-            if not _is_loopback(host)
-        ]  # fmt: skip
 
 
 def _glob(pattern: str) -> re.Pattern[str]:
@@ -148,111 +91,157 @@ def _start_mode(text: str) -> str:
     return text
 
 
+def option(default: Any, flag: str, help: str, *, type: Callable[[str], Any] | None = None,
+           metavar: str | None = None, negated: bool = False, repeated: Callable[[list[Any]], Any] | None = None,
+           choices: list[str] | None = None, given: Callable[[Any], Any] | None = None) -> Any:
+    """A Config field and its command-line option, declared once. ``negated``: a ``--no-…`` flag that turns a
+    True default off; ``repeated``: an option given any number of times, its list made the value by this
+    function; ``given``: what the parsed value becomes (e.g. clamped)."""
+    return field(default=default, metadata={"flag": flag, "help": help, "type": type, "metavar": metavar,
+                                            "negated": negated, "repeated": repeated, "choices": choices,
+                                            "given": given})  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Config:
+    control_host: str = option(DEFAULT_HOST, "--control-host", "control API bind address (default %(default)s)")
+    control_port: int = option(DEFAULT_CONTROL_PORT, "--control-port", "control API port (default %(default)s)",
+                               type=_port)  # fmt: skip
+    proxy_host: str = option(DEFAULT_HOST, "--proxy-host", "proxy endpoint bind address (default %(default)s)")
+    proxy_port: int = option(DEFAULT_PROXY_PORT, "--proxy-port", "proxy endpoint port (default %(default)s)",
+                             type=_port)  # fmt: skip
+    mitmproxy_host: str = option(DEFAULT_HOST, "--mitmproxy-host", "mitmproxy listen address (default %(default)s)")
+    mitmproxy_port: int = option(DEFAULT_MITMPROXY_PORT, "--mitmproxy-port", "mitmproxy port (default %(default)s)",
+                                 type=_port)  # fmt: skip
+    mitmproxy_confdir: str | None = option(None, "--mitmproxy-confdir", "mitmproxy's configuration directory, where "
+                                           "its CA lives (default ~/.mitmproxy)", metavar="DIR")  # fmt: skip
+    #: "proxy" or "local:PID": started with the app server.
+    start_mitmproxy: str | None = option(
+        None, "--start-mitmproxy", "start mitmproxy with the app server: 'proxy', or 'local:PID' (what make "
+        "run-proxy and make run-local do); a suite's startInterception in that mode then starts nothing new",
+        type=_start_mode, metavar="MODE")  # fmt: skip
+    launch_mitmproxy: bool = option(
+        True, "--no-mitmproxy", "never start mitmproxy: startInterception only marks the active suite (for direct "
+        "mode, or when mitmproxy is run by other means)", negated=True)  # fmt: skip
+    default_upstream: URL | None = option(
+        None, "--default-upstream", "direct mode: upgrades without Ably-Test-* headers, and plain HTTP, go to this "
+        "upstream", type=_upstream, metavar="URL")  # fmt: skip
+    #: --route: (host glob, upstream) pairs, first match wins, for every WebSocket and HTTP request.
+    routes: tuple[tuple[str, URL], ...] = option(
+        (), "--route", "send every WebSocket and HTTP request for a matching host (a glob, e.g. '*.ably.net') to this "
+        "upstream instead (ws/http or wss/https by the URL's scheme); repeatable, first match wins: an SDK keeps its "
+        "default and fallback hosts and reaches a local server", type=_route, metavar="HOST_GLOB=URL",
+        repeated=tuple)  # fmt: skip
+    upstream_ca: str | None = option(None, "--upstream-ca", "also trust this CA file for wss:// upstreams",
+                                     metavar="FILE")  # fmt: skip
+    upstream_insecure: bool = option(False, "--upstream-insecure", "do not verify wss:// upstream certificates")
+    transform_timeout: float = option(
+        30.0, "--transform-timeout", "how long a message waits for the suite's answer before passing on unchanged "
+        "(default %(default)s)", type=_positive, metavar="SECONDS")  # fmt: skip
+    #: --uts-port: uts-proxy's REST control API (SPEC Part 8) on the control host, off when None.
+    uts_port: int | None = option(
+        None, "--uts-port", "also serve uts-proxy's REST control API on this port (its default is 9100), over our "
+        "sessions, rules and trace (docs/uts-proxy.md; default: off)", type=_port, metavar="PORT")  # fmt: skip
+    #: Seconds after which an active suite that has seen no connection gets a WARNING (0: never).
+    idle_warning: float = option(
+        30.0, "--idle-warning", "warn when an active suite has seen no connection this long: its SDK is probably "
+        "not going through the proxy (default %(default)s; 0: never)", type=float, metavar="SECONDS",
+        given=lambda value: max(value, 0.0))  # fmt: skip
+    close_timeout: float = option(10.0, "--close-timeout", "how long a peer has to answer a close frame (default "
+                                  "%(default)s)", type=_positive, metavar="SECONDS")  # fmt: skip
+    connect_timeout: float = option(10.0, "--connect-timeout", "upstream connect and handshake timeout (default "
+                                    "%(default)s)", type=_positive, metavar="SECONDS")  # fmt: skip
+    mitmproxy_ready_timeout: float = option(30.0, "--mitmproxy-ready-timeout", "how long startInterception waits "
+                                            "for mitmproxy (default %(default)s)", type=_positive,
+                                            metavar="SECONDS")  # fmt: skip
+    max_queued_messages: int = option(
+        10_000, "--max-queued-messages", "per connection and direction; beyond it the proxy stops reading that peer "
+        "until the suite catches up (default %(default)s)", type=int, metavar="N")  # fmt: skip
+    max_control_message_size: int = option(
+        16 * 1024 * 1024, "--max-control-message-size", "largest control-API frame; a larger one closes that "
+        "control connection with 1009 (default %(default)s)", type=int, metavar="BYTES")  # fmt: skip
+    max_http_body: int = option(
+        16 * 1024 * 1024, "--max-http-body", "largest HTTP request body an http rule may look into; a larger one "
+        "streams and the rule sees no body (default %(default)s)", type=int, metavar="BYTES")  # fmt: skip
+    #: The trace (SPEC Part 5): on unless --no-trace; at most trace_limit events, trace_data_limit bytes each.
+    trace_limit: int = option(
+        10_000, "--trace-limit", "events the active suite's trace keeps (getTrace, exportTrace); the oldest go "
+        "first, counted (default %(default)s)", type=_at_least_one, metavar="EVENTS")  # fmt: skip
+    trace_data_limit: int = option(1024, "--trace-data-limit", "bytes of a frame's or body's data the trace keeps "
+                                   "(default %(default)s)", type=_not_negative, metavar="BYTES")  # fmt: skip
+    trace: bool = option(True, "--no-trace", "record no trace (getTrace then returns nothing)", negated=True)
+    allowed_origins: tuple[str, ...] = option(
+        DEFAULT_ORIGINS, "--allow-origin", "allow control connections from this browser Origin (glob, e.g. "
+        "'http://example.test:*'); repeatable; connections without an Origin header are always allowed (default: "
+        "localhost, 127.0.0.1 and [::1] on any port)", metavar="PATTERN",
+        repeated=lambda given: DEFAULT_ORIGINS + tuple(given))  # fmt: skip
+    #: A control API or proxy endpoint on 127.0.0.1 also listens on [::1] (same port), so that
+    #: "localhost" reaches it whichever loopback family the client's resolver lists first.
+    ipv6_loopback: bool = option(
+        True, "--no-ipv6-loopback", "a control API or proxy endpoint on 127.0.0.1 listens there only (by default it "
+        "also listens on [::1], so that localhost works whichever family a client tries first)",
+        negated=True)  # fmt: skip
+    log_level: str = option("INFO", "--log-level", "how much to log (default %(default)s)",
+                            choices=["DEBUG", "INFO", "WARNING", "ERROR"])  # fmt: skip
+
+    def origin_allowed(self, origin: str) -> bool:
+        """Whether a control connection's Origin matches an allowed pattern (``*`` matches a port)."""
+        return any(_glob(pattern).fullmatch(origin.lower()) for pattern in self.allowed_origins)
+
+    def upstream_ssl(self) -> ssl.SSLContext | bool:
+        """How upstream wss:// certificates are checked: system CAs, plus --upstream-ca, or not at all."""
+        if self.upstream_insecure:
+            return False
+        context = ssl.create_default_context()
+        if self.upstream_ca:
+            context.load_verify_locations(self.upstream_ca)
+        return context
+
+    def non_loopback_binds(self) -> list[str]:
+        return [
+            f"{name} {host}"
+            for name, host in (("control API", self.control_host), ("proxy endpoint", self.proxy_host),
+                               ("mitmproxy", self.mitmproxy_host))
+            if not _is_loopback(host)
+        ]  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
+    """The command line, made from Config's fields (each option declared once, there)."""
     p = argparse.ArgumentParser(
         prog="python -m appserver",
         description="The interception proxy's app server: control API, proxy endpoint, mitmproxy launcher.",
     )
-    d = Config()
-    p.add_argument("--control-host", default=d.control_host, help="control API bind address (default %(default)s)")
-    p.add_argument("--control-port", type=_port, default=d.control_port, help="control API port (default %(default)s)")
-    p.add_argument("--proxy-host", default=d.proxy_host, help="proxy endpoint bind address (default %(default)s)")
-    p.add_argument("--proxy-port", type=_port, default=d.proxy_port, help="proxy endpoint port (default %(default)s)")
-    p.add_argument("--mitmproxy-host", default=d.mitmproxy_host, help="mitmproxy listen address (default %(default)s)")
-    p.add_argument("--mitmproxy-port", type=_port, default=d.mitmproxy_port, help="mitmproxy port (default %(default)s)")
-    p.add_argument("--mitmproxy-confdir", metavar="DIR",
-                   help="mitmproxy's configuration directory, where its CA lives (default ~/.mitmproxy)")
-    p.add_argument("--start-mitmproxy", metavar="MODE", type=_start_mode,
-                   help="start mitmproxy with the app server: 'proxy', or 'local:PID' (what make run-proxy and "
-                        "make run-local do); a suite's startInterception in that mode then starts nothing new")
-    p.add_argument("--no-mitmproxy", action="store_true",
-                   help="never start mitmproxy: startInterception only marks the active suite "
-                        "(for direct mode, or when mitmproxy is run by other means)")  # fmt: skip
-    p.add_argument("--default-upstream", type=_upstream, metavar="URL",
-                   help="direct mode: upgrades without Ably-Test-* headers, and plain HTTP, go to this upstream")
-    p.add_argument("--route", action="append", type=_route, default=None, metavar="HOST_GLOB=URL",
-                   help="send every WebSocket and HTTP request for a matching host (a glob, e.g. '*.ably.net') to "
-                        "this upstream instead (ws/http or wss/https by the URL's scheme); repeatable, first match "
-                        "wins: an SDK keeps its default and fallback hosts and reaches a local server")  # fmt: skip
-    p.add_argument("--upstream-ca", metavar="FILE", help="also trust this CA file for wss:// upstreams")
-    p.add_argument("--upstream-insecure", action="store_true", help="do not verify wss:// upstream certificates")
-    p.add_argument("--transform-timeout", type=_positive, default=d.transform_timeout, metavar="SECONDS",
-                   help="how long a message waits for the suite's answer before passing on unchanged "
-                        "(default %(default)s)")  # fmt: skip
-    p.add_argument("--uts-port", type=_port, default=None, metavar="PORT",
-                   help="also serve uts-proxy's REST control API on this port (its default is 9100), over our "
-                        "sessions, rules and trace (docs/uts-proxy.md; default: off)")  # fmt: skip
-    p.add_argument("--idle-warning", type=float, default=d.idle_warning, metavar="SECONDS",
-                   help="warn when an active suite has seen no connection this long: its SDK is probably not "
-                        "going through the proxy (default %(default)s; 0: never)")  # fmt: skip
-    p.add_argument("--close-timeout", type=_positive, default=d.close_timeout, metavar="SECONDS",
-                   help="how long a peer has to answer a close frame (default %(default)s)")
-    p.add_argument("--connect-timeout", type=_positive, default=d.connect_timeout, metavar="SECONDS",
-                   help="upstream connect and handshake timeout (default %(default)s)")
-    p.add_argument("--mitmproxy-ready-timeout", type=_positive, default=d.mitmproxy_ready_timeout, metavar="SECONDS",
-                   help="how long startInterception waits for mitmproxy (default %(default)s)")
-    p.add_argument("--max-queued-messages", type=int, default=d.max_queued_messages, metavar="N",
-                   help="per connection and direction; beyond it the proxy stops reading that peer until the "
-                        "suite catches up (default %(default)s)")  # fmt: skip
-    p.add_argument("--max-control-message-size", type=int, default=d.max_control_message_size, metavar="BYTES",
-                   help="largest control-API frame; a larger one closes that control connection with 1009 "
-                        "(default %(default)s)")  # fmt: skip
-    p.add_argument("--max-http-body", type=int, default=d.max_http_body, metavar="BYTES",
-                   help="largest HTTP request body an http rule may look into; a larger one streams and the rule "
-                        "sees no body (default %(default)s)")  # fmt: skip
-    p.add_argument("--trace-limit", type=_at_least_one, default=d.trace_limit, metavar="EVENTS",
-                   help="events the active suite's trace keeps (getTrace, exportTrace); the oldest go first, "
-                        "counted (default %(default)s)")  # fmt: skip
-    p.add_argument("--trace-data-limit", type=_not_negative, default=d.trace_data_limit, metavar="BYTES",
-                   help="bytes of a frame's or body's data the trace keeps (default %(default)s)")
-    p.add_argument("--no-trace", action="store_true", help="record no trace (getTrace then returns nothing)")
-    p.add_argument("--allow-origin", action="append", default=None, metavar="PATTERN",
-                   help="allow control connections from this browser Origin (glob, e.g. 'http://example.test:*'); "
-                        "repeatable; connections without an Origin header are always allowed "
-                        "(default: localhost, 127.0.0.1 and [::1] on any port)")  # fmt: skip
-    p.add_argument("--no-ipv6-loopback", action="store_true",
-                   help="a control API or proxy endpoint on 127.0.0.1 listens there only (by default it also "
-                        "listens on [::1], so that localhost works whichever family a client tries first)")
-    p.add_argument("--log-level", default=d.log_level, choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    for f in fields(Config):
+        meta = f.metadata
+        if meta["negated"] or (f.default is False and meta["type"] is None):
+            p.add_argument(meta["flag"], dest=f.name, action="store_true", help=meta["help"])
+        elif meta["repeated"] is not None:
+            p.add_argument(meta["flag"], dest=f.name, action="append", type=meta["type"], default=None,
+                           metavar=meta["metavar"], help=meta["help"])  # fmt: skip
+        else:
+            p.add_argument(meta["flag"], dest=f.name, type=meta["type"], default=f.default, metavar=meta["metavar"],
+                           choices=meta["choices"], help=meta["help"])  # fmt: skip
     return p
 
 
 def from_args(argv: list[str] | None = None) -> Config:
     args = parser().parse_args(argv)
-    if args.start_mitmproxy and args.no_mitmproxy:
+    if args.start_mitmproxy and args.launch_mitmproxy:  # (a negated field holds its flag until it is turned below)
         parser().error("--start-mitmproxy and --no-mitmproxy contradict each other")
     if args.upstream_ca:
         try:
             ssl.create_default_context().load_verify_locations(args.upstream_ca)
         except (OSError, ssl.SSLError) as exc:
             parser().error(f"--upstream-ca {args.upstream_ca}: {exc}")
-    return Config(
-        control_host=args.control_host,
-        control_port=args.control_port,
-        proxy_host=args.proxy_host,
-        proxy_port=args.proxy_port,
-        mitmproxy_host=args.mitmproxy_host,
-        mitmproxy_port=args.mitmproxy_port,
-        launch_mitmproxy=not args.no_mitmproxy,
-        mitmproxy_confdir=args.mitmproxy_confdir,
-        start_mitmproxy=args.start_mitmproxy,
-        default_upstream=args.default_upstream,
-        upstream_ca=args.upstream_ca,
-        upstream_insecure=args.upstream_insecure,
-        transform_timeout=args.transform_timeout,
-        idle_warning=max(args.idle_warning, 0.0),
-        uts_port=args.uts_port,
-        close_timeout=args.close_timeout,
-        connect_timeout=args.connect_timeout,
-        mitmproxy_ready_timeout=args.mitmproxy_ready_timeout,
-        max_queued_messages=args.max_queued_messages,
-        max_control_message_size=args.max_control_message_size,
-        max_http_body=args.max_http_body,
-        trace=not args.no_trace,
-        trace_limit=args.trace_limit,
-        trace_data_limit=args.trace_data_limit,
-        allowed_origins=DEFAULT_ORIGINS + tuple(args.allow_origin or ()),
-        log_level=args.log_level,
-        ipv6_loopback=not args.no_ipv6_loopback,
-        routes=tuple(args.route or ()),
-    )
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        meta, value = f.metadata, getattr(args, f.name)
+        if meta["negated"]:
+            value = not value
+        elif meta["repeated"] is not None:
+            value = meta["repeated"](value or [])
+        elif meta["given"] is not None:
+            value = meta["given"](value)
+        values[f.name] = value
+    return Config(**values)

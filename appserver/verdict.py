@@ -151,7 +151,7 @@ class Decider(Protocol):
     decided_by: str | None
 
 
-class Decisions(Protocol):
+class DecisionRecorder(Protocol):
     """Where the rules and the suite record what they decided (the trace: appserver/trace/record.py)."""
 
     def decision(self, connection_id: str | None, **fields: Any) -> None: ...

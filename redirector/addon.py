@@ -14,8 +14,8 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.addonmanager import Loader
 
 from redirector.ready import notify_ready
-from redirector.sessions import SessionListeners
-from redirector.rules import (READY_ON, check_options, intended_host, is_websocket_upgrade, parse_host_port,
+from redirector.sessions import ListenerStamps
+from redirector.routing import (READY_ON, check_options, intended_host, is_websocket_upgrade, parse_host_port,
                               parse_ws_url, same_endpoint)
 from shared.constants import (DEFAULT_CANARY_HOST, DEFAULT_CONTROL_PORT, DEFAULT_HOST, DEFAULT_PROXY_PORT,
                               HEADER_TEST_HOST, HEADER_TEST_PROTO, HEADER_TEST_SESSION, METHOD_SET_LISTENERS,
@@ -29,7 +29,7 @@ class Redirector:
         self.proxy_endpoint = (DEFAULT_HOST, DEFAULT_PROXY_PORT)
         self.control_endpoint: tuple[str, int] | None = None
         self.announced = False
-        self.listeners = SessionListeners()
+        self.listeners = ListenerStamps()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def load(self, loader: Loader) -> None:

@@ -35,7 +35,7 @@ def _check(listeners: Any, local: Any) -> None:
         raise ValueError("local must be a list of {sessionID: string, pids: [integer]}")
 
 
-class SessionListeners:
+class ListenerStamps:
     def __init__(self) -> None:
         #: Mode spec (``regular@127.0.0.1:PORT``) → session id, for the listeners we added.
         self.sessions: dict[str, str] = {}

@@ -134,7 +134,7 @@ def decode(data: str | bytes, fmt: Format) -> dict[str, Any]:
     """Decode one frame's payload into a protocol message dict."""
     value = _decode_json(data) if fmt is Format.JSON else _decode_msgpack(data)
     if not isinstance(value, dict):
-        raise DecodeError(f"top-level value is {_type_name(value)}, not a map")
+        raise DecodeError(f"top-level value is {type_name(value)}, not a map")
     bad_keys = [key for key in value if not isinstance(key, str)]
     if bad_keys:
         raise DecodeError(f"top-level map has a non-string key {bad_keys[0]!r}")
@@ -241,9 +241,5 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-# The log summaries live beside the codec (shared/ably_describe.py), and are part of this module's API.
-from shared.ably_describe import action_name, describe, flag_names, summarize  # noqa: E402

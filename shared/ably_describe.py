@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from shared.ably import Action, DecodeError, Flag, Format, _type_name, decode
+from shared.ably import Action, DecodeError, Flag, Format, type_name, decode
 
 _SUMMARY_FIELDS: Final = ("channel", "connectionId", "msgSerial", "count", "channelSerial")
 _SUMMARY_LISTS: Final = ("messages", "presence", "annotations", "state")
@@ -44,7 +44,7 @@ def _describe(data: str | bytes, fmt: Format | None) -> str:
     if isinstance(data, bytearray | memoryview):
         data = bytes(data)
     if not isinstance(data, str | bytes):
-        return f"undecodable frame: payload is {_type_name(data)}, not str or bytes"
+        return f"undecodable frame: payload is {type_name(data)}, not str or bytes"
     kind = "text" if isinstance(data, str) else "binary"
     if fmt is None:
         fmt = Format.JSON if isinstance(data, str) else Format.MSGPACK

@@ -247,7 +247,7 @@ class InterceptionClient(ProxyMethods):
                      "client" if item.from_client else "server", item.id, item)  # fmt: skip
             return message.frame
         try:
-            return await context._decide(item)
+            return await context.decide(item)
         except Exception as exc:  # a test's callback failed: pass the message on, fail the test at exit
             log.error("callback failed on message %s (%s): %r; passed on unchanged", item.id, item, exc)
             context.errors.append(exc)

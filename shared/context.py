@@ -10,7 +10,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
-from shared import ably
+from shared import ably, ably_describe
 from shared.connections import ConnectionClosed, ConnectionOpened
 from shared.wire import Frame, MessageType
 
@@ -37,7 +37,7 @@ class Intercepted:
         return None if self.message is None else self.message.get("action")
 
     def __str__(self) -> str:
-        return ably.describe(self.frame.data, self.format)
+        return ably_describe.describe(self.frame.data, self.format)
 
 
 #: A transform callback: return the message to deliver, or None to drop it (may be async).
@@ -115,7 +115,9 @@ class InterceptionContext:
     async def close_connection(self, connection_id: str, **kwargs: Any) -> None:
         await self.client.close_connection(connection_id, **kwargs)
 
-    async def _decide(self, item: Intercepted) -> Frame | None:
+    async def decide(self, item: Intercepted) -> Frame | None:
+        """What this test answers for one intercepted message: its spy sees it, then its transform decides (the
+        client calls this for each transformInterceptedMessage while the context is active)."""
         spy = self.spy_client_message if item.from_client else self.spy_server_message
         transform = self.transform_client_message if item.from_client else self.transform_server_message
         if spy is not None:

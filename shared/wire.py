@@ -30,7 +30,7 @@ class MessageType(enum.StrEnum):
     BINARY = "binary"
 
 
-class Action(enum.StrEnum):
+class Answer(enum.StrEnum):
     DROP = "drop"
     REPLACE = "replace"
 
@@ -124,16 +124,16 @@ class InterceptedMessage:
 class TransformResult:
     """Result of `transformInterceptedMessage`: drop, or replace with `frame`."""
 
-    action: Action
+    action: Answer
     frame: Frame | None = None
 
     @classmethod
     def drop(cls) -> TransformResult:
-        return cls(Action.DROP)
+        return cls(Answer.DROP)
 
     @classmethod
     def replace(cls, frame: Frame) -> TransformResult:
-        return cls(Action.REPLACE, frame)
+        return cls(Answer.REPLACE, frame)
 
     def to_json(self) -> dict[str, Any]:
         if self.frame is None:
@@ -150,7 +150,7 @@ class TransformResult:
         if (
             sent is not None
             and isinstance(result, dict)
-            and result.get("action") == Action.REPLACE
+            and result.get("action") == Answer.REPLACE
             and result.get("type") == sent.type
             and result.get("data") == sent_data
         ):
@@ -158,11 +158,11 @@ class TransformResult:
         if not isinstance(result, dict):
             raise WireError("result", "must be an object")
         action = result.get("action")
-        if action == Action.DROP:
+        if action == Answer.DROP:
             return cls.drop()
-        if action == Action.REPLACE and "message" in result and fmt is not None:
+        if action == Answer.REPLACE and "message" in result and fmt is not None:
             return cls.replace(message_frame(result["message"], fmt, "message"))
-        if action == Action.REPLACE:
+        if action == Answer.REPLACE:
             return cls.replace(Frame.from_wire(result))
         raise WireError("action", "must be 'drop' or 'replace'")
 

@@ -134,7 +134,7 @@ class MitmproxyLauncher:
             run.rules = plan.rules  # from here on, cleanup() removes them, whatever happens
             try:
                 await asyncio.to_thread(transparent.install, plan.rules)
-            except transparent.RuleError as exc:
+            except transparent.IptablesError as exc:
                 raise LaunchError(f"mitmdump (transparent mode): could not install the iptables rules: {exc}") \
                     from exc
         if run.canary is not None:  # it has done its job: capture is active

@@ -50,7 +50,7 @@ COMMAND_TIMEOUT = 20.0
 _lock = threading.RLock()
 
 
-class RuleError(Exception):
+class IptablesError(Exception):
     """An iptables command failed; the message has its stderr."""
 
 
@@ -157,13 +157,13 @@ def check_chain_free(rules: RedirectRules) -> None:
 
 
 def install(rules: RedirectRules) -> None:
-    """Run the setup commands; on the first failure, undo what was done and raise RuleError."""
+    """Run the setup commands; on the first failure, undo what was done and raise IptablesError."""
     with _lock:
         for command in rules.setup_commands():
             result = _run(command)
             if result.returncode != 0:
                 remove(rules)
-                raise RuleError(f"`{shell_line(command)}` failed: {result.stderr.strip() or result.returncode}")
+                raise IptablesError(f"`{shell_line(command)}` failed: {result.stderr.strip() or result.returncode}")
             logger.debug("ran %s", shell_line(command))
     logger.info("iptables: TCP from uid %d now goes to 127.0.0.1:%d (chain %s)", rules.uid, rules.to_port,
                 rules.chain)

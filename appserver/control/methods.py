@@ -14,7 +14,7 @@ from appserver.capture.spec import CaptureSpec, ProxyMode
 from appserver.control.registry import Registry
 from appserver.control.rule_methods import make_rule_methods
 from appserver.control.trace_methods import make_trace_methods
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.errors import InterceptionFailed, SessionConflict
 from appserver.relay.lifecycle import Side
 from shared.constants import (
@@ -46,7 +46,7 @@ SIDES = {"client": (Side.CLIENT,), "server": (Side.SERVER,), "both": (Side.CLIEN
 def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None]) -> dict[str, Method]:
     """The methods by name, bound to this app server's registry and (once it listens) launcher."""
 
-    async def start_interception(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def start_interception(session: ControlSocket, **params: Any) -> dict[str, Any]:
         launcher = launcher_of()
         spec = CaptureSpec.from_params(params, can_launch=launcher is not None)
         decoded = require(params, "decoded", bool) if "decoded" in params else False
@@ -70,13 +70,13 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
                 raise InterceptionFailed(f"could not start mitmproxy in {spec.mode.value} mode: {exc}") from exc
         return {}
 
-    async def inject_message(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def inject_message(session: ControlSocket, **params: Any) -> dict[str, Any]:
         request = InjectRequest.from_json(params)
         connection = registry.connection_of(registry.scope_of(session), request.connection_id)
         await connection.inject(request.frame_in(connection.info.format), request.from_client)
         return {"id": registry.next_message_id()}
 
-    async def close_connection(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def close_connection(session: ControlSocket, **params: Any) -> dict[str, Any]:
         connection = registry.connection_of(registry.scope_of(session), require(params, "connectionID", str))
         side = params.get("side", "both")
         if side not in SIDES:
@@ -90,7 +90,7 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
             raise WireError("code" if code is not None else "reason", f"is not sendable: {exc}") from exc
         return {}
 
-    async def mitmproxy_ready(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def mitmproxy_ready(session: ControlSocket, **params: Any) -> dict[str, Any]:
         log.info("mitmproxy reports it is ready")
         registry.mitmproxy_channel = session  # the redirector stays connected: sessions' listeners are set on it
         for hook in registry.on_mitmproxy_ready:

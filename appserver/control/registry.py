@@ -16,7 +16,7 @@ from appserver.relay.table import Connections
 from appserver.trace.record import DEFAULT_DATA_LIMIT, DEFAULT_LIMIT
 
 if TYPE_CHECKING:
-    from appserver.control.session import ControlSession
+    from appserver.control.socket import ControlSocket
     from appserver.control.sessions import Session
 
 
@@ -34,14 +34,14 @@ class Registry:
         #: The classic single active suite (startInterception): the default scope.
         self.classic = self.new_scope(suite)
         #: The control connections.
-        self.controls: set[ControlSession] = set()
+        self.controls: set[ControlSocket] = set()
         #: Sessions (SPEC Part 6) by id, and by the control connection that holds each.
         self.sessions: dict[str, Session] = {}
         self.session_ids = itertools.count(1)
-        self.session_of: dict[ControlSession, Session] = {}
+        self.session_of: dict[ControlSocket, Session] = {}
         #: The redirector's control connection in the running mitmdump (it sent mitmproxyReady), and what to
         #: do each time one is ready (a restarted mitmdump gets the sessions' listeners again).
-        self.mitmproxy_channel: ControlSession | None = None
+        self.mitmproxy_channel: ControlSocket | None = None
         self.on_mitmproxy_ready: list[Callable[[], None]] = []
 
     def new_scope(self, suite: ActiveSuite | None = None, session_id: str | None = None,
@@ -59,7 +59,7 @@ class Registry:
     def suite(self) -> ActiveSuite:
         return self.classic.suite
 
-    def scope_of(self, control: ControlSession) -> Scope:
+    def scope_of(self, control: ControlSocket) -> Scope:
         """The scope a control connection acts on: its session's, else the classic suite's."""
         session = self.session_of.get(control)
         return session.scope if session is not None else self.classic

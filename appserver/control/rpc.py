@@ -16,7 +16,7 @@ from jsonrpcserver.async_main import dispatch_to_serializable
 
 from appserver.control.methods import Method
 from appserver.control.params import unknown_message, unknown_parameter
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.errors import InvalidParams, ProxyError
 from appserver.rules.schema import RuleError
 from shared import jsonfast
@@ -29,7 +29,7 @@ INTERNAL = frozenset({"mitmproxyReady"})
 
 def _guarded(name: str, method: Method) -> Callable[..., Awaitable[Result]]:
     @functools.wraps(method)
-    async def wrapper(session: ControlSession, **params: Any) -> Result:
+    async def wrapper(session: ControlSocket, **params: Any) -> Result:
         unknown = unknown_parameter(name, params)
         if unknown is not None:
             return Error(InvalidParams.code, f"Invalid params: {unknown_message(name, unknown)}", {"field": unknown})
@@ -87,8 +87,8 @@ def envelope_error(item: Any) -> dict[str, Any] | None:
     return None
 
 
-def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSession, Any], Awaitable[str]]:
-    """A dispatcher for ControlSession: a parsed payload in, reply text out ("" for none).
+def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSocket, Any], Awaitable[str]]:
+    """A dispatcher for ControlSocket: a parsed payload in, reply text out ("" for none).
 
     A batch's requests are checked and dispatched one by one, so one bad request gets its own
     error beside its neighbours' answers (JSON-RPC 2.0 §6).
@@ -97,7 +97,7 @@ def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSession, Any], A
     methods = {name: _guarded(name, method) for name, method in plain.items()}
     known = ", ".join(sorted(m for m in methods if m not in INTERNAL))
 
-    async def one(session: ControlSession, item: Any) -> Any:
+    async def one(session: ControlSocket, item: Any) -> Any:
         error = envelope_error(item)
         if error is not None:
             return error
@@ -106,7 +106,7 @@ def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSession, Any], A
             answer["error"]["message"] = f"Method not found: {item['method']!r} (the control API has: {known})"
         return answer
 
-    async def dispatch(session: ControlSession, parsed: Any) -> str:
+    async def dispatch(session: ControlSocket, parsed: Any) -> str:
         if isinstance(parsed, list):
             if not parsed:
                 return jsonfast.dumps({"jsonrpc": "2.0", "error": {"code": -32600, "message":

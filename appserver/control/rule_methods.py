@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from appserver.control.registry import Registry
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.errors import NotTheActiveSuite, RuleWaitTimedOut
 from appserver.relay.lifecycle import Side
 from appserver.rules.engine import wait_for
@@ -27,30 +27,30 @@ MAX_PING_BYTES = 125  # a control frame's payload (RFC 6455 §5.5)
 
 
 def make_rule_methods(registry: Registry) -> dict[str, Method]:
-    def active(session: ControlSession) -> Rules:
+    def active(session: ControlSocket) -> Rules:
         scope = registry.scope_of(session)
         if scope.suite.active is not session:
             raise NotTheActiveSuite("only the active test suite may use rules: call startInterception (or "
                                     "openSession) first")  # fmt: skip
         return scope.rules
 
-    async def add_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def add_rules(session: ControlSocket, **params: Any) -> dict[str, Any]:
         return {"ids": compile_and_add(active(session).ruleset, params)}
 
-    async def remove_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def remove_rules(session: ControlSocket, **params: Any) -> dict[str, Any]:
         rules = active(session)
         ids = require(params, "ids", list)
         if not all(isinstance(i, str) for i in ids):
             raise WireError("ids", "must be a list of rule ids (strings)")
         return {"removed": rules.ruleset.remove(ids)}
 
-    async def clear_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def clear_rules(session: ControlSocket, **params: Any) -> dict[str, Any]:
         return {"removed": active(session).ruleset.clear()}
 
-    async def list_rules(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def list_rules(session: ControlSocket, **params: Any) -> dict[str, Any]:
         return {"rules": active(session).ruleset.listed()}
 
-    async def wait_for_rule(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def wait_for_rule(session: ControlSocket, **params: Any) -> dict[str, Any]:
         rules = active(session)
         rule_id = require(params, "id", str)
         count = require(params, "count", int) if "count" in params else 1
@@ -65,7 +65,7 @@ def make_rule_methods(registry: Registry) -> dict[str, Method]:
         except RuleError as exc:  # removed or cleared while waiting
             raise RuleWaitTimedOut(f"rule {rule_id!r}: {exc}") from None
 
-    async def send_ping(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def send_ping(session: ControlSocket, **params: Any) -> dict[str, Any]:
         connection = registry.connection_of(registry.scope_of(session), require(params, "connectionID", str))
         side = require(params, "side", str)
         if side not in ("client", "server"):

@@ -21,7 +21,7 @@ from yarl import URL
 
 from appserver.control.registry import Registry
 from appserver.control.scope import Scope
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.errors import SessionConflict
 from appserver.relay.lifecycle import Side
 from shared.constants import METHOD_ATTACH_SESSION, METHOD_CLOSE_SESSION, METHOD_OPEN_SESSION
@@ -40,7 +40,7 @@ class Session:
     id: str
     mode: str
     scope: Scope
-    control: ControlSession
+    control: ControlSocket
     upstream: URL | None = None
     pids: tuple[int, ...] = ()
     #: Where its traffic comes in: the proxy-endpoint port (direct), mitmproxy's listener port (proxy).
@@ -51,7 +51,7 @@ class Session:
     #: Where plain HTTP goes, when not to ``upstream`` (a uts-proxy session's restHost).
     http_upstream: URL | None = None
     #: A JSON-RPC control connection that attached to it (attachSession), answering its dialogue meanwhile.
-    attached: ControlSession | None = None
+    attached: ControlSocket | None = None
 
     def result(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sessionID": self.id}
@@ -111,7 +111,7 @@ def parse_open(params: dict[str, Any], default_upstream: URL | None) -> dict[str
     return out
 
 
-def _free(registry: Registry, control: ControlSession) -> None:
+def _free(registry: Registry, control: ControlSocket) -> None:
     if control in registry.session_of:
         raise SessionConflict(f"this control connection holds session {registry.session_of[control].id} "
                               "already: one session per control connection")  # fmt: skip
@@ -120,7 +120,7 @@ def _free(registry: Registry, control: ControlSession) -> None:
                               "sessions on another connection")  # fmt: skip
 
 
-async def begin_session(registry: Registry, listeners: Listeners, control: ControlSession, parsed: dict[str, Any],
+async def begin_session(registry: Registry, listeners: Listeners, control: ControlSocket, parsed: dict[str, Any],
                         http_upstream: URL | None = None, trace_data_limit: int | None = None) -> Session:  # fmt: skip
     """A new session held by ``control`` (parsed as :func:`parse_open` gives it), listening; raises, with
     nothing left open, when it cannot."""
@@ -147,12 +147,12 @@ async def begin_session(registry: Registry, listeners: Listeners, control: Contr
 
 def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
                          default_upstream: URL | None) -> dict[str, Method]:  # fmt: skip
-    async def open_session(control: ControlSession, **params: Any) -> dict[str, Any]:
+    async def open_session(control: ControlSocket, **params: Any) -> dict[str, Any]:
         _free(registry, control)
         parsed = parse_open(params, default_upstream)
         return (await begin_session(registry, listeners(), control, parsed)).result()
 
-    async def close_session(control: ControlSession, **params: Any) -> dict[str, Any]:
+    async def close_session(control: ControlSocket, **params: Any) -> dict[str, Any]:
         session = registry.session_of.get(control)
         if session is None:
             raise SessionConflict("this control connection holds no session: nothing to close")
@@ -160,7 +160,7 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         await end_session(registry, listeners(), session, close)
         return {}
 
-    async def attach_session(control: ControlSession, **params: Any) -> dict[str, Any]:
+    async def attach_session(control: ControlSocket, **params: Any) -> dict[str, Any]:
         _free(registry, control)
         session_id = require(params, "sessionID", str)
         decoded = require(params, "decoded", bool) if "decoded" in params else False

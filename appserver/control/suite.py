@@ -13,19 +13,19 @@ import asyncio
 import logging
 from typing import Any, Awaitable, Callable
 
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.errors import SuiteAlreadyActive
 from appserver.events import Closed, Event, Failed, Opened
 from appserver.control.http_dialogue import (parse_request_answer, parse_response_answer, request_params,
                                              response_params)
-from appserver.verdict import (DROP, HTTP_FORWARD, PASS, Decisions, HttpDrop, HttpResponse, HttpVerdict, Replace,
+from appserver.verdict import (DROP, HTTP_FORWARD, PASS, DecisionRecorder, HttpDrop, HttpResponse, HttpVerdict, Replace,
                                Verdict)
 from shared.connections import ConnectionOpened
 from shared.constants import (EVENT_CONNECTION_CLOSED, EVENT_CONNECTION_OPENED, METHOD_HTTP_REQUEST,
                               METHOD_HTTP_RESPONSE, METHOD_TRANSFORM)
 from shared.jsonrpc import PeerGone, RemoteError
 from shared import ably
-from shared.wire import Action, Frame, InterceptedMessage, MessageType, TransformResult, WireError, jsonable
+from shared.wire import Answer, Frame, InterceptedMessage, MessageType, TransformResult, WireError, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class ActiveSuite:
     frames = False
 
     def __init__(self, transform_timeout: float, message_id: Callable[[], str],
-                 decisions: Decisions | None = None, idle_warning: float = 0.0) -> None:  # fmt: skip
+                 decisions: DecisionRecorder | None = None, idle_warning: float = 0.0) -> None:  # fmt: skip
         self.transform_timeout = transform_timeout
         #: Seconds after a claim with no connection opened before a WARNING says so (0: never).
         self.idle_warning = idle_warning
@@ -43,14 +43,14 @@ class ActiveSuite:
         self._message_id = message_id
         #: Where the suite's answers are recorded (the trace), set by the app.
         self.decisions = decisions
-        self.active: ControlSession | None = None
+        self.active: ControlSocket | None = None
         #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
         self.decoded = False
         #: Called when a suite becomes the active one, and when the active suite goes away (its rules go with it).
         self.on_claim: list[Callable[[], None]] = []
         self.on_release: list[Callable[[], None]] = []
 
-    def claim(self, session: ControlSession) -> None:
+    def claim(self, session: ControlSocket) -> None:
         if self.active is not None and self.active is not session:
             raise SuiteAlreadyActive(
                 f"another control connection (session {self.active.id}) is already the active test suite"
@@ -64,13 +64,13 @@ class ActiveSuite:
                 self._idle_timer = asyncio.get_running_loop().call_later(self.idle_warning, self._no_connection, session)
         self.active = session
 
-    def hand_over(self, session: ControlSession) -> None:
+    def hand_over(self, session: ControlSocket) -> None:
         """Another control connection answers for the suite from now on (attachSession, and back): its rules
         and trace stay as they are."""
         if self.active is not None:
             self.active = session
 
-    def _no_connection(self, session: ControlSession) -> None:
+    def _no_connection(self, session: ControlSocket) -> None:
         self._idle_timer = None
         if self.active is session:
             log.warning("control session %d has been the active test suite for %.0f s and no connection came through "
@@ -83,7 +83,7 @@ class ActiveSuite:
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    def release(self, session: ControlSession) -> None:
+    def release(self, session: ControlSocket) -> None:
         if self.active is session:
             log.info("control session %d closed: no active test suite, messages pass through", session.id)
             self.active = None
@@ -216,7 +216,7 @@ class ActiveSuite:
             log.error("message %s passed on unchanged: the test suite's answer was unusable: %s", message.id, exc)
             self._answered(connection_id, "error", error=str(exc), **asked)
             return PASS
-        if result.action is not Action.REPLACE:
+        if result.action is not Answer.REPLACE:
             self._answered(connection_id, "drop", **asked)
             return DROP
         assert result.frame is not None

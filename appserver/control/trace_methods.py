@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable
 
 from appserver.control.registry import Registry
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 from appserver.errors import NotTheActiveSuite, UnknownConnection
 from appserver.trace.export import har, jsonl
 from appserver.trace.record import Trace
@@ -17,14 +17,14 @@ FORMATS = ("jsonl", "har")
 
 
 def make_trace_methods(registry: Registry) -> dict[str, Method]:
-    def trace_of(session: ControlSession) -> Trace | None:
+    def trace_of(session: ControlSocket) -> Trace | None:
         scope = registry.scope_of(session)
         if scope.suite.active is not session:
             raise NotTheActiveSuite("only the active test suite has a trace: call startInterception (or "
                                     "openSession) first")  # fmt: skip
         return scope.tracer.current()
 
-    def connection_of(session: ControlSession, params: dict[str, Any], trace: Trace | None) -> str | None:
+    def connection_of(session: ControlSocket, params: dict[str, Any], trace: Trace | None) -> str | None:
         if "connectionID" not in params:
             return None
         connection_id: str = require(params, "connectionID", str)
@@ -34,7 +34,7 @@ def make_trace_methods(registry: Registry) -> dict[str, Method]:
             raise UnknownConnection(f"no connection or HTTP exchange {connection_id!r} in this suite's trace")
         return connection_id
 
-    async def get_trace(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def get_trace(session: ControlSocket, **params: Any) -> dict[str, Any]:
         trace = trace_of(session)
         since = require(params, "since", int) if "since" in params else 0
         limit = require(params, "limit", int) if "limit" in params else None
@@ -49,14 +49,14 @@ def make_trace_methods(registry: Registry) -> dict[str, Method]:
         # the wall clock at t = 0 (µs since the Unix epoch): an event's date is epochUs + t
         return {"events": events, "next": next_seq, "epochUs": round(trace.epoch * 1e6)}
 
-    async def clear_trace(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def clear_trace(session: ControlSocket, **params: Any) -> dict[str, Any]:
         trace = trace_of(session)
         cleared = 0 if trace is None else len(trace.events()[0])
         if trace is not None:
             trace.clear()
         return {"cleared": cleared}
 
-    async def export_trace(session: ControlSession, **params: Any) -> dict[str, Any]:
+    async def export_trace(session: ControlSocket, **params: Any) -> dict[str, Any]:
         trace = trace_of(session)
         fmt = require(params, "format", str)
         if fmt not in FORMATS:

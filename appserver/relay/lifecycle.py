@@ -2,7 +2,7 @@
 
 A proxied connection has two legs: the client's WebSocket (we are its server)
 and the upstream WebSocket (we are its client). Each leg follows the RFC 6455
-closing handshake on its own; the relay (relay.py) only moves frames and asks
+closing handshake on its own; the relay (leg.py, pump.py) only moves frames and asks
 this module what a leg's state allows.
 
 Closes travel *behind* the messages of the leg they came from: a reader puts
@@ -117,7 +117,7 @@ class End:
         return cls(abrupt=False, code=code, reason=reason if code is not None else "")
 
 
-class CloseAction(enum.Enum):
+class PassOn(enum.Enum):
     SEND_CLOSE = "send-close"  # start the handshake on the destination leg
     ANSWER_CLOSE = "answer-close"  # finish the handshake, then close the transport
     ABORT = "abort"  # drop the destination's transport, no close frame
@@ -125,21 +125,21 @@ class CloseAction(enum.Enum):
 
 
 # What an End arriving from one leg does to the other leg, by that leg's state.
-_CLEAN: dict[LegState, CloseAction] = {
-    _S.OPEN: CloseAction.SEND_CLOSE,
-    _S.CLOSE_RECEIVED: CloseAction.ANSWER_CLOSE,
-    _S.CLOSE_SENT: CloseAction.NOTHING,  # both closed at once; its peer's answer will come
-    _S.CLOSED: CloseAction.NOTHING,
+_CLEAN: dict[LegState, PassOn] = {
+    _S.OPEN: PassOn.SEND_CLOSE,
+    _S.CLOSE_RECEIVED: PassOn.ANSWER_CLOSE,
+    _S.CLOSE_SENT: PassOn.NOTHING,  # both closed at once; its peer's answer will come
+    _S.CLOSED: PassOn.NOTHING,
 }
-_ABRUPT: dict[LegState, CloseAction] = {
-    _S.OPEN: CloseAction.ABORT,
-    _S.CLOSE_RECEIVED: CloseAction.ABORT,
-    _S.CLOSE_SENT: CloseAction.ABORT,
-    _S.CLOSED: CloseAction.NOTHING,
+_ABRUPT: dict[LegState, PassOn] = {
+    _S.OPEN: PassOn.ABORT,
+    _S.CLOSE_RECEIVED: PassOn.ABORT,
+    _S.CLOSE_SENT: PassOn.ABORT,
+    _S.CLOSED: PassOn.NOTHING,
 }
 
 
-def close_action(end: End, destination: LegState) -> CloseAction:
+def close_action(end: End, destination: LegState) -> PassOn:
     return (_ABRUPT if end.abrupt else _CLEAN)[destination]
 
 

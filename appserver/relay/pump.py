@@ -28,7 +28,7 @@ from aiohttp import WSMsgType
 
 from appserver.events import Sink
 from appserver.relay.leg import Controls, Leg
-from appserver.relay.lifecycle import CloseAction, End, Side, close_action
+from appserver.relay.lifecycle import PassOn, End, Side, close_action
 from appserver.verdict import PASS, Decider, Decision, Delay, Drop, Effect, Inject, Pass, Replace, Verdict
 
 log = logging.getLogger(__name__)
@@ -149,9 +149,9 @@ async def _closing(end: End, source: Leg, controls: Controls, apply_effects: App
 
 async def pass_on_end(end: End, dest: Leg) -> None:
     action = close_action(end, dest.state)
-    if action is CloseAction.ABORT:
+    if action is PassOn.ABORT:
         dest.abort()
-    elif action in (CloseAction.ANSWER_CLOSE, CloseAction.SEND_CLOSE):
+    elif action in (PassOn.ANSWER_CLOSE, PassOn.SEND_CLOSE):
         await dest.send_close(end.code, end.reason)
 
 

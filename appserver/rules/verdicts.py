@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 from appserver.events import Closed, Event, Opened
 from appserver.rules.actions import Transform, Unit
 from appserver.rules.engine import CompiledRule, Outcome, RuleSet, Subject, count_match, reported
-from appserver.verdict import (DROP, PASS, Decision, Decisions, Delay, Drop, Effect, HttpDrop, HttpResponse,
+from appserver.verdict import (DROP, PASS, Decision, DecisionRecorder, Delay, Drop, Effect, HttpDrop, HttpResponse,
                                HttpVerdict, Inject, Pass, Replace, SuppressOnwards, Verdict)
 from shared.connections import ConnectionOpened
 from shared.constants import EVENT_RULE_MATCHED
@@ -58,7 +58,7 @@ class Rules:
     #: A sink for Opened/Closed only (to know each connection's handshake).
     frames = False
 
-    def __init__(self, suite: Suite, message_id: Callable[[], str], decisions: Decisions | None = None) -> None:
+    def __init__(self, suite: Suite, message_id: Callable[[], str], decisions: DecisionRecorder | None = None) -> None:
         self.ruleset = RuleSet()
         self.suite = suite
         self._message_id = message_id

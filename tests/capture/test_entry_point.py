@@ -104,3 +104,20 @@ async def test_sigterm_closes_everything_with_1001(
         async with asyncio.timeout(10):
             assert await proc.wait() == 0
         await client.close()
+
+
+def test_every_config_field_is_one_declared_option() -> None:
+    """Each Config field is declared once, with its flag and help: the parser is made from them, no argument
+    gives the defaults, and each flag sets its field."""
+    import dataclasses
+
+    from appserver.config import Config, from_args, parser
+
+    flags = {action.dest: action.option_strings for action in parser()._actions if action.dest != "help"}
+    assert set(flags) == {f.name for f in dataclasses.fields(Config)}
+    assert from_args([]) == Config()
+    changed = from_args(["--no-mitmproxy", "--no-trace", "--no-ipv6-loopback", "--upstream-insecure", "--uts-port",
+                         "9100", "--trace-limit", "5", "--route", "*.x=ws://127.0.0.1:1", "--idle-warning", "-1"])
+    assert (changed.launch_mitmproxy, changed.trace, changed.ipv6_loopback, changed.upstream_insecure,
+            changed.uts_port, changed.trace_limit, changed.idle_warning) == (False, False, False, True, 9100, 5, 0.0)
+    assert [pattern for pattern, _ in changed.routes] == ["*.x"]

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from appserver.control import session as session_module
-from appserver.control.session import ControlSession
+from appserver.control.socket import ControlSocket
 
 
 class StuckSocket:
@@ -28,7 +28,7 @@ async def test_a_slow_suite_never_grows_memory_beyond_the_bound() -> None:
     """While the suite reads nothing, at most MAX_PENDING_NOTIFICATIONS wait; the oldest are dropped; the
     rest go out, in order, as batches, once it reads again."""
     ws = StuckSocket()
-    session = ControlSession(1, ws, dispatch=None)  # type: ignore[arg-type]
+    session = ControlSocket(1, ws, dispatch=None)  # type: ignore[arg-type]
     limit = session_module.MAX_PENDING_NOTIFICATIONS
     for n in range(limit * 2 + 1):
         session.notify_soon("ruleMatched", {"n": n})
@@ -49,7 +49,7 @@ async def test_a_slow_suite_never_grows_memory_beyond_the_bound() -> None:
 async def test_large_notifications_are_bounded_by_bytes_too() -> None:
     """Notifications of large frames are bounded by their size as well as their number."""
     ws = StuckSocket()
-    session = ControlSession(1, ws, dispatch=None)  # type: ignore[arg-type]
+    session = ControlSocket(1, ws, dispatch=None)  # type: ignore[arg-type]
     big = "x" * 100_000
     for n in range(500):
         session.notify_soon("ruleMatched", {"n": n, "data": big})

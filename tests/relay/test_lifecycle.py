@@ -8,7 +8,7 @@ from appserver.relay.lifecycle import (
     awaits_close_answer,
     DELIVERY,
     TRANSITIONS,
-    CloseAction,
+    PassOn,
     Delivery,
     End,
     IllegalTransition,
@@ -72,18 +72,18 @@ def test_delivery_by_destination_state(state: LegState, delivery: Delivery) -> N
 @pytest.mark.parametrize(
     "end, state, action",
     [
-        (End.close(4000, "bye"), S.OPEN, CloseAction.SEND_CLOSE),
-        (End.close(4000, "bye"), S.CLOSE_RECEIVED, CloseAction.ANSWER_CLOSE),
-        (End.close(4000, "bye"), S.CLOSE_SENT, CloseAction.NOTHING),
-        (End.close(4000, "bye"), S.CLOSED, CloseAction.NOTHING),
-        (End.close(None), S.OPEN, CloseAction.SEND_CLOSE),
-        (End.drop(), S.OPEN, CloseAction.ABORT),
-        (End.drop(), S.CLOSE_RECEIVED, CloseAction.ABORT),
-        (End.drop(), S.CLOSE_SENT, CloseAction.ABORT),
-        (End.drop(), S.CLOSED, CloseAction.NOTHING),
+        (End.close(4000, "bye"), S.OPEN, PassOn.SEND_CLOSE),
+        (End.close(4000, "bye"), S.CLOSE_RECEIVED, PassOn.ANSWER_CLOSE),
+        (End.close(4000, "bye"), S.CLOSE_SENT, PassOn.NOTHING),
+        (End.close(4000, "bye"), S.CLOSED, PassOn.NOTHING),
+        (End.close(None), S.OPEN, PassOn.SEND_CLOSE),
+        (End.drop(), S.OPEN, PassOn.ABORT),
+        (End.drop(), S.CLOSE_RECEIVED, PassOn.ABORT),
+        (End.drop(), S.CLOSE_SENT, PassOn.ABORT),
+        (End.drop(), S.CLOSED, PassOn.NOTHING),
     ],
 )
-def test_close_passed_on(end: End, state: LegState, action: CloseAction) -> None:
+def test_close_passed_on(end: End, state: LegState, action: PassOn) -> None:
     """A clean close is passed on as a close; an abrupt drop as an abrupt drop."""
     assert close_action(end, state) is action
 

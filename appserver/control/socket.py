@@ -28,10 +28,10 @@ NOTIFICATION_BATCH = 200  # notifications per batch at most, before one is sent 
 NOTIFICATION_INTERVAL = 0.002  # seconds a notification may wait for others to share its write
 
 #: Answers a parsed request, notification or batch; returns the reply text ("" for none).
-Dispatch = Callable[["ControlSession", Any], Awaitable[str]]
+Dispatch = Callable[["ControlSocket", Any], Awaitable[str]]
 
 
-class ControlSession:
+class ControlSocket:
     """One control-API WebSocket; the test suite it belongs to, if it calls startInterception."""
 
     #: It answers the dialogue (transformInterceptedMessage …); a uts-proxy session's stand-in does not.
