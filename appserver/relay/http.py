@@ -28,7 +28,7 @@ from appserver.events import HttpAnswered, HttpRequested, Sink, tell
 from appserver.relay.headers import end_to_end, mark_relayed, without_test_headers
 from appserver.relay.http_verdicts import CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here, read_bounded
 from appserver.relay.http_whole import Streaming, changed
-from appserver.verdict import HttpGate
+from appserver.verdict import HttpGate, HttpVerdict
 from shared.connections import ConnectionOpened
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ async def _exchange(
                      request.method, meant, max_body)  # fmt: skip
     if sinks and info is not None:
         tell(sinks, HttpRequested(info, request.method, read, request.remote))
+    verdict: HttpVerdict | None = None
     if gate is not None and info is not None:
         verdict = await gate.decide_http(info, request.method, read)
         early = await before_forwarding(request, verdict, meant)
@@ -86,22 +87,30 @@ async def _exchange(
             out.url = URL(f"{verdict.route.proto}://{verdict.route.host}{meant.raw_path_qs}", encoded=True)
         if verdict.request is not None:
             out.apply(verdict.request)
-        if verdict.edit is not None or verdict.transform_response is not None:
-            tally.upstream = str(out.url)
-            answer = await changed(request, session, out, ssl, max_body, verdict, gate, info)
-            if isinstance(answer, web.StreamResponse):
-                return answer
-            return await _streamed(request, answer, out.url, tally)
     tally.upstream = str(out.url)
+    upstream = await _forward(session, out, ssl)
+    if isinstance(upstream, Exception):
+        log.info("could not relay %s %s: %r", out.method, out.url, upstream)
+        tally.upstream = None
+        return made_here(request, 502, text=f"upstream {out.url} could not be reached: {upstream!r}\n")
+    if verdict is not None and (verdict.edit is not None or verdict.transform_response is not None):
+        assert gate is not None and info is not None
+        answer = await changed(request, upstream, out, max_body, verdict, gate, info)
+        if isinstance(answer, web.StreamResponse):
+            return answer
+        return await _streamed(request, answer, out.url, tally)
+    return await _streamed(request, Streaming(upstream, upstream.status, end_to_end(upstream.headers)), out.url, tally)
+
+
+async def _forward(session: aiohttp.ClientSession, out: Outgoing,
+                   ssl: SSLContext | bool) -> aiohttp.ClientResponse | Exception:  # fmt: skip
+    """The one request to the upstream, whatever comes after it: its response (head), or why there is none."""
     headers, data = out.framed()
     try:
-        upstream = await session.request(out.method, out.url, headers=headers, data=data, allow_redirects=False,
-                                         auto_decompress=False, ssl=ssl)  # fmt: skip
+        return await session.request(out.method, out.url, headers=headers, data=data, allow_redirects=False,
+                                     auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        log.info("could not relay %s %s: %r", out.method, out.url, exc)
-        tally.upstream = None
-        return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
-    return await _streamed(request, Streaming(upstream, upstream.status, end_to_end(upstream.headers)), out.url, tally)
+        return exc
 
 
 async def _streamed(request: web.Request, passing: Streaming, target: URL, tally: Tally) -> web.StreamResponse:

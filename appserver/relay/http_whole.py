@@ -16,14 +16,13 @@ import json
 import logging
 import zlib
 from dataclasses import dataclass
-from ssl import SSLContext
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from appserver.relay.headers import end_to_end, mark_relayed
-from appserver.relay.http_verdicts import Outgoing, before_forwarding, made_here
+from appserver.relay.http_verdicts import Outgoing, before_forwarding
 from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, ResponseEdit
 from shared.connections import ConnectionOpened
 from shared.dotted import path_set, path_unset
@@ -46,17 +45,12 @@ class Streaming:
 
 
 async def changed(
-    request: web.Request, session: aiohttp.ClientSession, out: Outgoing, ssl: SSLContext | bool, max_body: int,
-    verdict: HttpVerdict, gate: HttpGate, info: ConnectionOpened,
+    request: web.Request, upstream: aiohttp.ClientResponse, out: Outgoing, max_body: int, verdict: HttpVerdict,
+    gate: HttpGate, info: ConnectionOpened,
 ) -> web.StreamResponse | Streaming:  # fmt: skip
-    """Forward, then change what comes back: a whole answer, or (Streaming) a response to stream on."""
+    """Change what came back from the one forward (http.py): a whole answer, or (Streaming) a response to stream
+    on."""
     edit = verdict.edit
-    sent, data = out.framed()
-    try:
-        upstream = await session.request(out.method, out.url, headers=sent, data=data, allow_redirects=False,
-                                         auto_decompress=False, ssl=ssl)  # fmt: skip
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        return made_here(request, 502, text=f"upstream {out.url} could not be reached: {exc!r}\n")
     status, headers = _edited(edit, upstream.status, end_to_end(upstream.headers))
     reads = (edit is not None and edit.needs_body) or verdict.transform_response is not None
     if edit is not None and edit.body is not None:

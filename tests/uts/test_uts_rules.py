@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from appserver.rules.compile import add_rules
 from appserver.rules.engine import RuleSet
 from appserver.uts.rules import UtsError, UtsRule, parse, translate
 
@@ -78,7 +79,7 @@ def test_a_uts_rule_becomes_ours(match: dict[str, Any], action: dict[str, Any], 
     assert translated.rule == ours
     assert translated.label == "rule-3"
     if ours is not None:
-        assert RuleSet().add({"rules": [ours]})  # our engine takes it as it is
+        assert add_rules(RuleSet(), {"rules": [ours]})  # our engine takes it as it is
 
 
 @pytest.mark.parametrize(("count", "times", "ours", "goes"), [
