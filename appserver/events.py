@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from appserver.verdict import Drop, Replace, Verdict
-from shared import ably_describe
+from shared import ably
 from shared.connections import ConnectionClosed, ConnectionOpened
 from shared.wire import Frame
 
@@ -152,13 +152,13 @@ class LogSink:
 
     def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
         fate = " [dropped]" if isinstance(verdict, Drop) else " [replaced]" if isinstance(verdict, Replace) else ""
-        log.debug("connection %s %s %s%s", connection_id, ">" if from_client else "<", ably_describe.describe(frame.data),
+        log.debug("connection %s %s %s%s", connection_id, ">" if from_client else "<", ably.describe(frame.data),
                   fate)  # fmt: skip
 
     def seen(self, event: Seen) -> None:
         if isinstance(event, Injected):
             log.debug("connection %s %s injected %s", event.connection_id, ">" if event.from_client else "<",
-                      ably_describe.describe(event.frame.data))  # fmt: skip
+                      ably.describe(event.frame.data))  # fmt: skip
         elif isinstance(event, Pinged):
             log.debug("connection %s %s %s (%s)", event.connection_id, ">" if event.from_client else "<",
                       event.kind, event.fate)  # fmt: skip

@@ -10,7 +10,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
-from shared import ably, ably_describe
+from shared import ably
 from shared.connections import ConnectionClosed, ConnectionOpened
 from shared.wire import Frame, MessageType
 
@@ -37,7 +37,7 @@ class Intercepted:
         return None if self.message is None else self.message.get("action")
 
     def __str__(self) -> str:
-        return ably_describe.describe(self.frame.data, self.format)
+        return ably.describe(self.frame.data, self.format)
 
 
 #: A transform callback: return the message to deliver, or None to drop it (may be async).

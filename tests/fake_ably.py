@@ -47,8 +47,7 @@ from typing import Any
 import msgpack
 from aiohttp import WSMsgType, web
 
-from shared.ably import Action, DecodeError, Flag, Format, decode, encode
-from shared.ably_describe import summarize
+from shared.ably import Action, DecodeError, Flag, Format, decode, encode, summarize
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import base64
 from typing import Any
 
 from appserver.verdict import Delay, Drop, Pass, Replace, Verdict, split
-from shared import ably, ably_describe
+from shared import ably
 from shared.wire import Frame, MessageType
 
 
@@ -25,7 +25,7 @@ def frame_fields(frame: Frame, data_limit: int, kept: bool = False) -> dict[str,
     if message is not None:
         action = message.get("action")
         if isinstance(action, int):
-            fields["action"] = ably_describe.action_name(action)
+            fields["action"] = ably.action_name(action)
         if isinstance(message.get("channel"), str):
             fields["channel"] = message["channel"]
     if kept:

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from appserver.control import session as session_module
+from appserver.control import socket as session_module
 from appserver.control.socket import ControlSocket
 
 
