@@ -150,6 +150,12 @@ class Decider(Protocol):
     #: right after decide() returns, with no suspension in between.
     decided_by: str | None
 
+    @property
+    def window(self) -> int:
+        """How many of its awaitables a pump may have outstanding at once, per direction (SPEC Part 10's
+        ``window: N``; 1: one at a time, the next frame is asked about once this one is delivered)."""
+        ...
+
 
 class DecisionRecorder(Protocol):
     """Where the rules and the suite record what they decided (the trace: appserver/trace/record.py)."""

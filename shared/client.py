@@ -112,10 +112,14 @@ class InterceptionClient(ProxyMethods):
         except RemoteError as exc:
             raise ProxyCallError(method, exc.error) from None
 
-    async def start_interception(self, mode: str = "proxy", pid: int | None = None) -> None:
+    async def start_interception(self, mode: str = "proxy", pid: int | None = None, *, window: int = 1) -> None:
+        """Become the active suite. ``window`` > 1 lets that many messages per connection and direction be asked
+        about at once (SPEC Part 10): the callbacks may then run for several messages at once."""
         params: dict[str, Any] = {"mode": mode}
         if pid is not None:
             params["pid"] = pid
+        if window != 1:
+            params["window"] = window
         await self.call(METHOD_START_INTERCEPTION, params)
 
     async def inject_message(self, connection_id: str, message: Mapping[str, Any] | Frame, *, from_client: bool) -> str:

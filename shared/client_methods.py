@@ -89,11 +89,13 @@ class ProxyMethods:
     # --- sessions (SPEC Part 6) ------------------------------------------------
 
     async def open_session(self, mode: str, *, upstream: str | None = None, pid: int | None = None,
-                           pids: list[int] | None = None, port: int | None = None) -> SessionInfo:  # fmt: skip
+                           pids: list[int] | None = None, port: int | None = None,
+                           window: int | None = None) -> SessionInfo:  # fmt: skip
         """Make this connection the suite of a new session: ``direct`` (a port of its own, relaying to
-        ``upstream``), ``proxy`` (a mitmproxy listener of its own) or ``local`` (these processes)."""
+        ``upstream``), ``proxy`` (a mitmproxy listener of its own) or ``local`` (these processes). ``window``: how
+        many messages per connection and direction may be with the suite at once (SPEC Part 10)."""
         params: dict[str, Any] = {"mode": mode}
-        for name, value in (("upstream", upstream), ("pid", pid), ("pids", pids), ("port", port)):
+        for name, value in (("upstream", upstream), ("pid", pid), ("pids", pids), ("port", port), ("window", window)):
             if value is not None:
                 params[name] = value
         result = await self.call(METHOD_OPEN_SESSION, params)

@@ -86,6 +86,19 @@ def require(params: Mapping[str, Any], field: str, kind: type | tuple[type, ...]
     return value
 
 
+MAX_WINDOW = 256
+
+
+def window_of(params: Mapping[str, Any]) -> int:
+    """The ``window`` of startInterception, openSession and attachSession (SPEC Part 10): 1 when absent."""
+    if "window" not in params:
+        return 1
+    value = require(params, "window", int)
+    if not 1 <= value <= MAX_WINDOW:
+        raise WireError("window", f"must be from 1 to {MAX_WINDOW}, got {value}")
+    return int(value)
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {bool: "a boolean", int: "an integer", str: "a string", dict: "an object"}
     kinds = kind if isinstance(kind, tuple) else (kind,)

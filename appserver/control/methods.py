@@ -23,7 +23,7 @@ from shared.constants import (
     METHOD_MITMPROXY_READY,
     METHOD_START_INTERCEPTION,
 )
-from shared.wire import InjectRequest, WireError, require
+from shared.wire import InjectRequest, WireError, require, window_of
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         launcher = launcher_of()
         spec = CaptureSpec.from_params(params, can_launch=launcher is not None)
         decoded = require(params, "decoded", bool) if "decoded" in params else False
+        window = window_of(params)
         if session in registry.session_of:
             raise SessionConflict(f"this control connection holds session {registry.session_of[session].id}: "
                                   "startInterception is for a connection without one (the classic suite)")
@@ -61,6 +62,7 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         was_active = registry.suite.active is session
         registry.suite.claim(session)
         registry.suite.decoded = decoded
+        registry.suite.window = window
         if launcher is not None and spec is not None:
             try:
                 await launcher.ensure(spec.mode, spec.pid)

@@ -9,7 +9,7 @@ from typing import Any, Final, Mapping
 from shared import constants as c
 
 PARAMS: Final[Mapping[str, frozenset[str]]] = {
-    c.METHOD_START_INTERCEPTION: frozenset({"mode", "pid", "decoded"}),
+    c.METHOD_START_INTERCEPTION: frozenset({"mode", "pid", "decoded", "window"}),
     c.METHOD_INJECT: frozenset({"connectionID", "fromClient", "type", "data", "message"}),
     c.METHOD_CLOSE_CONNECTION: frozenset({"connectionID", "side", "code", "reason", "abrupt"}),
     c.METHOD_MITMPROXY_READY: frozenset(),
@@ -22,9 +22,9 @@ PARAMS: Final[Mapping[str, frozenset[str]]] = {
     c.METHOD_GET_TRACE: frozenset({"since", "connectionID", "limit"}),
     c.METHOD_CLEAR_TRACE: frozenset(),
     c.METHOD_EXPORT_TRACE: frozenset({"format", "connectionID"}),
-    c.METHOD_OPEN_SESSION: frozenset({"mode", "pid", "pids", "upstream", "port", "decoded"}),
+    c.METHOD_OPEN_SESSION: frozenset({"mode", "pid", "pids", "upstream", "port", "decoded", "window"}),
     c.METHOD_CLOSE_SESSION: frozenset({"closeConnections"}),
-    c.METHOD_ATTACH_SESSION: frozenset({"sessionID", "decoded"}),
+    c.METHOD_ATTACH_SESSION: frozenset({"sessionID", "decoded", "window"}),
 }
 
 

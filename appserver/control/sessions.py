@@ -25,7 +25,7 @@ from appserver.control.socket import ControlSocket
 from appserver.errors import SessionConflict
 from appserver.relay.lifecycle import Side
 from shared.constants import METHOD_ATTACH_SESSION, METHOD_CLOSE_SESSION, METHOD_OPEN_SESSION
-from shared.wire import WireError, require
+from shared.wire import WireError, require, window_of
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def parse_open(params: dict[str, Any], default_upstream: URL | None) -> dict[str
     if mode not in MODES:
         raise WireError("mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
     out: dict[str, Any] = {"mode": mode, "pids": (), "upstream": None, "port": 0,
-                           "decoded": require(params, "decoded", bool) if "decoded" in params else False}
+                           "decoded": require(params, "decoded", bool) if "decoded" in params else False,
+                           "window": window_of(params)}
     if "pid" in params and "pids" in params:
         raise WireError("pids", "give 'pid' or 'pids', not both")
     if "pid" in params:
@@ -139,6 +140,7 @@ async def begin_session(registry: Registry, listeners: Listeners, control: Contr
         raise SessionConflict(f"session {session_id} ended while it opened (its control connection closed)")
     scope.suite.claim(control)
     scope.suite.decoded = parsed["decoded"]  # the decoded message in the dialogue (SPEC Part 9)
+    scope.suite.window = parsed["window"]  # how many messages may be with the suite at once (SPEC Part 10)
     registry.sessions[session_id] = session
     log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
              _where(session), control.id)  # fmt: skip
@@ -164,6 +166,7 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         _free(registry, control)
         session_id = require(params, "sessionID", str)
         decoded = require(params, "decoded", bool) if "decoded" in params else False
+        window = window_of(params)
         session = registry.sessions.get(session_id)
         if session is None:
             raise WireError("sessionID", f"no session {session_id!r}")
@@ -177,6 +180,7 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         registry.session_of[control] = session
         session.scope.suite.hand_over(control)
         session.scope.suite.decoded = decoded
+        session.scope.suite.window = window
         log.info("control session %d attached to session %s", control.id, session_id)
         return session.result()
 
@@ -191,6 +195,7 @@ def detach(registry: Registry, session: Session) -> None:
         registry.session_of.pop(attached, None)
         session.scope.suite.hand_over(session.control)
         session.scope.suite.decoded = False
+        session.scope.suite.window = 1
         log.info("control session %d detached from session %s", attached.id, session.id)
 
 

@@ -46,6 +46,9 @@ class ActiveSuite:
         self.active: ControlSocket | None = None
         #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
         self.decoded = False
+        #: startInterception/openSession {"window": N}: N transformInterceptedMessage per connection and direction
+        #: may be with the suite at once (SPEC Part 10).
+        self.window = 1
         #: Called when a suite becomes the active one, and when the active suite goes away (its rules go with it).
         self.on_claim: list[Callable[[], None]] = []
         self.on_release: list[Callable[[], None]] = []
@@ -88,6 +91,7 @@ class ActiveSuite:
             log.info("control session %d closed: no active test suite, messages pass through", session.id)
             self.active = None
             self.decoded = False
+            self.window = 1
             self._seen_connection()  # no warning for a suite that is gone
             for callback in self.on_release:
                 callback()

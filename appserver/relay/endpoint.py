@@ -25,10 +25,9 @@ from yarl import URL
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.events import Failed, Sink, publish
-from appserver.relay.headers import (BadTarget, http_target_of, is_websocket_upgrade, opened_info, route_for,
-                                     routed, routed_url, target_of, without_server_defaults)
-from appserver.relay.http import DEFAULT_MAX_BODY, relay_http
-from appserver.relay.http_verdicts import client_gone
+from appserver.relay.headers import (BadTarget, is_websocket_upgrade, opened_info, route_for, routed, routed_url,
+                                     target_of, without_server_defaults)
+from appserver.relay.http import DEFAULT_MAX_BODY, HttpSettings, client_gone, relay_http
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
 from appserver.relay.pump import corked
@@ -88,19 +87,15 @@ class ProxyEndpoint:
         self._session = session
         self._connections = connections
         self._handlers_for = handlers_for
+        self._http = HttpSettings(settings.default_http_upstream or settings.default_upstream, settings.upstream_ssl,
+                                  settings.routes, settings.max_http_body)  # fmt: skip
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         h = self._handlers_for(request)
         s = self._settings
-        if not is_websocket_upgrade(request.headers):
-            try:
-                meant = http_target_of(request, s.default_http_upstream or s.default_upstream)
-            except BadTarget as exc:
-                return web.Response(status=400, text=f"{exc}\n")
-            route = route_for(meant.raw_authority, s.routes)
-            forward_to = routed_url(meant, route) if route is not None else meant
-            return await relay_http(request, self._session, meant, forward_to, s.upstream_ssl, h.http_gate,
-                                    s.max_http_body, tuple(sink for sink in h.sinks if sink.frames))  # fmt: skip
+        if "Upgrade" not in request.headers or not is_websocket_upgrade(request.headers):
+            return await relay_http(request, self._session, self._http, h.http_gate,
+                                    tuple(sink for sink in h.sinks if sink.frames))  # fmt: skip
         try:
             target = target_of(request, s.default_upstream)
         except BadTarget as exc:

@@ -56,30 +56,39 @@ def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
     return shared_headers.is_websocket_upgrade(headers.get("Upgrade", ""), headers.getall("Connection", []))
 
 
-def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
-    """The upstream URL: from the Ably-Test-* headers, else the default upstream (direct mode)."""
+def stamped(request: web.BaseRequest, protos: tuple[str, ...], where: str) -> tuple[URL, str] | None:
+    """The URL the redirector's Ably-Test-Host/Proto stamps name (a proto of ``protos``), None when there are
+    none; BadTarget when they are wrong. The one parser of a target, for an upgrade and a plain request alike: the URL and the host as stamped."""
     host = request.headers.get(HEADER_TEST_HOST)
     proto = request.headers.get(HEADER_TEST_PROTO)
     if host is None and proto is None:
-        if default_upstream is None:
-            raise BadTarget(
-                f"missing {HEADER_TEST_HOST} and {HEADER_TEST_PROTO} headers "
-                "(and no --default-upstream is configured for direct mode)"
-            )
-        proto = "wss" if default_upstream.scheme in ("wss", "https") else "ws"
-        host = default_upstream.raw_authority
+        return None
     if not host or not host.strip():
-        raise BadTarget(f"missing or empty {HEADER_TEST_HOST} header")
-    if proto not in ("ws", "wss"):
-        raise BadTarget(f"{HEADER_TEST_PROTO} header must be 'ws' or 'wss', got {proto!r}")
+        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: missing or empty")
+    if proto not in protos:
+        raise BadTarget(f"{HEADER_TEST_PROTO} header must be {' or '.join(map(repr, protos))} {where}, got {proto!r}")
+    host = host.strip()
     try:
-        url = URL(f"{proto}://{host.strip()}{request.raw_path}", encoded=True)
-        valid = bool(url.host) and url.port is not None and " " not in host.strip()
+        url = URL(f"{proto}://{host}{request.raw_path}", encoded=True)
+        valid = bool(url.host) and url.port is not None and " " not in host
     except ValueError as exc:
         raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: {exc}") from exc
     if not valid:
         raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
-    return Target(url, host.strip(), proto)
+    return url, host
+
+
+def target_of(request: web.BaseRequest, default_upstream: URL | None) -> Target:
+    """An upgrade's upstream: from the Ably-Test-* headers, else the default upstream (direct mode)."""
+    found = stamped(request, ("ws", "wss"), "on an upgrade")
+    if found is not None:
+        return Target(found[0], found[1], found[0].scheme)
+    if default_upstream is None:
+        raise BadTarget(f"missing {HEADER_TEST_HOST} and {HEADER_TEST_PROTO} headers "
+                        "(and no --default-upstream is configured for direct mode)")  # fmt: skip
+    proto = "wss" if default_upstream.scheme in ("wss", "https") else "ws"
+    return Target(URL(f"{proto}://{default_upstream.raw_authority}{request.raw_path}", encoded=True),
+                  default_upstream.raw_authority, proto)  # fmt: skip
 
 
 def route_for(host: str, routes: tuple[tuple[str, URL], ...]) -> URL | None:
@@ -106,36 +115,9 @@ def routed(target: Target, host: str, proto: str) -> Target:
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """The headers minus hop-by-hop ones, including those the Connection header names."""
-    named = shared_headers.connection_tokens(headers.getall("Connection", []))
+    connection = headers.getall("Connection", ())
+    named = shared_headers.connection_tokens(connection) if connection else ()
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
-
-
-def without_test_headers(headers: CIMultiDict[str]) -> CIMultiDict[str]:
-    """Minus the Ably-Test-* headers: the redirector's word to us, never the upstream's business."""
-    return CIMultiDict((k, v) for k, v in headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX))
-
-
-def http_target_of(request: web.BaseRequest, default_upstream: URL | None) -> URL:
-    """A plain request's upstream URL: from Ably-Test-Host/Proto (http or https), else the default upstream."""
-    host = request.headers.get(HEADER_TEST_HOST)
-    proto = request.headers.get(HEADER_TEST_PROTO)
-    if host is None and proto is None:
-        if default_upstream is None:
-            raise BadTarget("the proxy endpoint takes WebSocket upgrades, and plain HTTP only when it is stamped "
-                            f"with {HEADER_TEST_HOST}/{HEADER_TEST_PROTO} (by the redirector) or in direct mode "
-                            "(start the app server with --default-upstream URL to relay plain HTTP)")  # fmt: skip
-        return URL(str(http_base(default_upstream)).rstrip("/") + request.raw_path, encoded=True)
-    if proto not in ("http", "https"):
-        raise BadTarget(f"{HEADER_TEST_PROTO} header must be 'http' or 'https' on a plain request, got {proto!r}")
-    if not host or not host.strip() or " " in host.strip():
-        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
-    try:
-        url = URL(f"{proto}://{host.strip()}{request.raw_path}", encoded=True)
-    except ValueError as exc:
-        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: {exc}") from exc
-    if not url.host:
-        raise BadTarget(f"bad {HEADER_TEST_HOST} header {host!r}: not a host[:port]")
-    return url
 
 
 def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -155,12 +137,6 @@ def offered_protocols(headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
 
 def offers_deflate(headers: CIMultiDictProxy[str]) -> bool:
     return "permessage-deflate" in headers.get("Sec-WebSocket-Extensions", "").lower()
-
-
-def http_base(upstream: URL) -> URL:
-    """The HTTP(S) origin of a ws(s):// or http(s):// upstream URL."""
-    scheme = {"ws": "http", "wss": "https"}.get(upstream.scheme, upstream.scheme)
-    return upstream.with_scheme(scheme).with_path("/").with_query(None)
 
 
 def opened_info(request: web.BaseRequest, target: Target) -> ConnectionOpened:

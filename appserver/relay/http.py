@@ -1,35 +1,44 @@
-"""Plain HTTP through the proxy endpoint: REST calls, token requests, connectivity checks, Comet.
+"""Plain HTTP through the proxy endpoint (REST calls, token requests, connectivity checks, Comet): one
+forwarder in three steps — before, forward, after.
 
-The request goes upstream with its method, path, query, end-to-end headers and
-body (framed as the client sent it: its Content-Length, or chunked); the
-response comes back with its status, end-to-end headers and body as they came,
-chunk by chunk as the upstream sends it (a streamed or chunked response, Server-
-Sent Events or a Comet stream reaches the client as it is written; a response
-with a length keeps it). The upstream is the host the client meant
-(``Ably-Test-Host`` / ``Ably-Test-Proto: http|https``, stamped by the
-redirector) or, in direct mode, the default upstream. An upstream that cannot
-be reached answers 502 with a body that says why; one that fails mid-body drops
-the client's connection the same way; a client that goes away cancels the
-upstream request.
+*Before*: the request's target (``Ably-Test-Host`` / ``Ably-Test-Proto: http|https``, stamped by the
+redirector, or in direct mode the default upstream; a ``--route`` may send it elsewhere), and what the rules and
+the suite make of it (SPEC Part 4): answered by the proxy, dropped, delayed, routed or rewritten. *Forward*: the
+one request to the upstream, with the method, path, query, end-to-end headers and body (framed as the client
+sent it: its Content-Length, or chunked). *After*: the response back with its status, end-to-end headers and
+body as they came, chunk by chunk as the upstream sends it (a streamed or chunked response, Server-Sent Events
+or a Comet stream reaches the client as it is written; a response with a length keeps it) — or changed by a
+rule or the suite (replaceResponse, patchResponse, transformInterceptedHttpResponse), which holds only what the
+change needs: a status or headers edit streams the body on; a new body never reads the upstream's; a patch or
+the suite's transform reads the body whole, up to ``--max-http-body`` (over it, the body streams on unchanged and
+the log says the rule or the suite did not see it), decoded (gzip, deflate) and answered without its
+Content-Encoding.
+
+An upstream that cannot be reached answers 502 with a body that says why; one that fails mid-body drops the
+client's connection the same way; a client that goes away cancels the upstream request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import zlib
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from ssl import SSLContext
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from appserver.events import HttpAnswered, HttpRequested, Sink, tell
-from appserver.relay.headers import end_to_end, mark_relayed, without_test_headers
-from appserver.relay.http_verdicts import CLIENT_POLL, Outgoing, before_forwarding, http_info, made_here, read_bounded
-from appserver.relay.http_whole import Streaming, changed
-from appserver.verdict import HttpGate, HttpVerdict
+from appserver.events import HttpAnswered, HttpRequested, Sink
+from appserver.relay.headers import BadTarget, as_sent, end_to_end, mark_relayed, route_for, routed_url, stamped
+from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, RequestEdit, ResponseEdit
 from shared.connections import ConnectionOpened
+from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
+from shared.dotted import path_set, path_unset
 
 log = logging.getLogger(__name__)
 
@@ -40,46 +49,97 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024  # --max-http-body
 WATCH_ABOVE = 256 * 1024
 #: How much of a body the sinks are given (the trace keeps at most its own --trace-data-limit of it).
 HEAD = 64 * 1024
+CLIENT_POLL = 0.1  # seconds between looks at whether a streaming response's client is still there
+_DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def relay_http(
-    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, ssl: SSLContext | bool,
-    gate: HttpGate | None = None, max_body: int = DEFAULT_MAX_BODY, sinks: Sequence[Sink] = (),
-) -> web.StreamResponse:  # fmt: skip
-    """Relay one request to ``target``; ``meant`` is where the client meant it to go (what rules see).
-    ``sinks`` (per-frame sinks: the trace) are told of the request and of what the client got."""
+@dataclass(frozen=True)
+class HttpSettings:
+    """What the forwarder needs of the endpoint's settings."""
+
+    default_upstream: URL | None
+    ssl: SSLContext | bool
+    routes: tuple[tuple[str, URL], ...] = ()
+    max_body: int = DEFAULT_MAX_BODY
+
+
+async def relay_http(request: web.Request, session: aiohttp.ClientSession, settings: HttpSettings,
+                     gate: HttpGate | None = None, sinks: Sequence[Sink] = ()) -> web.StreamResponse:  # fmt: skip
+    """Relay one request to the host it meant (or its route). ``sinks`` (the per-frame sinks: the trace) are told
+    of the request and of what the client got."""
+    try:
+        meant = http_target_of(request, settings.default_upstream)
+    except BadTarget as exc:
+        return web.Response(status=400, text=f"{exc}\n")
+    route = route_for(meant.raw_authority, settings.routes) if settings.routes else None
+    target = routed_url(meant, route) if route is not None else meant
     tally = Tally()
     info = http_info(request, meant, target) if gate is not None or sinks else None
-    response = await _exchange(request, session, meant, target, ssl, gate, max_body, sinks, info, tally)
+    response = await _exchange(request, session, meant, target, settings, gate, sinks, info, tally)
     if sinks and info is not None:
         if isinstance(response, web.Response):  # made whole: by the proxy, or read whole and changed
             tally.size = len(response.body) if isinstance(response.body, bytes) else 0
             tally.head = response.body[:HEAD] if isinstance(response.body, bytes) else b""
         status = None if tally.outcome == "dropped" else response.status
-        tell(sinks, HttpAnswered(info.id, status, tuple(response.headers.items()), tally.size, tally.head,
-                                          tally.upstream, tally.outcome))  # fmt: skip
+        answered = HttpAnswered(info.id, status, tuple(response.headers.items()), tally.size, tally.head,
+                                tally.upstream, tally.outcome)  # fmt: skip
+        for sink in sinks:
+            sink.seen(answered)
     return response
 
 
+def http_target_of(request: web.BaseRequest, default_upstream: URL | None) -> URL:
+    """A plain request's upstream URL: from Ably-Test-Host/Proto (http or https), else the default upstream."""
+    found = stamped(request, ("http", "https"), "on a plain request")
+    if found is not None:
+        return found[0]
+    if default_upstream is None:
+        raise BadTarget("the proxy endpoint takes WebSocket upgrades, and plain HTTP only when it is stamped with "
+                        "Ably-Test-Host/Ably-Test-Proto (by the redirector) or in direct mode (start the app server "
+                        "with --default-upstream URL to relay plain HTTP)")  # fmt: skip
+    scheme = {"ws": "http", "wss": "https"}.get(default_upstream.scheme, default_upstream.scheme)
+    return URL(f"{scheme}://{default_upstream.raw_authority}{request.raw_path}", encoded=True)
+
+
+def http_info(request: web.Request, meant: URL, target: URL | None = None) -> ConnectionOpened:
+    """An HTTP request as rules and the suite see it (described like a connection's handshake): with the host the
+    client meant, Ably-Test-Host when captured, its Host header in direct mode; and the upstream it goes to."""
+    stamp = request.headers.get(HEADER_TEST_HOST)
+    host = stamp or request.host
+    scheme = meant.scheme if stamp else "http"
+    return ConnectionOpened(url=f"{scheme}://{host}{meant.raw_path_qs}", host=host, proto=scheme,
+                            path=meant.raw_path, query=dict(meant.query), headers=as_sent(request.headers),
+                            upstream=str(target or meant))  # fmt: skip
+
+
+# -- before ------------------------------------------------------------------------------------------------
+
+
 async def _exchange(
-    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, ssl: SSLContext | bool,
-    gate: HttpGate | None, max_body: int, sinks: Sequence[Sink], info: ConnectionOpened | None, tally: Tally,
+    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, settings: HttpSettings,
+    gate: HttpGate | None, sinks: Sequence[Sink], info: ConnectionOpened | None, tally: Tally,
 ) -> web.StreamResponse:  # fmt: skip
-    body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if request.body_exists else None
-    out = Outgoing(request.method, target, without_test_headers(end_to_end(request.headers)), body,
-                   request.content_length if request.body_exists else None)  # fmt: skip
+    has_body = request.body_exists
+    body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if has_body else None
+    out = Outgoing(request.method, target, _forwarded(request.headers), body,
+                   request.content_length if has_body else None)  # fmt: skip
     read = None
-    if gate is not None and info is not None and request.body_exists and gate.wants_body(info, request.method):
-        read, out.body = await read_bounded(request, max_body)
-        if read is None:
+    if gate is not None and info is not None and has_body and gate.wants_body(info, request.method):
+        chunks, complete = await _read_up_to(request.content, settings.max_body)
+        if complete:
+            read = out.body = b"".join(chunks)
+        else:
+            out.body = _prefixed(chunks, request.content.iter_any())
             log.info("%s %s: body over --max-http-body (%d bytes): streamed, rules see no body",
-                     request.method, meant, max_body)  # fmt: skip
+                     request.method, meant, settings.max_body)  # fmt: skip
     if sinks and info is not None:
-        tell(sinks, HttpRequested(info, request.method, read, request.remote))
+        requested = HttpRequested(info, request.method, read, request.remote)
+        for sink in sinks:
+            sink.seen(requested)
     verdict: HttpVerdict | None = None
     if gate is not None and info is not None:
         verdict = await gate.decide_http(info, request.method, read)
-        early = await before_forwarding(request, verdict, meant)
+        early = await _before(request, verdict, meant)
         if early is not None:
             tally.outcome = "dropped" if verdict.drop is not None or early.status == 499 else "complete"
             return early
@@ -88,18 +148,137 @@ async def _exchange(
         if verdict.request is not None:
             out.apply(verdict.request)
     tally.upstream = str(out.url)
-    upstream = await _forward(session, out, ssl)
+    upstream = await _forward(session, out, settings.ssl)
     if isinstance(upstream, Exception):
         log.info("could not relay %s %s: %r", out.method, out.url, upstream)
         tally.upstream = None
         return made_here(request, 502, text=f"upstream {out.url} could not be reached: {upstream!r}\n")
     if verdict is not None and (verdict.edit is not None or verdict.transform_response is not None):
         assert gate is not None and info is not None
-        answer = await changed(request, upstream, out, max_body, verdict, gate, info)
+        answer = await _changed(request, upstream, out, settings.max_body, verdict, gate, info)
         if isinstance(answer, web.StreamResponse):
             return answer
         return await _streamed(request, answer, out.url, tally)
     return await _streamed(request, Streaming(upstream, upstream.status, end_to_end(upstream.headers)), out.url, tally)
+
+
+def _forwarded(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """The request's end-to-end headers minus the Ably-Test-* stamps (the redirector's word to us)."""
+    kept = end_to_end(headers)
+    if any(name.lower().startswith(TEST_HEADER_PREFIX) for name in kept):
+        return CIMultiDict((k, v) for k, v in kept.items() if not k.lower().startswith(TEST_HEADER_PREFIX))
+    return kept
+
+
+async def _before(request: web.Request, verdict: HttpVerdict, meant: URL) -> web.StreamResponse | None:
+    """A rule's answer, drop or delay; None when the request is to be forwarded now."""
+    if verdict.respond is not None:
+        r = verdict.respond
+        log.info("%s %s answered by a rule: %d", request.method, meant, r.status)
+        return made_here(request, r.status, CIMultiDict(r.headers), r.body)
+    if verdict.drop is not None:
+        log.info("%s %s dropped by a rule (%s)", request.method, meant, verdict.drop.mode)
+        if verdict.drop.mode == "hang":
+            await client_gone(request)
+        elif request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=499)  # nobody reads it
+    if verdict.delay_ms:
+        await asyncio.sleep(verdict.delay_ms / 1000)
+        if request.transport is None or request.transport.is_closing():
+            return web.Response(status=499)  # the client gave up: never forwarded
+    return None
+
+
+async def client_gone(request: web.Request) -> None:
+    """Returns once the client's connection is closed (aiohttp does not cancel the handler for us)."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(CLIENT_POLL)
+
+
+def made_here(request: web.Request, status: int, headers: CIMultiDict[str] | None = None, body: bytes = b"",
+              text: str | None = None) -> web.Response:  # fmt: skip
+    """A response the proxy makes itself (a rule's or the suite's answer, a 502). A browser's request (it has an
+    Origin) gets the CORS headers a server would send, so that the page may read it, unless the answer set
+    them: without them the browser hides the answer and the SDK sees a network error instead."""
+    headers = CIMultiDict(headers or {})
+    origin = request.headers.get("Origin")
+    if origin is not None and "Access-Control-Allow-Origin" not in headers:
+        exposed = ", ".join(name for name in headers if name.lower() not in _SIMPLE_RESPONSE_HEADERS)
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers.add("Vary", "Origin")
+        if exposed:
+            headers["Access-Control-Expose-Headers"] = exposed
+    if text is not None:
+        return web.Response(status=status, headers=headers, text=text)
+    return web.Response(status=status, headers=headers, body=body)
+
+
+#: Response headers a page may always read (the Fetch standard's CORS-safelisted response header names).
+_SIMPLE_RESPONSE_HEADERS = frozenset(
+    ("cache-control", "content-language", "content-length", "content-type", "expires", "last-modified", "pragma"))
+
+
+@dataclass
+class Outgoing:
+    """The request as it will go upstream (a rule or the suite may have changed it). ``length`` is the client's
+    Content-Length (None: it sent its body chunked, or none): the upstream gets the body framed the same way."""
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: AsyncIterator[bytes] | bytes | None
+    length: int | None = None
+
+    def apply(self, edit: RequestEdit) -> None:
+        self.method = edit.method or self.method
+        if edit.url is not None:
+            self.url = URL(edit.url)
+        if edit.headers is not None:  # the suite's, which may echo what it was shown (Host, Connection …)
+            self.headers = _forwarded(CIMultiDict(edit.headers))
+        if edit.body is not None:
+            self.body = edit.body
+            self.length = len(edit.body)
+
+    def framed(self) -> tuple[CIMultiDict[str], AsyncIterator[bytes] | bytes | None]:
+        """The headers and body to send: with the body's Content-Length, or chunked as the client sent it."""
+        headers = self.headers  # end-to-end: no Content-Length or Transfer-Encoding of the client's
+        if self.body is None:
+            return headers, None
+        if isinstance(self.body, bytes):
+            return headers, self.body if self.length is not None else _one_chunk(self.body)
+        if self.length is not None:
+            headers["Content-Length"] = str(self.length)
+        return headers, self.body
+
+
+async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
+    """A body held whole, sent chunked as the client sent it."""
+    yield body
+
+
+async def _read_up_to(content: aiohttp.StreamReader, limit: int) -> tuple[list[bytes], bool]:
+    """A body's chunks as they come (a request's, or a response's still encoded), up to a little over ``limit``,
+    and whether that is all of it. The one bounded reader of both directions."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return chunks, False
+    return chunks, True
+
+
+async def _prefixed(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+# -- forward -----------------------------------------------------------------------------------------------
 
 
 async def _forward(session: aiohttp.ClientSession, out: Outgoing,
@@ -111,6 +290,133 @@ async def _forward(session: aiohttp.ClientSession, out: Outgoing,
                                      auto_decompress=False, ssl=ssl)  # fmt: skip
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         return exc
+
+
+# -- after: the response changed ---------------------------------------------------------------------------
+
+
+@dataclass
+class Streaming:
+    """An upstream response to stream to the client: its status and headers (as a rule may have changed them)
+    and what of its body was read already."""
+
+    upstream: aiohttp.ClientResponse
+    status: int
+    headers: CIMultiDict[str]
+    prefix: bytes = b""
+
+
+async def _changed(
+    request: web.Request, upstream: aiohttp.ClientResponse, out: Outgoing, max_body: int, verdict: HttpVerdict,
+    gate: HttpGate, info: ConnectionOpened,
+) -> web.StreamResponse | Streaming:  # fmt: skip
+    """Change what came back from the one forward: a whole answer, or (Streaming) a response to stream on."""
+    edit = verdict.edit
+    status, headers = _edited(edit, upstream.status, end_to_end(upstream.headers))
+    reads = (edit is not None and edit.needs_body) or verdict.transform_response is not None
+    if edit is not None and edit.body is not None:
+        upstream.close()  # its body is not wanted: the connection goes rather than be read to its end
+        headers.popall("Content-Encoding", None)
+        payload = edit.body
+    elif not reads:
+        return Streaming(upstream, status, headers)
+    else:
+        try:
+            chunks: list[bytes] = []
+            if out.method == "HEAD":
+                complete = True
+            elif upstream.content_length is not None and upstream.content_length > max_body:
+                complete = False
+            else:
+                chunks, complete = await _read_up_to(upstream.content, max_body)
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            upstream.close()
+            log.info("upstream %s failed mid-body: %r; dropping the client's connection", out.url, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)  # nobody reads it
+        raw = b"".join(chunks)
+        if not complete:
+            log.info("%s %s: response body over --max-http-body (%d bytes): streamed on unchanged, "
+                     "the rule or the suite does not see it", out.method, out.url, max_body)  # fmt: skip
+            return Streaming(upstream, status, headers, raw)
+        upstream.release()
+        payload, headers, readable = _decoded(raw, headers, max_body, str(out.url))
+        if edit is not None and edit.needs_body and readable:
+            payload = _patched_json(payload, edit, str(out.url))
+    if verdict.transform_response is not None:
+        answer = await gate.transform_response(info, verdict.transform_response,
+                                               HttpResponse(status, tuple(headers.items()), payload))  # fmt: skip
+        if isinstance(answer, HttpDrop):
+            return await _before(request, HttpVerdict(drop=answer), URL(info.url)) or web.Response()
+        status, headers, payload = answer.status, CIMultiDict(answer.headers), answer.body
+    if request.method != "HEAD":
+        headers.popall("Content-Length", None)  # the body's own, set by aiohttp
+    relayed = web.Response(status=status, headers=headers, body=payload)
+    mark_relayed(relayed, headers)
+    return relayed
+
+
+def _patched_json(payload: bytes, edit: ResponseEdit, where: str) -> bytes:
+    """A JSON body with a patchResponse rule's dotted set and unset applied (not JSON: as it was, ERROR; no body,
+    as for a HEAD, a 204 or a 304: nothing to patch)."""
+    if not payload:
+        return payload
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        log.error("a patchResponse rule on %s: the response is not JSON; passed on unchanged", where)
+        return payload
+    if not isinstance(document, (dict, list)):
+        return payload
+    for path, value in edit.set:
+        if isinstance(document, dict):
+            path_set(document, path, value)
+    for path in edit.unset:
+        path_unset(document, path)
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _edited(edit: ResponseEdit | None, status: int, headers: CIMultiDict[str]) -> tuple[int, CIMultiDict[str]]:
+    if edit is None:
+        return status, headers
+    for name, value in edit.headers:
+        headers[name] = value
+    return edit.status or status, headers
+
+
+def _decoded(raw: bytes, headers: CIMultiDict[str], limit: int, where: str
+             ) -> tuple[bytes, CIMultiDict[str], bool]:  # fmt: skip
+    """The body as a rule or the suite reads it, and whether it is readable: gzip or deflate undone, and the
+    header with it. Another encoding, a body that does not decode, or one over ``limit`` decoded, is left as it
+    came (a patch is not applied to it; the suite sees it with its Content-Encoding)."""
+    encoding = headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return raw, headers, True
+    wbits = _DECODERS.get(encoding)
+    if wbits is None:
+        log.info("a response from %s is %s-encoded: the rule or the suite sees it encoded", where, encoding)
+        return raw, headers, False
+    try:
+        decoder = zlib.decompressobj(wbits)
+        body = decoder.decompress(raw, limit + 1)
+    except zlib.error:
+        try:  # "deflate" as many servers send it: raw, without the zlib wrapper
+            decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            body = decoder.decompress(raw, limit + 1)
+        except zlib.error as exc:
+            log.info("a %s response from %s does not decode (%s): passed on as it came", encoding, where, exc)
+            return raw, headers, False
+    if len(body) > limit or decoder.unconsumed_tail:
+        log.info("a response from %s decodes to over --max-http-body (%d bytes): passed on as it came",
+                 where, limit)  # fmt: skip
+        return raw, headers, False
+    headers = headers.copy()
+    headers.popall("Content-Encoding", None)
+    return body, headers, True
+
+
+# -- after: the response streamed on ------------------------------------------------------------------------
 
 
 async def _streamed(request: web.Request, passing: Streaming, target: URL, tally: Tally) -> web.StreamResponse:

@@ -19,6 +19,7 @@ through its :class:`CorkedTransport`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +97,10 @@ async def pump(
             if not isinstance(found, VERDICTS):  # the decider waits for someone (the suite): write what is done
                 if cork is not None:
                     cork.release()
+                if decider.window > 1:  # several may be with the suite at once: from here on, in a window
+                    await _windowed(queue, source, dest, chain, sinks, controls, apply_effects, on_end,
+                                    (item, asyncio.ensure_future(_with_by(found, decider)), None))  # fmt: skip
+                    return
                 found = await found
                 if cork is not None:
                     cork.held = True
@@ -115,24 +120,127 @@ async def pump(
             continue
         if cork is not None:
             cork.release()
-        fate, effects = (verdict.fate, verdict.effects) if isinstance(verdict, Decision) else (verdict, ())
-        if effects and any(isinstance(e, Inject) and e.before for e in effects):
-            # uts-proxy's order: what is injected "before" reaches its destination ahead of this frame
-            await apply_effects(tuple(e for e in effects if isinstance(e, Inject) and e.before))
-            effects = tuple(e for e in effects if not (isinstance(e, Inject) and e.before))
-        if isinstance(fate, Delay):
-            await asyncio.sleep(fate.ms / 1000)
-        if not isinstance(fate, Drop) and dest.can_send and not controls.silenced:
-            frame = fate.frame if isinstance(fate, Replace) else item
-            try:
-                if isinstance(frame.data, str):
-                    await send_frame(frame.data.encode("utf-8"), WSMsgType.TEXT)
+        await _apply(verdict, item, dest, controls, apply_effects)
+
+
+async def _apply(verdict: Any, item: Any, dest: Leg, controls: Controls, apply_effects: ApplyEffects) -> None:
+    """A verdict other than a plain pass: what is injected before, a delay, the frame (or its replacement)
+    unless dropped, then the side effects."""
+    fate, effects = (verdict.fate, verdict.effects) if isinstance(verdict, Decision) else (verdict, ())
+    if effects and any(isinstance(e, Inject) and e.before for e in effects):
+        # uts-proxy's order: what is injected "before" reaches its destination ahead of this frame
+        await apply_effects(tuple(e for e in effects if isinstance(e, Inject) and e.before))
+        effects = tuple(e for e in effects if not (isinstance(e, Inject) and e.before))
+    if isinstance(fate, Delay):
+        await asyncio.sleep(fate.ms / 1000)
+    if not isinstance(fate, Drop) and dest.can_send and not controls.silenced:
+        frame = fate.frame if isinstance(fate, Replace) else item
+        try:
+            if isinstance(frame.data, str):
+                await dest.ws.send_frame(frame.data.encode("utf-8"), WSMsgType.TEXT)
+            else:
+                await dest.ws.send_frame(frame.data, WSMsgType.BINARY)
+        except ConnectionError:
+            log.debug("could not deliver to the %s: transport gone", dest.side)
+    if effects:
+        await apply_effects(effects)
+
+
+#: A frame in the window: the frame, its verdict and who decided, or the task that will give both.
+_Pending = tuple[Any, Any, "str | None"]
+
+
+async def _windowed(
+    queue: asyncio.Queue[Any], source: Leg, dest: Leg, chain: Sequence[Decider], sinks: Sequence[Sink],
+    controls: Controls, apply_effects: ApplyEffects, on_end: Callable[[Side | None, End], None], first: _Pending,
+) -> None:  # fmt: skip
+    """The pump's loop once a decider allows several of its answers to be awaited at once (SPEC Part 10,
+    ``window: N``): up to N frames are taken from the queue and asked about before the first is delivered;
+    they are delivered strictly in their order, each once, an answer that comes early waiting for the earlier
+    ones. An End (or a close the proxy decided) waits behind every frame taken before it."""
+    from_client = source.side is Side.CLIENT
+    connection_id = controls.connection_id
+    pending: collections.deque[_Pending] = collections.deque([first])
+    getter: asyncio.Future[Any] | None = None
+    ended: Any = None  # the End or ProxyEnd taken from the queue, passed on once everything before it is
+    try:
+        while True:
+            window = max((d.window for d in chain), default=1)
+            while ended is None and len(pending) < window:  # fill the window from what is waiting
+                if getter is not None:
+                    if not getter.done():
+                        break
+                    item, getter = getter.result(), None
                 else:
-                    await send_frame(frame.data, WSMsgType.BINARY)
-            except ConnectionError:
-                log.debug("could not deliver to the %s: transport gone", dest.side)
-        if effects:
-            await apply_effects(effects)
+                    try:
+                        item = queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                if isinstance(item, (End, ProxyEnd)):
+                    ended = item
+                    break
+                pending.append(_asked(chain, connection_id, item, from_client))
+            if pending:
+                head = pending[0][1]
+                if isinstance(head, asyncio.Future) and not head.done():
+                    waits: set[asyncio.Future[Any]] = {head}
+                    if ended is None and len(pending) < window:
+                        if getter is None:
+                            getter = asyncio.ensure_future(queue.get())
+                        waits.add(getter)
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                item, decided, by = pending.popleft()
+                if isinstance(decided, asyncio.Future):
+                    verdict, by = decided.result()
+                else:
+                    verdict = decided
+                if not dest.can_send or controls.silenced:
+                    log.debug("discarding a %s message: the %s leg is %s", source.side, dest.side, dest.state.value)
+                    continue
+                for sink in sinks:
+                    sink.frame(connection_id, from_client, item, verdict, by)
+                await _apply(verdict, item, dest, controls, apply_effects)
+                continue
+            if ended is None:  # nothing in the window: wait for the next frame
+                if getter is None:
+                    getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter})
+                continue
+            if isinstance(ended, ProxyEnd):
+                on_end(None, ended.end)
+                await pass_on_end(ended.end, dest)
+                ended = None
+                continue
+            if controls.hooks is not None:
+                await _closing(ended, source, controls, apply_effects)
+            on_end(source.side, ended)
+            await pass_on_end(ended, dest)
+            return
+    finally:
+        if getter is not None and not getter.done():
+            getter.cancel()
+        for _, decided, _ in pending:  # the pump was cancelled: the suite's answers are no longer awaited
+            if isinstance(decided, asyncio.Future):
+                decided.cancel()
+
+
+def _asked(chain: Sequence[Decider], connection_id: str, item: Any, from_client: bool) -> _Pending:
+    """A frame's verdict from the chain, or (someone must be asked) the task that will give it."""
+    for decider in chain:
+        found = decider.decide(connection_id, item, from_client)
+        if found is None:
+            continue
+        if isinstance(found, VERDICTS):
+            return item, found, decider.decided_by
+        return item, asyncio.ensure_future(_with_by(found, decider)), None
+    return item, PASS, None
+
+
+async def _with_by(answer: Awaitable[Any], decider: Decider) -> tuple[Any, str | None]:
+    """The verdict to come, and who gave it: read as soon as it is given, with no suspension in between."""
+    verdict = await answer
+    return verdict, decider.decided_by
 
 
 async def _closing(end: End, source: Leg, controls: Controls, apply_effects: ApplyEffects) -> None:

@@ -45,6 +45,8 @@ class Suite(Protocol):
     """What the rules need of the active suite (control/suite.py): every call to it leaves from there."""
 
     decoded: bool
+    #: startInterception/openSession ``window`` (SPEC Part 10).
+    window: int
 
     def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None) -> Awaitable[Verdict]: ...
     async def ask_http(self, info: ConnectionOpened, method: str, body: bytes | None, rule_id: str,
@@ -71,6 +73,11 @@ class Rules:
         #: (connection id, from_client): a direction of a connection whose every frame and ping is dropped from
         #: now on (a ``suppressOnwards`` rule fired while it was open); gone with the connection or the rules.
         self.suppressed: set[tuple[str, bool]] = set()
+
+    @property
+    def window(self) -> int:
+        """The suite's window: a rule that asks the suite asks it as the suite's own dialogue would."""
+        return self.suite.window
 
     # -- the sink ---------------------------------------------------------------------------
 

@@ -130,6 +130,8 @@ class Trace:
                 event.update(frame_fields(value, self.data_limit))
             elif key == "_kept":
                 event.update(shown(value, self.data_limit))
+            elif key == "_headers":  # as they came (rendered when read: plain str names)
+                event["headers"] = plain(value)
             elif key == "_body":  # an HTTP body: as text when it is UTF-8 (JSON, text), else Base64
                 event.update(body_fields(text_or_bytes(value[: self.data_limit]), self.data_limit, len(value)))
             else:
@@ -223,12 +225,12 @@ class Tracer:
         elif isinstance(event, HttpRequested):
             info = event.info
             fields: dict[str, Any] = {"method": event.method, "url": info.url, "host": info.host,
-                                      "headers": plain(info.headers), "remote": event.remote}  # fmt: skip
+                                      "_headers": info.headers, "remote": event.remote}  # fmt: skip
             if event.body is not None:
                 fields.update(size=len(event.body), _body=event.body[: trace.data_limit + 1])
             trace.add("http_request", info.id, fields)
         elif isinstance(event, HttpAnswered):
-            fields = {"status": event.status, "headers": plain(event.headers), "size": event.size,
+            fields = {"status": event.status, "_headers": event.headers, "size": event.size,
                       "upstream": event.upstream, "outcome": event.outcome}  # fmt: skip
             if event.head:
                 fields["_body"] = event.head[: trace.data_limit + 1]

@@ -148,7 +148,8 @@ class UtsApi:
         realtime = _upstream("ws" if target.insecure else "wss", target.realtimeHost or target.restHost, "realtimeHost")
         rest = _upstream("http" if target.insecure else "https", target.restHost or target.realtimeHost, "restHost")
         holder = Holder(next(self._numbers))
-        parsed = {"mode": "direct", "pids": (), "upstream": realtime, "port": body.port, "decoded": False}
+        parsed = {"mode": "direct", "pids": (), "upstream": realtime, "port": body.port, "decoded": False,
+                  "window": 1}
         try:
             session = await begin_session(self._registry, self._listeners(), holder, parsed,  # type: ignore[arg-type]
                                           http_upstream=rest, trace_data_limit=DATA_LIMIT)  # fmt: skip

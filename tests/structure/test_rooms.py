@@ -8,9 +8,11 @@ import json
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from appserver.app import AppServer
-from tests.peers import Suite, UpstreamServer, connect_client, receive
+from tests.mitm_helpers import run_app
+from tests.peers import Suite, UpstreamServer, connect_client, receive, redirect_headers
 from tests.structure.rooms import Walk
 
 MESSAGE = json.dumps({"action": 15, "channel": "a", "messages": [{"data": "x"}]})
@@ -58,3 +60,28 @@ async def test_a_message_through_the_suite_enters_each_file_at_most_once_each_wa
     assert "appserver/control/suite.py" in walk.files, walk.visits
     assert len(walk.files) <= 10, walk.files
     assert walk.entered()["appserver/relay/pump.py"] <= 2, walk.visits
+
+
+async def test_a_plain_http_request_walks_through_one_forwarder(
+    suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, no_leaks: None
+) -> None:
+    """Before, forward, after in relay/http.py, entered once on the way out and once when the response comes
+    back; the whole walk (endpoint, header rules, the rules' gate, the trace) in at most 8 files."""
+    async def plain(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", plain)
+    async with run_app(app) as port:
+        url = f"http://127.0.0.1:{app_server.proxy_port}/channels/a"
+        stamps = redirect_headers(f"127.0.0.1:{port}", "http")
+        for _ in range(3):  # warm
+            async with http.get(url, headers=stamps) as response:
+                assert await response.text() == "ok"
+        with Walk() as walk:
+            async with http.get(url, headers=stamps) as response:
+                assert await response.text() == "ok"
+    assert "appserver/rules/hooks.py" in walk.files and "appserver/trace/record.py" in walk.files, walk.visits
+    assert [f for f in walk.files if f.startswith("appserver/relay/http")] == ["appserver/relay/http.py"]
+    assert walk.entered()["appserver/relay/http.py"] <= 2, walk.visits
+    assert len(walk.files) <= 8, walk.files
