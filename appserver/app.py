@@ -37,6 +37,7 @@ from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from appserver.uts.api import UtsApi
 from shared.constants import HEADER_TEST_SESSION
+from shared.jsonrpc import JSON, MSGPACK, MSGPACK_SUBPROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,15 @@ class AppServer:
                         ", ".join(self.config.allowed_origins))  # fmt: skip
             return web.Response(status=403, text=f"origin {origin!r} is not allowed (see --allow-origin)\n")
         # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
-        ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False)
+        # A client that offers jsonrpc-msgpack gets it (SPEC Part 10); without it, JSON as in Part 1.
+        ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False,
+                                   protocols=(MSGPACK_SUBPROTOCOL,))  # fmt: skip
         await ws.prepare(request)
-        socket = ControlSocket(next(self._socket_ids), ws, self._dispatch, request.transport)
+        encoding = MSGPACK if ws.ws_protocol == MSGPACK_SUBPROTOCOL else JSON
+        socket = ControlSocket(next(self._socket_ids), ws, self._dispatch, request.transport, encoding)
         self.registry.controls.add(socket)
-        log.info("control session %d opened from %s", socket.id, request.remote)
+        log.info("control session %d opened from %s%s", socket.id, request.remote,
+                 " (msgpack)" if encoding.binary else "")  # fmt: skip
         try:
             await socket.serve()
         finally:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import Any, AsyncIterator, Mapping
 
@@ -39,7 +38,7 @@ from shared.constants import (
 from shared.context import Intercepted, InterceptionContext, Spy, Transform, _maybe_await
 from shared.http_dialogue import PASS as HTTP_PASS
 from shared.http_dialogue import HttpExchange
-from shared.jsonrpc import Peer, PeerGone, RemoteError
+from shared.jsonrpc import ENCODINGS, JSON, MSGPACK_SUBPROTOCOL, Encoding, Peer, PeerGone, RemoteError
 from shared.client_methods import ProxyMethods
 from shared.connections import ConnectionClosed, ConnectionOpened
 from shared.wire import Frame, InjectRequest, InterceptedMessage, MessageType, TransformResult
@@ -63,25 +62,39 @@ class ProxyCallError(Exception):
 class InterceptionClient(ProxyMethods):
     """A control-API connection that becomes the active test suite."""
 
-    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, owns_session: bool) -> None:
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse, owns_session: bool,
+                 encoding: Encoding = JSON) -> None:  # fmt: skip
         self._session = session
         self._ws = ws
         self._owns_session = owns_session
-        self._peer = Peer(self._send)
+        #: How the envelopes travel: JSON text frames, or (``encoding="msgpack"``) msgpack binary frames.
+        self.encoding = encoding
+        self._peer = Peer(self._send, encoding)
         self._context: InterceptionContext | None = None
         self._formats: dict[str, ably.Format] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def connect(cls, url: str = "ws://127.0.0.1:8001/", timeout: float = 10) -> InterceptionClient:
+    async def connect(cls, url: str = "ws://127.0.0.1:8001/", timeout: float = 10,
+                      encoding: str = "json") -> InterceptionClient:  # fmt: skip
+        """Connect to the control API. ``encoding="msgpack"`` offers the ``jsonrpc-msgpack`` subprotocol (SPEC
+        Part 10): every envelope a msgpack binary frame, a binary frame's data bytes rather than Base64."""
+        chosen = ENCODINGS.get(encoding)
+        if chosen is None:
+            raise ValueError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
         session = aiohttp.ClientSession()
         try:
-            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), max_msg_size=0)
+            ws = await session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), max_msg_size=0,
+                                          protocols=(MSGPACK_SUBPROTOCOL,) if chosen.binary else ())  # fmt: skip
+            if chosen.binary and ws.protocol != MSGPACK_SUBPROTOCOL:
+                await ws.close()
+                raise ConnectionError(f"{url} did not accept the {MSGPACK_SUBPROTOCOL} subprotocol: is it the "
+                                      "interception proxy's control API, and recent enough?")  # fmt: skip
         except BaseException:
             await session.close()
             raise
-        return cls(session, ws, owns_session=True)
+        return cls(session, ws, owns_session=True, encoding=chosen)
 
     async def close(self) -> None:
         await self._ws.close()
@@ -100,10 +113,13 @@ class InterceptionClient(ProxyMethods):
 
     # --- calls to the proxy -------------------------------------------------
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, data: str | bytes) -> None:
         if self._ws.closed:
             raise PeerGone("the control connection is closed")
-        await self._ws.send_str(text)
+        if isinstance(data, bytes):
+            await self._ws.send_bytes(data)
+        else:
+            await self._ws.send_str(data)
 
     async def call(self, method: str, params: Mapping[str, Any], timeout: float = 60) -> Any:
         """Call a proxy method; its result, or ProxyCallError with the proxy's error."""
@@ -125,7 +141,8 @@ class InterceptionClient(ProxyMethods):
     async def inject_message(self, connection_id: str, message: Mapping[str, Any] | Frame, *, from_client: bool) -> str:
         """Send a message at once on one leg, encoded in that connection's own format; returns its id."""
         frame = message if isinstance(message, Frame) else self._encode_for(connection_id, message)
-        result = await self.call(METHOD_INJECT, InjectRequest(connection_id, from_client, frame).to_json())
+        result = await self.call(METHOD_INJECT,
+                                 InjectRequest(connection_id, from_client, frame).to_json(self.encoding.binary))
         return str(result["id"])
 
     def _encode_for(self, connection_id: str, message: Mapping[str, Any]) -> Frame:
@@ -168,8 +185,8 @@ class InterceptionClient(ProxyMethods):
         try:
             while True:
                 msg = await self._ws.receive()
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    payload = json.loads(msg.data)
+                if msg.type is (aiohttp.WSMsgType.BINARY if self.encoding.binary else aiohttp.WSMsgType.TEXT):
+                    payload = self.encoding.loads(msg.data)
                     # A batch may carry several notifications at once.
                     for item in payload if isinstance(payload, list) else [payload]:
                         self._on_payload(item)
@@ -228,14 +245,15 @@ class InterceptionClient(ProxyMethods):
                 log.error("HTTP callback failed on %s %s: %r; passed on unchanged", exchange.method, exchange.url, exc)
                 context.errors.append(exc)
         with contextlib.suppress(ConnectionError):
-            await self._send(jsonrpc.response(request["id"], answer if answer is not None else HTTP_PASS))
+            await self._send(jsonrpc.response(request["id"], answer if answer is not None else HTTP_PASS,
+                                              self.encoding))  # fmt: skip
 
     async def _answer_transform(self, request: Mapping[str, Any]) -> None:
         message = InterceptedMessage.from_json(request["params"])
         frame = await self._decide(message)
         result = TransformResult.drop() if frame is None else TransformResult.replace(frame)
         with contextlib.suppress(ConnectionError):
-            await self._send(jsonrpc.response(request["id"], result.to_json()))
+            await self._send(jsonrpc.response(request["id"], result.to_json(self.encoding.binary), self.encoding))
 
     async def _decide(self, message: InterceptedMessage) -> Frame | None:
         fmt = ably.Format.for_frame(message.frame.type is MessageType.BINARY)

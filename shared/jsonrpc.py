@@ -1,4 +1,4 @@
-"""The one JSON-RPC 2.0 peer core, used by both ends of the control API.
+"""The one JSON-RPC 2.0 peer core, used by both ends of the control API: the envelope's encoding, and the calls.
 
 Either end both calls and is called: the app server calls the suite's
 ``transformInterceptedMessage`` and answers its methods; the suite's client
@@ -10,6 +10,16 @@ pattern of websockets' pending pings). Routing is one rule: a payload with
 dispatcher. How requests are answered is each end's business (the app server
 keeps jsonrpcserver behind one module, appserver/control/rpc.py).
 
+An :class:`Encoding` says how an envelope travels (SPEC Part 10): :data:`JSON`
+in text frames, the default, or :data:`MSGPACK` in binary frames, negotiated
+as the WebSocket subprotocol ``jsonrpc-msgpack``, in which a binary frame's
+``data`` is raw bytes rather than Base64. JSON is written with orjson where it
+can (every intercepted message is two envelopes, and a 64 KiB binary message
+is 87 KB of Base64 in one), the standard library otherwise: orjson refuses
+integers beyond 64 bits, which are valid JSON. JSON is read with the standard
+library, because orjson turns such integers into floats, which would change a
+request's id.
+
 Timeouts use one timer per peer rather than one per call: every intercepted
 message is a call, and a per-call timer costs more than the rest of the
 bookkeeping together.
@@ -19,12 +29,76 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from typing import Any, Awaitable, Callable, Mapping
 
-from shared import jsonfast
+import msgpack  # type: ignore[import-untyped]
+import orjson
 
 log = logging.getLogger(__name__)
+
+#: The WebSocket subprotocol of a control connection whose envelopes are msgpack (SPEC Part 10).
+MSGPACK_SUBPROTOCOL = "jsonrpc-msgpack"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_loads(text: str | bytes) -> Any:
+    """Parse JSON; ValueError (or RecursionError for absurd nesting) when it is not JSON."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def json_dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+class Encoding:
+    """How a control connection's envelopes travel: each one a text frame of JSON, or a binary frame of msgpack.
+    ``binary``: its frames are binary, and a frame's ``data`` (transformInterceptedMessage, its answer,
+    injectMessage, ruleMatched) is the bytes themselves, not Base64."""
+
+    def __init__(self, name: str, binary: bool, dumps: Callable[[Any], str | bytes],
+                 loads: Callable[[Any], Any]) -> None:  # fmt: skip
+        self.name = name
+        self.binary = binary
+        self.dumps = dumps
+        #: Parse one frame's payload; ValueError when it is not of this encoding.
+        self.loads = loads
+
+    def batch(self, encoded: list[Any]) -> str | bytes:
+        """Envelopes already encoded, as one batch (JSON-RPC 2.0 §6), or the one alone."""
+        if len(encoded) == 1:
+            return encoded[0]  # type: ignore[no-any-return]
+        if self.binary:  # a msgpack array is its header followed by its items as they are encoded
+            n = len(encoded)
+            header = bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2) if n < 65536 else b"\xdd" + n.to_bytes(4)
+            return header + b"".join(encoded)
+        return "[" + ",".join(encoded) + "]"
+
+    def __repr__(self) -> str:
+        return f"<Encoding {self.name}>"
+
+
+def _msgpack_loads(data: Any) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:
+        raise ValueError(f"not msgpack: {exc}") from exc
+
+
+def _msgpack_dumps(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+JSON = Encoding("json", False, json_dumps, json_loads)
+MSGPACK = Encoding("msgpack", True, _msgpack_dumps, _msgpack_loads)
+ENCODINGS = {"json": JSON, "msgpack": MSGPACK}
 
 
 class RemoteError(Exception):
@@ -34,7 +108,7 @@ class RemoteError(Exception):
         self.error: Mapping[str, Any] = error if isinstance(error, dict) else {"message": repr(error)}
         self.code = self.error.get("code")
         self.remote_message = str(self.error.get("message", ""))
-        super().__init__(jsonfast.dumps(error) if error is not None else "error")
+        super().__init__(json_dumps(error) if error is not None else "error")
 
 
 class PeerGone(ConnectionError):
@@ -45,23 +119,24 @@ def is_response(payload: Any) -> bool:
     return isinstance(payload, dict) and "method" not in payload and ("result" in payload or "error" in payload)
 
 
-def request(request_id: Any, method: str, params: Any) -> str:
-    return jsonfast.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
+def request(request_id: Any, method: str, params: Any, encoding: Encoding = JSON) -> str | bytes:
+    return encoding.dumps({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
 
 
-def response(request_id: Any, result: Any) -> str:
-    return jsonfast.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+def response(request_id: Any, result: Any, encoding: Encoding = JSON) -> str | bytes:
+    return encoding.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
 
 
-def notification(method: str, params: Any) -> str:
-    return jsonfast.dumps({"jsonrpc": "2.0", "method": method, "params": params})
+def notification(method: str, params: Any, encoding: Encoding = JSON) -> str | bytes:
+    return encoding.dumps({"jsonrpc": "2.0", "method": method, "params": params})
 
 
 class Peer:
-    """Our calls to the other end over ``send`` (one JSON text each), and their answers."""
+    """Our calls to the other end over ``send`` (one envelope each, in ``encoding``), and their answers."""
 
-    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[Any], Awaitable[None]], encoding: Encoding = JSON) -> None:
         self._send = send
+        self.encoding = encoding
         self._pending: dict[int, tuple[asyncio.Future[Any], float]] = {}  # id → (future, deadline)
         self._ids = itertools.count(1)
         self._timer: asyncio.TimerHandle | None = None
@@ -79,7 +154,7 @@ class Peer:
         if self._timer is None or deadline < self._timer.when():
             self._arm(deadline)
         try:
-            await self._send(request(request_id, method, params))
+            await self._send(request(request_id, method, params, self.encoding))
             return await future
         except ConnectionError as exc:
             raise PeerGone(str(exc) or "the connection is closed") from exc
@@ -88,7 +163,7 @@ class Peer:
 
     async def notify(self, method: str, params: Any) -> None:
         """Send a notification; PeerGone (a ConnectionError) when the connection is closed."""
-        await self._send(notification(method, params))
+        await self._send(notification(method, params, self.encoding))
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:

@@ -50,9 +50,10 @@ class Frame:
     def binary(cls, data: bytes) -> Frame:
         return cls(MessageType.BINARY, data)
 
-    def wire_data(self) -> str:
-        """The `data` field: the text itself, or Base64 of the bytes."""
-        if isinstance(self.data, str):
+    def wire_data(self, raw: bool = False) -> str | bytes:
+        """The `data` field: the text itself, or Base64 of the bytes (``raw``: the bytes themselves, as a
+        msgpack control connection carries them)."""
+        if isinstance(self.data, str) or raw:
             return self.data
         return base64.b64encode(self.data).decode("ascii")
 
@@ -63,6 +64,8 @@ class Frame:
         data = params.get("data")
         if kind not in (MessageType.TEXT, MessageType.BINARY):
             raise WireError("type", "must be 'text' or 'binary'")
+        if kind == MessageType.BINARY and isinstance(data, (bytes, bytearray)):  # msgpack: the bytes themselves
+            return cls.binary(bytes(data))
         if not isinstance(data, str):
             raise WireError("data", "must be a string")
         if kind == MessageType.TEXT:
@@ -114,12 +117,13 @@ class InterceptedMessage:
     frame: Frame
     from_client: bool
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, raw: bool = False) -> dict[str, Any]:
+        """``raw``: for a msgpack control connection (binary data as bytes)."""
         return {
             "id": self.id,
             "connectionID": self.connection_id,
             "type": self.frame.type.value,
-            "data": self.frame.wire_data(),
+            "data": self.frame.wire_data(raw),
             "fromClient": self.from_client,
         }
 
@@ -148,14 +152,15 @@ class TransformResult:
     def replace(cls, frame: Frame) -> TransformResult:
         return cls(Answer.REPLACE, frame)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, raw: bool = False) -> dict[str, Any]:
         if self.frame is None:
             return {"action": self.action.value}
-        return {"action": self.action.value, "type": self.frame.type.value, "data": self.frame.wire_data()}
+        return {"action": self.action.value, "type": self.frame.type.value, "data": self.frame.wire_data(raw)}
 
     @classmethod
     def from_json(
-        cls, result: Any, sent: Frame | None = None, sent_data: str | None = None, fmt: ably.Format | None = None
+        cls, result: Any, sent: Frame | None = None, sent_data: str | bytes | None = None,
+        fmt: ably.Format | None = None,
     ) -> TransformResult:
         """Parse a result. Given what was sent (``sent`` and its wire ``sent_data``), a replace with
         the very same type and data returns ``sent`` itself, sparing a Base64 decode per message.
@@ -207,14 +212,14 @@ class InjectRequest:
             return self.frame
         return message_frame(self.message or {}, fmt, "message")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, raw: bool = False) -> dict[str, Any]:
         if self.frame is None:
             return {"connectionID": self.connection_id, "fromClient": self.from_client, "message": self.message}
         return {
             "connectionID": self.connection_id,
             "fromClient": self.from_client,
             "type": self.frame.type.value,
-            "data": self.frame.wire_data(),
+            "data": self.frame.wire_data(raw),
         }
 
 

@@ -19,7 +19,6 @@ from appserver.control.params import unknown_message, unknown_parameter
 from appserver.control.socket import ControlSocket
 from appserver.errors import InvalidParams, ProxyError
 from appserver.rules.schema import RuleError
-from shared import jsonfast
 from shared.wire import WireError
 
 
@@ -87,8 +86,8 @@ def envelope_error(item: Any) -> dict[str, Any] | None:
     return None
 
 
-def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSocket, Any], Awaitable[str]]:
-    """A dispatcher for ControlSocket: a parsed payload in, reply text out ("" for none).
+def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSocket, Any], Awaitable[Any]]:
+    """A dispatcher for ControlSocket: a parsed payload in, the reply out (None for none), which the socket encodes.
 
     A batch's requests are checked and dispatched one by one, so one bad request gets its own
     error beside its neighbours' answers (JSON-RPC 2.0 §6).
@@ -106,14 +105,13 @@ def make_dispatch(plain: dict[str, Method]) -> Callable[[ControlSocket, Any], Aw
             answer["error"]["message"] = f"Method not found: {item['method']!r} (the control API has: {known})"
         return answer
 
-    async def dispatch(session: ControlSocket, parsed: Any) -> str:
+    async def dispatch(session: ControlSocket, parsed: Any) -> Any:
         if isinstance(parsed, list):
             if not parsed:
-                return jsonfast.dumps({"jsonrpc": "2.0", "error": {"code": -32600, "message":
-                                       "Invalid Request: an empty batch"}, "id": None})  # fmt: skip
+                return {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request: an empty batch"},
+                        "id": None}  # fmt: skip
             answers = [a for a in await asyncio.gather(*(one(session, item) for item in parsed)) if a is not None]
-            return jsonfast.dumps(answers) if answers else ""
-        answer = await one(session, parsed)
-        return "" if answer is None else jsonfast.dumps(answer)
+            return answers or None
+        return await one(session, parsed)
 
     return dispatch

@@ -1,6 +1,8 @@
 """The control API's WebSocket sessions: the suite's requests in, our calls out.
 
-Every text frame is one JSON-RPC object or batch. Responses to *our* calls
+Every frame is one JSON-RPC object or batch: a text frame of JSON, or on a
+connection that chose the ``jsonrpc-msgpack`` subprotocol a binary frame of
+msgpack (SPEC Part 10; shared/jsonrpc.py's Encoding). Responses to *our* calls
 (the suite answering ``transformInterceptedMessage``) go to the session's
 :class:`~shared.jsonrpc.Peer` and never reach the dispatcher; requests and
 notifications go to the dispatcher (rpc.py), each in its own task so a slow
@@ -17,8 +19,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from shared import jsonfast, jsonrpc
-from shared.jsonrpc import Peer
+from shared import jsonrpc
+from shared.jsonrpc import JSON, Encoding, Peer
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,8 @@ MAX_PENDING_BYTES = 8 << 20  # what waiting notifications may hold (64 KiB frame
 NOTIFICATION_BATCH = 200  # notifications per batch at most, before one is sent at once
 NOTIFICATION_INTERVAL = 0.002  # seconds a notification may wait for others to share its write
 
-#: Answers a parsed request, notification or batch; returns the reply text ("" for none).
-Dispatch = Callable[["ControlSocket", Any], Awaitable[str]]
+#: Answers a parsed request, notification or batch; returns the reply to encode (None for none).
+Dispatch = Callable[["ControlSocket", Any], Awaitable[Any]]
 
 
 class ControlSocket:
@@ -39,36 +41,39 @@ class ControlSocket:
 
     def __init__(
         self, session_id: int, ws: web.WebSocketResponse, dispatch: Dispatch,
-        transport: asyncio.BaseTransport | None = None,
+        transport: asyncio.BaseTransport | None = None, encoding: Encoding = JSON,
     ) -> None:  # fmt: skip
         self.id = session_id
         self.ws = ws
+        #: How its envelopes travel (JSON text frames, or msgpack binary frames).
+        self.encoding = encoding
+        self._write: Callable[[Any], Awaitable[None]] = ws.send_bytes if encoding.binary else ws.send_str
         self.transport = transport  # to tell, in local mode, whether it runs through mitmdump
         self._dispatch = dispatch
-        self.peer = Peer(self._send)
+        self.peer = Peer(self._send, encoding)
         self._tasks: set[asyncio.Task[None]] = set()
-        # Notifications to send soon, in order (notify_soon).
-        self._outbox: collections.deque[str] = collections.deque()
+        # Notifications to send soon, in order (notify_soon), encoded.
+        self._outbox: collections.deque[Any] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
         self._dropped = 0  # notifications dropped because the suite read too slowly
         self._pending_bytes = 0
         self._batch_wait: asyncio.Event | None = None
 
-    async def _send(self, text: str) -> None:
-        """Send one message, after any notifications still waiting: what the suite receives keeps
+    async def _send(self, data: str | bytes) -> None:
+        """Send one encoded message, after any notifications still waiting: what the suite receives keeps
         the order in which it happened (a ruleMatched before the connection's close, say)."""
         if self.ws.closed:
             raise ConnectionResetError("control connection closed")
         if self._outbox:
-            await self.ws.send_str(self._take_outbox())
-        await self.ws.send_str(text)
+            await self._write(self._take_outbox())
+        await self._write(data)
 
-    def _take_outbox(self) -> str:
+    def _take_outbox(self) -> Any:
         if self._dropped:
             log.warning("control session %d: %d notifications were dropped", self.id, self._dropped)
             self._dropped = 0
-        texts, self._outbox, self._pending_bytes = list(self._outbox), collections.deque(), 0
-        return texts[0] if len(texts) == 1 else "[" + ",".join(texts) + "]"
+        encoded, self._outbox, self._pending_bytes = list(self._outbox), collections.deque(), 0
+        return self.encoding.batch(encoded)
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
         return await self.peer.call(method, params, timeout)
@@ -84,7 +89,7 @@ class ControlSocket:
         piles up while one is being written goes out as one batch (JSON-RPC 2.0 §6)."""
         if self.ws.closed:
             return
-        text = jsonrpc.notification(method, params)  # as text: a tenth of a dict's memory
+        text = jsonrpc.notification(method, params, self.encoding)  # encoded: a tenth of a dict's memory
         self._outbox.append(text)
         self._pending_bytes += len(text)
         while len(self._outbox) > MAX_PENDING_NOTIFICATIONS or self._pending_bytes > MAX_PENDING_BYTES:
@@ -113,7 +118,7 @@ class ControlSocket:
                     self._outbox.clear()
                     self._pending_bytes = 0
                 elif self._outbox:
-                    await self.ws.send_str(self._take_outbox())
+                    await self._write(self._take_outbox())
         except ConnectionError:
             log.debug("control session %d: notifications not sent, connection closed", self.id)
             self._outbox.clear()
@@ -124,11 +129,16 @@ class ControlSocket:
     async def serve(self) -> None:
         """Receive until the socket closes; then fail whatever waits on it."""
         try:
+            ours, other = (WSMsgType.BINARY, WSMsgType.TEXT) if self.encoding.binary else (WSMsgType.TEXT,
+                                                                                              WSMsgType.BINARY)  # fmt: skip
             async for msg in self.ws:
-                if msg.type is WSMsgType.TEXT:
-                    self._on_text(msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    self._spawn(self._reply(_error(-32600, "Invalid Request: control messages must be text frames")))
+                if msg.type is ours:
+                    self._on_frame(msg.data)
+                elif msg.type is other:
+                    self._spawn(self._reply(_error(-32600, "Invalid Request: control messages must be text frames"
+                                                   if other is WSMsgType.BINARY else "Invalid Request: this control "
+                                                   "connection chose jsonrpc-msgpack: its messages are binary frames "
+                                                   "of msgpack")))  # fmt: skip
                 elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes with 1009
                     log.warning("control session %d closed by a protocol error: %s", self.id, msg.data)
         finally:
@@ -139,9 +149,9 @@ class ControlSocket:
             if self._sender is not None:
                 await asyncio.gather(self._sender, return_exceptions=True)
 
-    def _on_text(self, text: str) -> None:
+    def _on_frame(self, data: str | bytes) -> None:
         try:
-            payload = jsonfast.loads(text)
+            payload = self.encoding.loads(data)
         except (ValueError, RecursionError) as exc:
             self._spawn(self._reply(_error(-32700, f"Parse error: {exc}")))
             return
@@ -150,12 +160,13 @@ class ControlSocket:
 
     async def _answer(self, payload: Any) -> None:
         reply = await self._dispatch(self, payload)
-        if reply:
+        if reply is not None:
             await self._reply(reply)
 
-    async def _reply(self, text: str) -> None:
+    async def _reply(self, reply: Any) -> None:
+        """Send a reply (an envelope or a batch of them)."""
         try:
-            await self._send(text)
+            await self._send(self.encoding.dumps(reply))
         except ConnectionError:
             log.debug("control session %d: reply not sent, connection closed", self.id)
 
@@ -172,5 +183,5 @@ class ControlSocket:
         await self.ws.close(code=code, message=reason.encode())
 
 
-def _error(code: int, message: str) -> str:
-    return jsonfast.dumps({"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None})
+def _error(code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": {"code": code, "message": message}, "id": None}

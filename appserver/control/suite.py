@@ -96,6 +96,11 @@ class ActiveSuite:
             for callback in self.on_release:
                 callback()
 
+    @property
+    def raw_frames(self) -> bool:
+        """Whether the active suite's connection carries frame data as bytes (msgpack), not Base64."""
+        return self.active is not None and self.active.encoding.binary
+
     def notify_soon(self, method: str, params: dict[str, Any]) -> None:
         """A notification that never makes the caller wait (ruleMatched)."""
         if self.active is not None:
@@ -196,7 +201,7 @@ class ActiveSuite:
         if suite is None or not suite.answers:
             return PASS
         message = InterceptedMessage(self._message_id(), connection_id, frame, from_client)
-        params = message.to_json()
+        params = message.to_json(suite.encoding.binary)
         if rule_id is not None:
             params["ruleId"] = rule_id
         fmt = ably.Format.MSGPACK if frame.type is MessageType.BINARY else ably.Format.JSON

@@ -48,6 +48,11 @@ class Suite(Protocol):
     #: startInterception/openSession ``window`` (SPEC Part 10).
     window: int
 
+    @property
+    def raw_frames(self) -> bool:
+        """Its control connection carries frame data as bytes (msgpack), not Base64."""
+        ...
+
     def ask(self, connection_id: str, frame: Frame, from_client: bool, rule_id: str | None) -> Awaitable[Verdict]: ...
     async def ask_http(self, info: ConnectionOpened, method: str, body: bytes | None, rule_id: str,
                        response: bool) -> HttpVerdict: ...  # fmt: skip
@@ -219,19 +224,20 @@ class Rules:
 
     def _notify(self, rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None) -> None:
         self.suite.notify_soon(EVENT_RULE_MATCHED, matched_params(rule, subject, extra, self._message_id(),
-                                                                  self.suite.decoded))  # fmt: skip
+                                                                  self.suite.decoded, self.suite.raw_frames))  # fmt: skip
 
 
 # -- what the rules tell others: ruleMatched (SPEC Part 3), a decision for the trace (SPEC Part 5) ----------
 
 
 def matched_params(rule: CompiledRule, subject: Subject, extra: dict[str, Any] | None, message_id: str,
-                   decoded: bool) -> dict[str, Any]:  # fmt: skip
+                   decoded: bool, raw: bool = False) -> dict[str, Any]:  # fmt: skip
+    """ruleMatched's params; ``raw``: for a msgpack control connection (binary data as bytes)."""
     frame = subject.frame
     if frame is not None:  # the common case (observing frames), built in one go
         params: dict[str, Any] = {"ruleId": rule.id, "event": subject.event, "connectionID": subject.connection_id,
                                   "fromClient": subject.from_client, "id": message_id, "type": frame.type.value,
-                                  "data": frame.wire_data(), "matched": rule.matched}  # fmt: skip
+                                  "data": frame.wire_data(raw), "matched": rule.matched}  # fmt: skip
         if decoded:
             params["message"] = jsonable(subject.message())
         return params

@@ -32,7 +32,7 @@ from appserver.rules.compile import add_rules
 from appserver.rules.schema import RuleError
 from appserver.uts import rules as uts
 from appserver.uts.log import LogReader
-from shared.jsonrpc import PeerGone
+from shared.jsonrpc import JSON, PeerGone
 from shared.wire import WireError, message_frame
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Holder:
     notification (uts-proxy has neither)."""
 
     answers = False
+    encoding = JSON
 
     def __init__(self, number: int) -> None:
         self.id = -number  # never a control connection's number

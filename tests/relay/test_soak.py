@@ -62,16 +62,16 @@ def check_windowed(seed: int, sent: list[str], got: list[str], where: str) -> No
         assert got.index(injection) < got.index(injection[len("inj-"):]), where
 
 
-@pytest.mark.parametrize("window", [1, 16])
+@pytest.mark.parametrize("window, encoding", [(1, "json"), (16, "json"), (16, "msgpack")])
 async def test_soak_exact_streams(
-    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, window: int
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer, window: int, encoding: str
 ) -> None:
     """Under a randomly dropping/replacing/delaying/injecting suite, every connection's streams arrive exactly as
-    computed, with one message at a time with the suite and with 16 at once."""
-    print(f"soak: {CONNECTIONS} connections x {MESSAGES} messages each way, window {window}, seed {SEED} "
+    computed, with one message at a time with the suite and with 16 at once, over JSON and msgpack."""
+    print(f"soak: {CONNECTIONS} connections x {MESSAGES} messages each way, window {window}, {encoding}, seed {SEED} "
           f"(replay: SOAK_SEED={SEED})")  # fmt: skip
     rng = random.Random(SEED)
-    client = await InterceptionClient.connect(f"ws://127.0.0.1:{app_server.control_port}/")
+    client = await InterceptionClient.connect(f"ws://127.0.0.1:{app_server.control_port}/", encoding=encoding)
     try:
         await client.start_interception("proxy", window=window)
         async with client.intercept() as ctx:

@@ -26,6 +26,8 @@ FRAME = Frame.text(json.dumps({"action": 15, "channel": "a"}))
 
 class FakeSuite:
     decoded = False
+    window = 1
+    raw_frames = False
 
     def __init__(self, answer: Verdict = PASS) -> None:
         self.answer = answer
