@@ -19,9 +19,12 @@ export interface ProtocolMessage {
 export type FrameType = "text" | "binary";
 export interface RawFrame {
   type: FrameType;
-  /** The text, or Base64 of the bytes. */
-  data: string;
+  /** The text, or Base64 of the bytes (the bytes themselves on a msgpack control connection). */
+  data: string | Uint8Array;
 }
+
+/** How the control connection's envelopes travel (SPEC Part 10): JSON text frames, or msgpack binary frames. */
+export type Encoding = "json" | "msgpack";
 
 /** A query or header condition: equal to this text, or present (true) / absent (false). */
 export type Condition = string | boolean;
@@ -84,7 +87,8 @@ export interface RuleMatched {
   fromClient?: boolean;
   id?: string;
   type?: FrameType;
-  data?: string;
+  /** The text, or Base64 of the bytes (the bytes on a msgpack control connection). */
+  data?: string | Uint8Array;
   matched: number;
   message?: ProtocolMessage;
   [field: string]: unknown;
@@ -96,8 +100,8 @@ export interface Intercepted {
   connectionID: string;
   fromClient: boolean;
   type: FrameType;
-  /** As Part 1 sends it: the text, or Base64 of the bytes. */
-  data: string;
+  /** As Part 1 sends it: the text, or Base64 of the bytes (on a msgpack control connection, the bytes). */
+  data: string | Uint8Array;
   format: "json" | "msgpack";
   /** The decoded protocol message (undefined for a frame that is none). */
   message: ProtocolMessage | undefined;
@@ -126,6 +130,9 @@ export interface SessionParams {
   pids?: number[];
   port?: number;
   decoded?: boolean;
+  /** How many messages per connection and direction may be with the suite at once (1–256; SPEC Part 10). */
+  window?: number;
+  encoding?: Encoding;
 }
 
 /** The ably-js ClientOptions clientOptions() gives (direct mode). */
@@ -148,6 +155,7 @@ type Listener<T> = (value: T) => void;
 
 export class Suite {
   readonly url: string;
+  readonly encoding: Encoding;
   closed: boolean;
   sessionID: string | undefined;
   proxyPort: number | undefined;
@@ -168,7 +176,8 @@ export class Suite {
   call(method: string, params?: Record<string, unknown>, timeoutMs?: number): Promise<any>;
   close(): Promise<void>;
 
-  startInterception(params?: { mode?: "proxy" | "local" | "none"; pid?: number; decoded?: boolean }): Promise<{}>;
+  startInterception(params?: { mode?: "proxy" | "local" | "none"; pid?: number; decoded?: boolean; window?: number }
+  ): Promise<{}>;
   injectMessage(params: { connectionID: string; fromClient: boolean; type?: FrameType; data?: string;
                           message?: ProtocolMessage }): Promise<{ id: string }>;
   closeConnection(params: { connectionID: string; side?: "client" | "server" | "both"; code?: number;
@@ -197,7 +206,7 @@ export class Suite {
   clientOptions(extra?: Record<string, unknown>): DirectClientOptions;
 }
 
-export function connect(options?: { url?: string }): Promise<Suite>;
+export function connect(options?: { url?: string; encoding?: Encoding }): Promise<Suite>;
 export function openSession(options?: SessionParams): Promise<Suite>;
 export function withSession<T>(options: SessionParams & { name?: string }, fn: (suite: Suite) => Promise<T> | T):
   Promise<T>;
@@ -242,7 +251,7 @@ export const rules: {
 
 export const ACTIONS: readonly AblyActionName[];
 export const FLAGS: Readonly<Record<AblyFlagName, number>>;
-export function encodeFrame(message: ProtocolMessage, format: "json" | "msgpack" | undefined): RawFrame;
+export function encodeFrame(message: ProtocolMessage, format: "json" | "msgpack" | undefined, raw?: boolean): RawFrame;
 export function decodeFrame(frame: RawFrame): ProtocolMessage | undefined;
 export function actionName(action: AblyAction): AblyActionName | undefined;
 export function actionNumber(action: AblyAction): number | undefined;

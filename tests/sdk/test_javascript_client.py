@@ -72,7 +72,7 @@ async def test_a_failing_tests_trace_is_written_and_named_in_its_failure(direct:
 async def test_with_session_for_node_test(direct: AppServer, fake: FakeAbly) -> None:
     code, out = await run("node", "--test", "client/node_test.test.mjs", cwd=JS, env=mocha_env(direct, fake))
     assert code == 0, out
-    assert "# pass 2" in out and "# fail 0" in out, out
+    assert "# pass 3" in out and "# fail 0" in out, out
 
 
 async def test_the_declarations_pass_tsc_strict_for_a_users_test_file() -> None:

@@ -63,18 +63,25 @@ function numbered(message) {
   return out;
 }
 
-/** The frame ({type, data}: data Base64 for binary, as the control API carries it) of a message in a format. */
-function encodeFrame(message, format) {
+/** The frame ({type, data}: data Base64 for binary, as the control API carries it in JSON; `raw`: the bytes, as a
+ * msgpack control connection carries them) of a message in a format. */
+function encodeFrame(message, format, raw = false) {
   const plain = numbered(message);
-  if (format === "msgpack") return { type: "binary", data: toBase64(msgpack.encode(plain)) };
+  if (format === "msgpack") {
+    const bytes = msgpack.encode(plain);
+    return { type: "binary", data: raw ? bytes : toBase64(bytes) };
+  }
   if (containsBinary(plain)) throw new TypeError("binary fields need a msgpack connection (this one is JSON)");
   return { type: "text", data: JSON.stringify(plain) };
 }
 
-/** The decoded protocol message of a frame ({type, data}), or undefined when it is none. */
+/** The decoded protocol message of a frame ({type, data}: binary data as Base64 or as bytes), or undefined when it
+ * is none. */
 function decodeFrame(frame) {
   try {
-    const value = frame.type === "binary" ? msgpack.decode(fromBase64(frame.data)) : JSON.parse(frame.data);
+    const binary = frame.type === "binary";
+    const value = !binary ? JSON.parse(frame.data)
+      : msgpack.decode(typeof frame.data === "string" ? fromBase64(frame.data) : frame.data);
     return value && typeof value === "object" && !Array.isArray(value) ? value : undefined;
   } catch {
     return undefined;

@@ -5,7 +5,11 @@
 const ably = require("./ably.cjs");
 const { rules } = require("./rules.cjs");
 
+const msgpack = require("@msgpack/msgpack");
+
 const DEFAULT_URL = "ws://127.0.0.1:8001/";
+/** The subprotocol of a control connection whose envelopes are msgpack (SPEC Part 10). */
+const MSGPACK_SUBPROTOCOL = "jsonrpc-msgpack";
 const CALL_TIMEOUT_MS = 30_000;
 
 /** A JSON-RPC error from the proxy (or a wait that ran out): `code`, `message`, `data`. */
@@ -62,18 +66,27 @@ function webSocketClass() {
   return require("ws");
 }
 
-function openSocket(url) {
+function openSocket(url, encoding = "json") {
   const WebSocketClass = webSocketClass();
   return new Promise((resolve, reject) => {
     let ws;
     try {
-      ws = new WebSocketClass(url);
+      ws = encoding === "msgpack" ? new WebSocketClass(url, [MSGPACK_SUBPROTOCOL]) : new WebSocketClass(url);
+      ws.binaryType = "arraybuffer";
     } catch (err) {
       reject(new InterceptionError(`cannot connect to the interception proxy's control API at ${url}: ${err.message}`,
                                    -32000));
       return;
     }
-    ws.onopen = () => resolve(ws);
+    ws.onopen = () => {
+      if (encoding === "msgpack" && ws.protocol !== MSGPACK_SUBPROTOCOL) {
+        ws.close(1000, "no msgpack");
+        reject(new InterceptionError(`the control API at ${url} did not accept the ${MSGPACK_SUBPROTOCOL} subprotocol`,
+                                     -32000));  // fmt: skip
+      } else {
+        resolve(ws);
+      }
+    };
     ws.onerror = (event) => reject(new InterceptionError(
       `cannot connect to the interception proxy's control API at ${url}: ${event?.message ?? "connection failed"} ` +
       "(is the app server running? `make run`, `make run-proxy`)", -32000));
@@ -150,9 +163,11 @@ function traceFrame(event) {
 
 class Suite extends Emitter {
   /** Use connect() or openSession(). */
-  constructor(ws, url) {
+  constructor(ws, url, encoding = "json") {
     super();
     this.url = url;
+    /** "json" (text frames), or "msgpack" (binary frames; a binary frame's `data` is a Uint8Array). */
+    this.encoding = encoding;
     this._ws = ws;
     this._nextId = 1;
     this._pending = new Map();
@@ -181,7 +196,11 @@ class Suite extends Emitter {
 
   _send(payload) {
     if (this.closed) throw new InterceptionError("the control connection is closed", -32000);
-    this._ws.send(JSON.stringify(payload));
+    this._ws.send(this._encode(payload));
+  }
+
+  _encode(payload) {
+    return this.encoding === "msgpack" ? msgpack.encode(payload) : JSON.stringify(payload);
   }
 
   /** Call a control method: resolves with its result, rejects with an InterceptionError. */
@@ -206,7 +225,8 @@ class Suite extends Emitter {
   _receive(raw) {
     let payload;
     try {
-      payload = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw));
+      if (this.encoding === "msgpack") payload = typeof raw === "string" ? undefined : msgpack.decode(new Uint8Array(raw));
+      else payload = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw));
     } catch {
       return;
     }
@@ -229,7 +249,7 @@ class Suite extends Emitter {
   }
 
   _reply(id, result) {
-    if (!this.closed) this._ws.send(JSON.stringify({ jsonrpc: "2.0", id, result }));
+    if (!this.closed) this._ws.send(this._encode({ jsonrpc: "2.0", id, result }));
   }
 
   async _request(msg) {
@@ -272,7 +292,7 @@ class Suite extends Emitter {
     if (answer === undefined || answer === null) this._reply(msg.id, unchanged);
     else if (answer.drop) this._reply(msg.id, { action: "drop" });
     else if (answer.message !== undefined) {
-      this._reply(msg.id, { action: "replace", ...ably.encodeFrame(answer.message, format) });
+      this._reply(msg.id, { action: "replace", ...ably.encodeFrame(answer.message, format, this.encoding === "msgpack") });
     } else {
       console.error("ably-interception-client: an intercept handler returns nothing, {drop: true} or {message}; " +
                     `got ${JSON.stringify(answer)} (message ${params.id} passed on)`);
@@ -520,15 +540,20 @@ class Suite extends Emitter {
   }
 }
 
-/** A Suite for the classic active suite: call startInterception on it (as in Part 1). */
-async function connect({ url } = {}) {
+/** A Suite for the classic active suite: call startInterception on it (as in Part 1). `encoding: "msgpack"`
+ * offers the jsonrpc-msgpack subprotocol (SPEC Part 10): binary frames of msgpack, binary data as bytes. */
+async function connect({ url, encoding = "json" } = {}) {
+  if (encoding !== "json" && encoding !== "msgpack") {
+    throw new InterceptionError(`encoding must be "json" or "msgpack", got ${JSON.stringify(encoding)}`, -32602);
+  }
   const address = controlUrl(url);
-  return new Suite(await openSocket(address), address);
+  return new Suite(await openSocket(address, encoding), address, encoding);
 }
 
-/** A Suite holding a session of its own (SPEC Part 6): its own port (direct) or mitmproxy listener (proxy). */
-async function openSession({ url, mode = "direct", ...params } = {}) {
-  const suite = await connect({ url });
+/** A Suite holding a session of its own (SPEC Part 6): its own port (direct) or mitmproxy listener (proxy).
+ * Other options are openSession's params (`window`, `decoded`, `upstream` …). */
+async function openSession({ url, mode = "direct", encoding, ...params } = {}) {
+  const suite = await connect({ url, encoding });
   try {
     const result = await suite.call("openSession", { mode, ...params });
     suite.sessionID = result.sessionID;

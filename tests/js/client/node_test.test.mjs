@@ -34,3 +34,29 @@ test("a bad parameter rejects with an InterceptionError carrying the JSON-RPC co
     assert.match(error.message, /unknown parameter 'sinse'/);
   });
 });
+
+test("the dialogue over msgpack with a window: bytes, not Base64, and every message in order", async () => {
+  const seen = [];
+  const code = await withSession({ mode: "direct", upstream, encoding: "msgpack", window: 8 }, async (suite) => {
+    assert.equal(suite.encoding, "msgpack");
+    suite.intercept(async (message) => {
+      seen.push({ bytes: message.data instanceof Uint8Array, action: message.action, type: message.type });
+      if (message.action === "ACK") {
+        return { message: { action: "NACK", msgSerial: message.message.msgSerial, count: 1,
+                            error: { code: 50002, statusCode: 500, message: "no" } } };
+      }
+      return undefined;
+    });
+    const client = new Ably.Realtime(suite.clientOptions({ key: "fakeApp.fakeKey:fakeSecret" }));
+    try {
+      const error = await client.channels.get("room").publish("greeting", "hi").catch((err) => err);
+      return error.code;
+    } finally {
+      client.close();
+    }
+  });
+  assert.equal(code, 50002);
+  assert.ok(seen.length >= 3, JSON.stringify(seen));
+  assert.ok(seen.every((s) => s.type !== "binary" || s.bytes), JSON.stringify(seen));
+  assert.ok(seen.some((s) => s.type === "binary"), JSON.stringify(seen));
+});
