@@ -15,7 +15,18 @@ rotating order so that drift and warm-up fall on all of them alike:
   joined, nothing parsed): the floor of any relay process on this machine,
   printed beside the ratio targets;
 * ``mitm`` (``--mitmdump``): client → mitmdump (HTTP proxy) → app server → echo,
-  with the suite.
+  with the suite; ``mitmrev`` (``--mitmdump``): client → mitmdump in reverse
+  mode → echo, mitmproxy alone, for scale;
+* ``window``: the suite answering every message with ``window: 16`` (SPEC
+  Part 10); ``msgpack``: the suite answering every message over the
+  ``jsonrpc-msgpack`` control channel;
+* ``<variant>@old`` (``--compare REV``): the same variant through the app
+  server of another commit, checked out beside this one (git worktree), run in
+  the same rounds: the honest way to see whether a path got slower.
+
+``--pin`` places the processes as the issue-24 figures were taken: the client
+on CPU 0, every proxy, the suite and the upstream on CPU 1 (the layout changes
+the ratios a lot).
 
 Prints progress on stderr, then a table, the targets of issue 5 (met/missed)
 and one JSON line on stdout. Every process it starts is stopped on exit,
@@ -113,17 +124,25 @@ def HTTP_WORKLOADS(quick: bool) -> list[Workload]:  # noqa: N802 - a table, as t
 
 #: The variants plain HTTP jobs run on: the HTTP path has no per-frame dialogue, so the rule variants
 #: would measure the relay again.
-HTTP_VARIANTS = ("direct", "relay", "splice", "mitm")
+HTTP_VARIANTS = ("direct", "relay", "splice", "mitm", "mitmrev", "relay@old")
 
-VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "splice", "mitm")
-DEFAULT_VARIANTS = VARIANTS[:-1]  # mitm with --mitmdump
+VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "splice", "window", "msgpack", "mitm",
+            "mitmrev")
+DEFAULT_VARIANTS = VARIANTS[:-2]  # mitm and mitmrev with --mitmdump
+MITM_VARIANTS = ("mitm", "mitmrev")
+#: A variant through the app server of the --compare checkout ("suite@old").
+OLD = "@old"
 #: A bare TCP splice (bench_splice.py): what a relay process costs here before it does any work.
 SPLICE = "splice"
 #: Served by a second app server started with --no-trace (issue 14: what the trace costs): the catch-all rule.
 UNTRACED = "untraced"
-WITH_SUITE = ("suite", "mitm")  # every message a transform round trip
-#: The suite of each variant: the rules it adds (None: no suite at all).
-SUITE_OF = {"suite": "", "mitm": "", "pass": "pass", "observe": "observe", UNTRACED: "pass"}
+WITH_SUITE = ("suite", "mitm", "window", "msgpack", "suite@old")  # every message a transform round trip
+#: The suite of each variant: the rules it adds (None: no suite at all), its window, its encoding.
+SUITE_OF: dict[str, tuple[str, int, str]] = {
+    "suite": ("", 1, "json"), "mitm": ("", 1, "json"), "pass": ("pass", 1, "json"),
+    "observe": ("observe", 1, "json"), UNTRACED: ("pass", 1, "json"), "window": ("", 16, "json"),
+    "msgpack": ("", 1, "msgpack"),
+}  # fmt: skip
 SUITE_RULES: dict[str, list[dict[str, Any]]] = {
     "": [],
     "pass": [{"match": {}, "action": {"type": "pass"}}],  # the dialogue off: rules decide everything
@@ -143,14 +162,21 @@ def _die_with_parent() -> None:
 class Child:
     """A process of ours; a line-oriented JSON helper when ``talks`` is true."""
 
-    def __init__(self, name: str, args: list[str], log_dir: Path, talks: bool) -> None:
+    def __init__(self, name: str, args: list[str], log_dir: Path, talks: bool, cpu: int | None = None,
+                 cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:  # fmt: skip
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log: IO[bytes] = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if cpu is not None:  # --pin: this process and every thread it starts, on that CPU
+                os.sched_setaffinity(0, {cpu})
+
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdin=subprocess.PIPE if talks else subprocess.DEVNULL,
+            args, cwd=cwd, stdin=subprocess.PIPE if talks else subprocess.DEVNULL,
             stdout=subprocess.PIPE if talks else self._log, stderr=self._log,
-            text=talks, start_new_session=True, preexec_fn=_die_with_parent,
+            text=talks, start_new_session=True, preexec_fn=before_exec, env=env,
         )  # fmt: skip
         self.pid = self.proc.pid
 
@@ -239,6 +265,7 @@ class Cell:
     """Everything measured for one (variant, workload), summed over the rounds."""
 
     rtt_us: list[float] = field(default_factory=list)
+    last_us: list[float] = field(default_factory=list)  # a streamed response's last byte
     rates: list[float] = field(default_factory=list)  # messages/s, one per round
     cpu_ticks: int = 0
     suite_ticks: int = 0
@@ -253,10 +280,12 @@ class Harness:
         self.log_dir = log_dir
         self.stack = stack
         self.children: list[Child] = []
-        self.suite_attached: tuple[str, int] | None = None  # its rules, and the control port attached to
+        self.suite_attached: tuple[Any, ...] | None = None  # its rules, window, encoding and control port
 
-    def start(self, name: str, args: list[str], talks: bool, sig: int = signal.SIGTERM) -> Child:
-        child = Child(name, args, self.log_dir, talks)
+    def start(self, name: str, args: list[str], talks: bool, sig: int = signal.SIGTERM, cwd: Path = ROOT,
+              env: dict[str, str] | None = None) -> Child:  # fmt: skip
+        cpu = (0 if name == "client" else 1) if self.args.pin else None
+        child = Child(name, args, self.log_dir, talks, cpu, cwd, env)
         self.stack.callback(child.stop, sig)  # stopped in reverse order of starting
         self.children.append(child)
         return child
@@ -289,21 +318,39 @@ class Harness:
         self.client = self.start("client", [py, str(SCRIPTS / "bench_client.py")], talks=True)
         self.client.request({"op": "ping"}, 20)
         self.mitmdump: Child | None = None
-        if self.args.mitmdump:
+        if "mitm" in self.args.variant_list:
             self.mitmdump = self.start("mitmdump", mitmdump_args(self), talks=False)
             wait_listening(self.mitmdump, self.mitm_port, timeout=60)
+        self.mitmrev: Child | None = None
+        if "mitmrev" in self.args.variant_list:
+            self.mitmrev_port = free_ports(1)[0]
+            self.mitmrev = self.start("mitmdump-reverse", mitmdump_reverse_args(self), talks=False)
+            wait_listening(self.mitmrev, self.mitmrev_port, timeout=60)
+        self.old: Child | None = None
+        if self.args.compare:
+            self.old_control, self.old_proxy = free_ports(2)
+            checkout = self.args.compare_dir
+            self.old = self.start("appserver-old", [
+                py, "-m", "appserver", "--no-mitmproxy", "--control-host", HOST, "--proxy-host", HOST,
+                "--control-port", str(self.old_control), "--proxy-port", str(self.old_proxy),
+            ], talks=False, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)})  # fmt: skip
+            wait_listening(self.old, self.old_control)
+            wait_listening(self.old, self.old_proxy)
 
-    def set_suite(self, rules: str | None, control_port: int) -> None:
-        """No suite (None), or one attached with these rules: "" (none: every message asked), "pass", "observe"."""
-        wanted = None if rules is None else (rules, control_port)
+    def set_suite(self, suite: tuple[str, int, str] | None, control_port: int) -> None:
+        """No suite (None), or one attached with these rules ("" — none: every message asked —, "pass",
+        "observe"), this window and this encoding of the control channel."""
+        wanted = None if suite is None else (*suite, control_port)
         if wanted == self.suite_attached:
             return
         if self.suite_attached is not None:
             self.suite.request({"op": "detach"}, 30)
             time.sleep(0.05)  # let the app server release the session before traffic flows
-        if rules is not None:
+        if suite is not None:
+            rules, window, encoding = suite
             answer = self.suite.request({"op": "attach", "url": f"ws://{HOST}:{control_port}/",
-                                         "rules": SUITE_RULES[rules]}, 30)  # fmt: skip
+                                         "rules": SUITE_RULES[rules], "window": window, "encoding": encoding},
+                                        30)  # fmt: skip
             if not answer.get("ok"):
                 raise RuntimeError(f"the bench suite could not attach: {answer}")
         self.suite_attached = wanted
@@ -314,6 +361,10 @@ class Harness:
             return self.untraced, self.untraced_control, self.untraced_proxy
         if variant == SPLICE and self.splice is not None:
             return self.splice, self.control_port, self.splice_port
+        if variant == "mitmrev" and self.mitmrev is not None:
+            return self.mitmrev, self.control_port, self.mitmrev_port
+        if variant.endswith(OLD) and self.old is not None:
+            return self.old, self.old_control, self.old_proxy
         return self.appserver, self.control_port, self.proxy_port
 
     def endpoint(self, variant: str, workload: Workload | None = None) -> dict[str, Any]:
@@ -323,10 +374,10 @@ class Harness:
                 return {"url": f"http://{HOST}:{self.echo_port}{path}"}
             if variant == "mitm":
                 return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
-            if variant == SPLICE:
-                return {"url": f"http://{HOST}:{self.splice_port}{path}"}
+            if variant in (SPLICE, "mitmrev"):
+                return {"url": f"http://{HOST}:{self.server_of(variant)[2]}{path}"}
             stamps = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "http"}
-            return {"url": f"http://{HOST}:{self.proxy_port}{path}", "headers": stamps}
+            return {"url": f"http://{HOST}:{self.server_of(variant)[2]}{path}", "headers": stamps}
         path = "/bench?v=3&format=json"
         if variant == "direct":
             return {"url": f"ws://{HOST}:{self.echo_port}{path}"}
@@ -334,12 +385,14 @@ class Harness:
             # aiohttp sends a proxied ws:// upgrade in absolute form with the ws scheme, which
             # mitmproxy refuses; with http:// the request line is one mitmproxy accepts.
             return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
+        if variant == "mitmrev":
+            return {"url": f"ws://{HOST}:{self.mitmrev_port}{path}"}
         headers = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "ws"}
         return {"url": f"ws://{HOST}:{self.server_of(variant)[2]}{path}", "headers": headers}
 
     def run_job(self, variant: str, workload: Workload, cell: Cell | None) -> None:
         server, control_port, _ = self.server_of(variant)
-        self.set_suite(SUITE_OF.get(variant), control_port)
+        self.set_suite(SUITE_OF.get(variant.removesuffix(OLD)), control_port)
         timeout = self.args.job_timeout
         answered = self.suite.request({"op": "stats"}, 10)["answered"]
         before = (cpu_ticks(server.pid), cpu_ticks(self.suite.pid), self.mitm_ticks())
@@ -349,6 +402,8 @@ class Harness:
             return
         if "rtt_us" in result:
             cell.rtt_us += result["rtt_us"]
+        if "last_us" in result:
+            cell.last_us += result["last_us"]
         if "elapsed_s" in result:
             cell.rates.append(workload.count / result["elapsed_s"])
         if variant != "direct":
@@ -361,8 +416,21 @@ class Harness:
     def mitm_ticks(self) -> int:
         return cpu_ticks(self.mitmdump.pid) if self.mitmdump is not None else 0
 
+    def pinned(self) -> dict[str, list[int]]:
+        """Each process's CPUs, as the kernel has them (what --pin asked for, checked)."""
+        return {c.name: sorted(os.sched_getaffinity(c.pid)) for c in self.children if c.proc.poll() is None}
+
     def rss_kb(self) -> int:
         return status_kb(self.appserver.pid, "VmRSS")
+
+
+def mitmdump_reverse_args(h: Harness) -> list[str]:
+    """mitmdump alone, in reverse mode to the echo upstream (WebSocket and HTTP), with nothing of ours."""
+    binary = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
+    if binary is None:
+        raise BenchError("--mitmdump: no mitmdump binary found")
+    return [binary, "--mode", f"reverse:http://{HOST}:{h.echo_port}", "--listen-host", HOST,
+            "--listen-port", str(h.mitmrev_port), "--set", "flow_detail=0", "--set", "termlog_verbosity=warn"]
 
 
 def mitmdump_args(h: Harness) -> list[str]:
@@ -437,6 +505,8 @@ def summarise(cells: dict[str, dict[str, Cell]], loads: list[Workload]) -> dict[
             if c.rtt_us:
                 fig.update(median_us=round(statistics.median(c.rtt_us), 1), p99_us=round(p99(c.rtt_us), 1),
                            samples=len(c.rtt_us))
+            if c.last_us:
+                fig.update(last_median_us=round(statistics.median(c.last_us), 1))
             if c.rates:
                 fig.update(msgs_per_s=round(statistics.median(c.rates)), rounds=len(c.rates))
                 if w.size >= 1024:
@@ -460,7 +530,8 @@ def ratios(figs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, di
         out[variant] = {}
         for key, fig in figs[variant].items():
             base = direct.get(key, {})
-            out[variant][key] = {m: round(fig[m] / base[m], 2) for m in ("median_us", "p99_us", "msgs_per_s")
+            out[variant][key] = {m: round(fig[m] / base[m], 2)
+                                 for m in ("median_us", "p99_us", "msgs_per_s", "last_median_us")
                                  if m in fig and base.get(m)}  # fmt: skip
     return out
 
@@ -486,6 +557,21 @@ TARGETS = [
     ("HTTP through the app server: 1 MiB stream, time to first byte", "relay", "http1m", "median_us", "<=", 2.0,
      True),
 ]
+#: Issue 24: against uts-proxy (Go) on its own ground. (label, variant, workload, metric, op, limit as a ratio to
+#: direct, limit as a ratio to the splice of the same run); a limit of None is not set that way.
+PEER_TARGETS = [
+    ("WS round trip median, 100 B, no rules", "relay", "lat100", "median_us", "<=", 1.53, 1.17),
+    ("WS round trip median, 100 B, catch-all pass rule", "pass", "lat100", "median_us", "<=", 1.58, 1.21),
+    ("WS throughput, 1 conn, pass rule", "pass", "tput1", "msgs_per_s", ">=", 0.49, 0.54),
+    ("WS throughput, 20 conns, pass rule", "pass", "tput20", "msgs_per_s", ">=", 0.29, 0.47),
+    ("HTTP 1 MiB time to first byte", "relay", "http1m", "median_us", "<=", 2.82, 2.25),
+    ("HTTP 1 MiB time to last byte", "relay", "http1m", "last_median_us", "<=", 2.82, 1.51),
+    ("HTTP 100 B GETs, request rate", "relay", "http100", "msgs_per_s", ">=", 0.39, 0.45),
+    ("suite, window 16: throughput, 1 conn", "window", "tput1", "msgs_per_s", ">=", 0.2, None),
+    ("suite over msgpack: round trip median, 64 KiB", "msgpack", "lat64k", "median_us", "<=", 5.0, None),
+]
+#: Issue 24: app-server CPU per 1,000 small GETs (ms).
+HTTP_CPU_LIMIT_MS = 240
 RSS_LIMIT_MB = 60
 TRACE_COST_LIMIT = 0.9  # tracing on costs at most 10 % of the throughput with it off
 CHURN_CONNECTIONS = 3_000
@@ -505,6 +591,30 @@ def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]
         if floor is not None:
             check["splice"] = floor  # the same figure through a bare TCP splice
         checks.append(check)
+    for label, variant, key, metric, op, limit, splice_limit in PEER_TARGETS:
+        value = rat.get(variant, {}).get(key, {}).get(metric)
+        if value is None:
+            continue
+        met = value <= limit if op == "<=" else value >= limit
+        check = {"target": f"issue 24: {label}", "value": value, "op": op, "limit": limit, "ratio": True, "met": met}
+        mine, floor = figs.get(variant, {}).get(key, {}).get(metric), figs.get(SPLICE, {}).get(key, {}).get(metric)
+        if splice_limit is not None and mine and floor:
+            of_splice = round(mine / floor, 2)
+            check.update(of_splice=of_splice, splice_limit=splice_limit,
+                         met_vs_splice=of_splice <= splice_limit if op == "<=" else of_splice >= splice_limit)
+        checks.append(check)
+    http_cpu = figs.get("relay", {}).get("http100", {}).get("cpu_ms_per_1k")
+    if http_cpu is not None:
+        checks.append({"target": "issue 24: app-server CPU ms / 1,000 small GETs", "value": http_cpu, "op": "<=",
+                       "limit": HTTP_CPU_LIMIT_MS, "ratio": False, "met": http_cpu <= HTTP_CPU_LIMIT_MS})
+    for key, metric in (("lat100", "median_us"), ("tput1", "msgs_per_s")):  # issue 24: no slower than before
+        new, old = (figs.get(v, {}).get(key, {}).get(metric) for v in ("suite", f"suite{OLD}"))
+        if new and old:
+            value = round(new / old, 2)
+            op, limit = ("<=", 1.0) if metric == "median_us" else (">=", 1.0)
+            checks.append({"target": f"issue 24: suite path, {key} {metric}, now / --compare commit", "value": value,
+                           "op": op, "limit": limit, "ratio": True,
+                           "met": value <= limit if op == "<=" else value >= limit})  # fmt: skip
     if rss.get("after_20x500_first_round_kb"):
         value = round(rss["after_20x500_first_round_kb"] / 1024, 1)
         checks.append({"target": "RSS after the 20-conn job, round 1 (MB)", "value": value, "op": "<=",
@@ -543,7 +653,7 @@ def table(figs: dict[str, Any], rat: dict[str, Any], loads: list[Workload]) -> s
     head = f"{'workload':<28}{'figure':<18}" + "".join(f"{v:>11}" for v in variants)
     head += "".join(f"{v + '/dir':>11}" for v in others)
     lines = [head, "-" * len(head)]
-    rows = [("median_us", "median µs"), ("p99_us", "p99 µs"), ("msgs_per_s", "msgs/s"), ("mib_per_s", "MiB/s"),
+    rows = [("median_us", "median µs"), ("p99_us", "p99 µs"), ("last_median_us", "last byte µs"), ("msgs_per_s", "msgs/s"), ("mib_per_s", "MiB/s"),
             ("cpu_ms_per_1k", "CPU ms/1k RT"), ("suite_cpu_ms_per_1k", "suite CPU ms/1k"),
             ("mitmdump_cpu_ms_per_1k", "mitmdump CPU/1k")]  # fmt: skip
     for w in loads:
@@ -562,7 +672,9 @@ def table(figs: dict[str, Any], rat: dict[str, Any], loads: list[Workload]) -> s
 
 def report(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any], checks: list[dict[str, Any]],
            loads: list[Workload], meta: dict[str, Any]) -> None:
-    print(f"\nbenchmark {meta['date']} on {meta['machine']} ({meta['mode']}, {meta['rounds']} rounds)\n")
+    print(f"\nbenchmark {meta['date']} on {meta['machine']} ({meta['mode']}, {meta['rounds']} rounds"
+          f"{', pinned: client CPU 0, the rest CPU 1' if meta.get('pinned') else ''}"
+          f"{', compared with ' + meta['compare'] if meta.get('compare') else ''})\n")
     print(table(figs, rat, loads))
     after = rss["after_20x500_kb"]
     per_conn = next((f"{w.count // w.conns}" for w in loads if w.conns == 20), "?")
@@ -580,11 +692,14 @@ def report(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any], check
             print(f"WARNING: {variant}: not every message was transformed in {', '.join(short)}")
     if meta["appserver_errors"]:
         print(f"WARNING: the app server logged {meta['appserver_errors']} ERROR lines (see its log)")
-    print("\ntargets (issue 5):")
+    print("\ntargets (issues 5, 12-14, 24):")
     for c in checks:
         value = f"{c['value']}{'×' if c['ratio'] else ''}"
         limit = f"{c['limit']}{'×' if c['ratio'] else ''}"
         floor = f"   (bare TCP splice: {c['splice']}×)" if "splice" in c else ""
+        if "of_splice" in c:
+            verdict = "met" if c["met_vs_splice"] else "MISSED"
+            floor = f"   {c['of_splice']}× the splice {c['op']} {c['splice_limit']}×: {verdict}"
         print(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']:<55} {value:>9} {c['op']} {limit}{floor}")
     print(json.dumps({"bench": "appserver", **meta, "figures": figs, "ratios": rat, "rss": rss, "targets": checks}))
 
@@ -600,18 +715,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a smoke run: a few hundred messages per job, 1 round")
     p.add_argument("--rounds", type=int, help="rounds of every job on every variant (default 3; 1 with --quick)")
-    p.add_argument("--mitmdump", action="store_true", help="add the variant through mitmdump + the app server")
-    p.add_argument("--variants", help=f"comma-separated subset of {','.join(DEFAULT_VARIANTS)}[,mitm]")
+    p.add_argument("--mitmdump", action="store_true", help="add the variants through mitmdump + the app server (mitm) "
+                   "and through mitmdump alone in reverse mode (mitmrev)")
+    p.add_argument("--pin", action="store_true", help="the client on CPU 0; every proxy, the suite and the upstream "
+                   "on CPU 1 (the placement of issue 24's figures)")
+    p.add_argument("--compare", metavar="REV", help="also run suite, relay and pass through the app server of commit "
+                   "REV (a git worktree beside this checkout), as suite@old, relay@old, pass@old")
+    p.add_argument("--variants", help=f"comma-separated subset of {','.join(DEFAULT_VARIANTS)}[,mitm,mitmrev]"
+                   "[,VARIANT@old with --compare]")
     p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k,http100,http1m")
     p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
                    "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
     p.add_argument("--job-timeout", type=float, default=120.0, help="seconds one job may take (default 120)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    chosen = args.variants.split(",") if args.variants else [*DEFAULT_VARIANTS, *(["mitm"] if args.mitmdump else [])]
-    unknown = set(chosen) - set(VARIANTS)
-    if unknown or ("mitm" in chosen and not args.mitmdump):
-        p.error(f"unknown variants {sorted(unknown)}" if unknown else "the mitm variant needs --mitmdump")
+    chosen = args.variants.split(",") if args.variants else [
+        *DEFAULT_VARIANTS, *(MITM_VARIANTS if args.mitmdump else ()),
+        *((f"suite{OLD}", f"relay{OLD}", f"pass{OLD}") if args.compare else ())]
+    unknown = {v for v in chosen if v.removesuffix(OLD) not in VARIANTS}
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}")
+    if any(v in MITM_VARIANTS for v in chosen) and not args.mitmdump:
+        p.error("the mitm and mitmrev variants need --mitmdump")
+    if any(v.endswith(OLD) for v in chosen) and not args.compare:
+        p.error("a VARIANT@old needs --compare REV")
     args.variant_list = chosen
     return args
 
@@ -648,9 +775,11 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         h = Harness(args, log_dir, stack)
         try:
+            args.compare_dir = worktree(args.compare, log_dir, stack) if args.compare else None
             h.start_all()
             log(f"echo :{h.echo_port}, app server pid {h.appserver.pid} (control :{h.control_port}, "
                 f"proxy :{h.proxy_port}){f', mitmdump :{h.mitm_port}' if args.mitmdump else ''}")
+            pinned = h.pinned() if args.pin else None
             with py_spy(h, args.py_spy):
                 cells, rss = run_rounds(h, loads, args.variant_list)
             errors = sum(" ERROR " in line for line in h.appserver.log_path.read_text(errors="replace").splitlines())
@@ -664,10 +793,28 @@ def main(argv: list[str] | None = None) -> int:
     figs = summarise(cells, loads)
     rat = ratios(figs)
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": machine(),
-            "mode": "quick" if args.quick else "full", "rounds": args.rounds,
+            "mode": "quick" if args.quick else "full", "rounds": args.rounds, "pinned": pinned,
+            "compare": args.compare,
             "seconds": round(time.monotonic() - started, 1), "appserver_errors": errors}  # fmt: skip
     report(figs, rat, rss, check_targets(figs, rat, rss), loads, meta)
     return 0
+
+
+def worktree(rev: str, log_dir: Path, stack: contextlib.ExitStack) -> Path:
+    """A checkout of commit ``rev`` beside this one (git worktree, detached), removed at exit."""
+    path = log_dir / "old"
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    if found.returncode != 0:
+        raise BenchError(f"--compare {rev}: no such commit in {ROOT}")
+    made = subprocess.run(["git", "worktree", "add", "--detach", str(path), found.stdout.strip()], cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        raise BenchError(f"--compare {rev}: git worktree add failed: {made.stderr.strip()}")
+    stack.callback(subprocess.run, ["git", "worktree", "remove", "--force", str(path)], cwd=ROOT,
+                   capture_output=True)  # fmt: skip
+    log(f"--compare: commit {found.stdout.strip()[:10]} checked out in {path}")
+    return path
 
 
 def machine() -> str:

@@ -125,6 +125,7 @@ async def http_get(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[
     """Sequential GETs on one keep-alive connection: each one's latency (or, streaming, its time to the
     first chunk), and the time for all of them."""
     rtts: list[float] = []
+    lasts: list[float] = []  # streaming: the time to the last byte
     streaming = job["op"] == "http_stream"
     started = time.perf_counter()
     for i in range(job["warmup"] + job["count"]):
@@ -138,12 +139,18 @@ async def http_get(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[
                 await response.content.readany()
                 first = time.perf_counter_ns()
                 size = len(await response.read())
+                last = time.perf_counter_ns()
             else:
                 await response.read()
                 first = time.perf_counter_ns()
         if i >= job["warmup"]:
             rtts.append((first - start) / 1000)
-    return {"rtt_us": rtts, "elapsed_s": time.perf_counter() - started}
+            if streaming:
+                lasts.append((last - start) / 1000)
+    result: dict[str, Any] = {"rtt_us": rtts, "elapsed_s": time.perf_counter() - started}
+    if streaming:
+        result["last_us"] = lasts
+    return result
 
 
 async def run_job(session: aiohttp.ClientSession, job: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Commands arrive one JSON line at a time on stdin, each answered by one JSON line:
 
-* ``{"op": "attach", "url": "ws://127.0.0.1:P/", "rules": [...]}``: connect to the
-  control API and call ``startInterception`` in proxy mode (retried while the
-  previous session is still being released), then ``addRules`` if rules are given;
+* ``{"op": "attach", "url": "ws://127.0.0.1:P/", "rules": [...], "window": N, "encoding": "json"|"msgpack"}``:
+  connect to the control API (over the ``jsonrpc-msgpack`` subprotocol for msgpack) and call
+  ``startInterception`` in proxy mode with that window (retried while the previous session is still being
+  released), then ``addRules`` if rules are given;
 * ``{"op": "detach"}``: close the control connection (no suite attached);
 * ``{"op": "stats"}``: how many transforms were answered, and ruleMatched notifications seen.
 
@@ -21,6 +22,7 @@ import sys
 from typing import Any
 
 import aiohttp
+import msgpack
 
 TRANSFORM = "transformInterceptedMessage"
 START_ID = "bench-start"
@@ -36,28 +38,43 @@ class Suite:
         self.answered = 0
         self.observed = 0
         self.rules_added: asyncio.Future[Any] | None = None
+        self.binary = False  # the control channel in msgpack
 
-    async def attach(self, url: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
-        answer = await self._start(url)
+    async def send(self, ws: aiohttp.ClientWebSocketResponse, payload: Any) -> None:
+        if self.binary:
+            await ws.send_bytes(msgpack.packb(payload, use_bin_type=True))
+        else:
+            await ws.send_str(json.dumps(payload))
+
+    async def attach(self, url: str, rules: list[dict[str, Any]], window: int = 1,
+                     encoding: str = "json") -> dict[str, Any]:  # fmt: skip
+        self.binary = encoding == "msgpack"
+        answer = await self._start(url, window)
         if answer["ok"] and rules and self.ws is not None:
             self.rules_added = asyncio.get_running_loop().create_future()
-            await self.ws.send_str(json.dumps({"jsonrpc": "2.0", "id": RULES_ID, "method": "addRules",
-                                               "params": {"rules": rules}}))  # fmt: skip
+            await self.send(self.ws, {"jsonrpc": "2.0", "id": RULES_ID, "method": "addRules",
+                                      "params": {"rules": rules}})  # fmt: skip
             reply = await asyncio.wait_for(self.rules_added, 10)
             if "result" not in reply:
                 return {"ok": False, "error": f"addRules failed: {reply.get('error')}"}
         return answer
 
-    async def _start(self, url: str) -> dict[str, Any]:
+    async def _start(self, url: str, window: int) -> dict[str, Any]:
         if self.ws is not None:
             return {"ok": True}
         self.session = self.session or aiohttp.ClientSession()
+        params: dict[str, Any] = {"mode": "proxy"}
+        if window != 1:
+            params["window"] = window
         for _ in range(50):
-            self.ws = await self.session.ws_connect(url, max_msg_size=0, autoping=True)
+            self.ws = await self.session.ws_connect(url, max_msg_size=0, autoping=True,
+                                                    protocols=("jsonrpc-msgpack",) if self.binary else ())
+            if self.binary and self.ws.protocol != "jsonrpc-msgpack":
+                return {"ok": False, "error": "the app server did not accept jsonrpc-msgpack"}
             self.started = asyncio.get_running_loop().create_future()
             self.loop_task = asyncio.create_task(self.serve(self.ws))
-            request = {"jsonrpc": "2.0", "id": START_ID, "method": "startInterception", "params": {"mode": "proxy"}}
-            await self.ws.send_str(json.dumps(request))
+            request = {"jsonrpc": "2.0", "id": START_ID, "method": "startInterception", "params": params}
+            await self.send(self.ws, request)
             reply = await asyncio.wait_for(self.started, 10)
             if "result" in reply:
                 return {"ok": True}
@@ -66,10 +83,11 @@ class Suite:
         return {"ok": False, "error": f"startInterception failed: {reply.get('error')}"}
 
     async def serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        kind = aiohttp.WSMsgType.BINARY if self.binary else aiohttp.WSMsgType.TEXT
         async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
+            if msg.type is not kind:
                 continue
-            payload = json.loads(msg.data)
+            payload = msgpack.unpackb(msg.data) if self.binary else json.loads(msg.data)
             if isinstance(payload, list):  # a batch of ruleMatched notifications
                 self.observed += len(payload)
                 continue
@@ -80,7 +98,7 @@ class Suite:
             elif payload.get("method") == TRANSFORM:
                 params = payload["params"]
                 result = {"action": "replace", "type": params["type"], "data": params["data"]}
-                await ws.send_str(json.dumps({"jsonrpc": "2.0", "id": payload["id"], "result": result}))
+                await self.send(ws, {"jsonrpc": "2.0", "id": payload["id"], "result": result})
                 self.answered += 1
             elif payload.get("id") == START_ID and self.started is not None and not self.started.done():
                 self.started.set_result(payload)
@@ -110,7 +128,8 @@ async def main() -> None:
             command = json.loads(line)
             try:
                 if command["op"] == "attach":
-                    answer = await suite.attach(command["url"], command.get("rules") or [])
+                    answer = await suite.attach(command["url"], command.get("rules") or [], command.get("window", 1),
+                                                command.get("encoding", "json"))
                 elif command["op"] == "detach":
                     answer = await suite.detach()
                 else:
