@@ -8,7 +8,7 @@ rules and the trace see WebSocket connections and HTTP requests alike.
 from __future__ import annotations
 
 import enum
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -25,7 +25,7 @@ class ConnectionOpened:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: os.urandom(16).hex())  # as uuid4().hex, for less
     #: Where the proxy sends it (SPEC Part 9): ``url`` and ``host`` are what the client asked for.
     upstream: str = ""
 
