@@ -721,8 +721,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "and through mitmdump alone in reverse mode (mitmrev)")
     p.add_argument("--pin", action="store_true", help="the client on CPU 0; every proxy, the suite and the upstream "
                    "on CPU 1 (the placement of issue 24's figures)")
-    p.add_argument("--compare", metavar="REV", help="also run suite, relay and pass through the app server of commit "
-                   "REV (a git worktree beside this checkout), as suite@old, relay@old, pass@old")
+    p.add_argument("--compare", metavar="REV", help="also run suite and relay through the app server of commit REV "
+                   "(a git worktree beside this checkout), as suite@old and relay@old (any VARIANT@old when named)")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(DEFAULT_VARIANTS)}[,mitm,mitmrev]"
                    "[,VARIANT@old with --compare]")
     p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k,http100,http1m")
@@ -733,7 +733,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if args.quick else 3)
     chosen = args.variants.split(",") if args.variants else [
         *DEFAULT_VARIANTS, *(MITM_VARIANTS if args.mitmdump else ()),
-        *((f"suite{OLD}", f"relay{OLD}", f"pass{OLD}") if args.compare else ())]
+        *((f"suite{OLD}", f"relay{OLD}") if args.compare else ())]  # pass@old when named: 29 November had no rules
     unknown = {v for v in chosen if v.removesuffix(OLD) not in VARIANTS}
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}")
