@@ -754,12 +754,17 @@ def py_spy(h: Harness, path: str | None) -> Iterator[None]:
     if binary is None:
         raise BenchError("--py-spy: py-spy is not installed (pip install py-spy)")
     fmt_of = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}
-    recorder = h.start("py-spy", [binary, "record", "--pid", str(h.appserver.pid), "--rate", "250", "--nonblocking",
-                                  "--format", fmt_of.get(Path(path).suffix, "flamegraph"), "-o", path], talks=False)
+    targets = [(h.appserver, path)]
+    if h.old is not None:  # --compare: the other commit's app server too, beside it (FILE.old.EXT)
+        targets.append((h.old, str(Path(path).with_suffix(".old" + Path(path).suffix))))
+    recorders = [(h.start(f"py-spy-{n}", [binary, "record", "--pid", str(child.pid), "--rate", "250", "--nonblocking",
+                                            "--format", fmt_of.get(Path(out).suffix, "flamegraph"), "-o", out],
+                          talks=False), out) for n, (child, out) in enumerate(targets)]  # fmt: skip
     time.sleep(1)  # attached before the first measured job
     yield
-    recorder.stop(signal.SIGINT, grace=30)  # py-spy writes its output on SIGINT
-    log(f"py-spy profile written to {path}")
+    for recorder, out in recorders:
+        recorder.stop(signal.SIGINT, grace=30)  # py-spy writes its output on SIGINT
+        log(f"py-spy profile written to {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
