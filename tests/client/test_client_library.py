@@ -273,23 +273,33 @@ def test_the_plugin_writes_the_trace_of_a_failed_test(pytester: pytest.Pytester,
 
 @contextlib.contextmanager
 def running_appserver(args: Sequence[str]) -> Iterator[tuple[int, int]]:
-    """`python -m appserver` with these flags on free ports: its control and proxy ports."""
-    control, proxy = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appserver", *args, "--control-port", str(control), "--proxy-port", str(proxy)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", control)) == 0:
-                    break
-            time.sleep(0.05)
-        yield control, proxy
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """`python -m appserver` with these flags on free ports: its control and proxy ports. A port taken by
+    another test between choosing and binding it (the server exits) is chosen again; a server that does not
+    listen within 15 s fails the test, saying so."""
+    for _ in range(3):
+        control, proxy = free_port(), free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "appserver", *args, "--control-port", str(control), "--proxy-port", str(proxy)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and proc.poll() is None:
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", control)) == 0:
+                        break
+                time.sleep(0.05)
+            else:
+                if proc.poll() is not None:
+                    continue  # it exited: most likely a port was taken meanwhile
+                raise AssertionError("python -m appserver did not listen within 15 s")
+            yield control, proxy
+            return
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(10)
+    raise AssertionError("python -m appserver exited three times (ports taken?)")
 
 
 pytest_plugins = ["pytester"]
