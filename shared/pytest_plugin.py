@@ -77,6 +77,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=os.environ.get("INTERCEPTION_PROXY_ENDPOINT", "127.0.0.1:8002"),
                     help="the app server's proxy endpoint, where an SDK goes in direct mode: the proxy_endpoint "
                          "fixture (default %(default)s; a per-test direct session's own port instead)")  # fmt: skip
+    group.addoption("--interception-encoding", choices=("json", "msgpack"), default="json",
+                    help="the control channel: JSON text frames (default) or msgpack binary frames, binary data as "
+                         "bytes (SPEC Part 10)")  # fmt: skip
+    group.addoption("--interception-window", type=int, default=1, metavar="N",
+                    help="messages per connection and direction with the test's callbacks at once, still delivered "
+                         "in order (SPEC Part 10; default 1)")  # fmt: skip
     group.addoption("--interception-trace", choices=TRACE_POLICIES, default="failed",
                     help="write the proxy's trace of each failed test (default), of every test (all), or never")
     group.addoption("--interception-trace-dir", default=None, metavar="DIR",
@@ -114,21 +120,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                                 f"{path.with_suffix('.har')}); read it with: python -m appserver.trace {path}"))
 
 
-async def connect(url: str) -> InterceptionClient:
+async def connect(url: str, encoding: str = "json") -> InterceptionClient:
     try:
-        return await InterceptionClient.connect(url)
+        return await InterceptionClient.connect(url, encoding=encoding)
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
         pytest.fail(f"interception proxy: cannot reach the control API at {url}: {exc!r} "
                     "(is the app server running? `make run-proxy`, or `make run ARGS=...` for direct mode)",
                     pytrace=False)  # fmt: skip
 
 
-async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
+async def start(url: str, mode: str, pid: int | None, encoding: str = "json", window: int = 1) -> InterceptionClient:
     """A control connection that is the active test suite in that mode; pytest.fail saying why if not."""
-    client = await connect(url)
-    params: dict[str, Any] = {"mode": mode, **({"pid": pid} if pid is not None else {})}
+    client = await connect(url, encoding)
+    params: dict[str, Any] = {"mode": mode, **({"pid": pid} if pid is not None else {}),
+                              **({"window": window} if window != 1 else {})}  # fmt: skip
     try:
-        await client.start_interception(mode, pid)
+        await client.start_interception(mode, pid, window=window)
     except ProxyCallError as exc:
         await client.close()
         pytest.fail(f"interception proxy: startInterception {params} failed at {url}: {exc.proxy_message} "
@@ -139,12 +146,13 @@ async def start(url: str, mode: str, pid: int | None) -> InterceptionClient:
     return client
 
 
-async def start_session(url: str, mode: str, pid: int | None, upstream: str | None
-                        ) -> tuple[InterceptionClient, SessionInfo]:  # fmt: skip
+async def start_session(url: str, mode: str, pid: int | None, upstream: str | None, encoding: str = "json",
+                        window: int = 1) -> tuple[InterceptionClient, SessionInfo]:  # fmt: skip
     """A control connection that opened a session of its own; pytest.fail saying why if it could not."""
-    client = await connect(url)
+    client = await connect(url, encoding)
     try:
-        session = await client.open_session(SESSION_MODES[mode], upstream=upstream, pid=pid)
+        session = await client.open_session(SESSION_MODES[mode], upstream=upstream, pid=pid,
+                                             window=window if window != 1 else None)  # fmt: skip
     except ProxyCallError as exc:
         await client.close()
         pytest.fail(f"interception proxy: openSession ({SESSION_MODES[mode]} mode) failed at {url}: "
@@ -163,11 +171,13 @@ async def interception_client(request: pytest.FixtureRequest,
     mode = config.getoption("--interception-mode")
     pid = (config.getoption("--interception-pid") or os.getpid()) if mode == "local" else None
     url = config.getoption("--interception-url")
+    encoding, window = config.getoption("--interception-encoding"), config.getoption("--interception-window")
     if config.getoption("--interception-session") == "per-test":
-        client, session = await start_session(url, mode, pid, config.getoption("--interception-upstream"))
+        client, session = await start_session(url, mode, pid, config.getoption("--interception-upstream"),
+                                              encoding, window)  # fmt: skip
         request.node.stash[SESSION] = session
     else:
-        client = await start(url, mode, pid)
+        client = await start(url, mode, pid, encoding, window)
     if config.getoption("--interception-trace") != "none":
         request.node.stash[TRACE_PATH] = _trace_path(request, tmp_path_factory)
     try:

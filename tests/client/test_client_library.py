@@ -200,6 +200,25 @@ def test_plugin_mode_none_makes_the_suite_active(pytester: pytest.Pytester, apps
     result.assert_outcomes(passed=1)
 
 
+def test_plugin_speaks_msgpack_with_a_window_when_asked(pytester: pytest.Pytester, appserver_for_plugin: int) -> None:
+    """--interception-encoding msgpack --interception-window 4: the test's control connection chose msgpack, and a
+    window of 0 is refused by the proxy with -32602 naming it (the option reaches startInterception)."""
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            async def test_encoding(interception_client):
+                assert interception_client.encoding.name == "msgpack"
+            """
+        )
+    )
+    common = (f"--interception-url=ws://127.0.0.1:{appserver_for_plugin}/", "--interception-mode=none",
+              "-p", "asyncio", "-o", "asyncio_mode=auto", "--interception-encoding=msgpack")  # fmt: skip
+    pytester.runpytest_subprocess(*common, "--interception-window=4").assert_outcomes(passed=1)
+    refused = pytester.runpytest_subprocess(*common, "--interception-window=0")
+    refused.assert_outcomes(errors=1)
+    refused.stdout.fnmatch_lines(["*startInterception*'window' must be from 1 to 256*-32602*"])
+
+
 TRIVIAL_TEST = "async def test_anything(interception):\n    pass\n"
 
 
