@@ -26,7 +26,7 @@ from appserver.config import Config
 from appserver.control.methods import Launcher, make_methods
 from appserver.control.registry import Registry
 from appserver.control.rpc import make_dispatch
-from appserver.control.socket import ControlSocket
+from appserver.control.socket import ControlEndpoint, ControlSocket
 from appserver.control.suite import ActiveSuite
 from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
@@ -37,7 +37,6 @@ from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from appserver.uts.api import UtsApi
 from shared.constants import HEADER_TEST_SESSION
-from shared.jsonrpc import JSON, MSGPACK, MSGPACK_SUBPROTOCOL
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,6 @@ class AppServer:
         self.launcher = launcher
         # A message id is str(next(count)) made by C code (map's __next__): no Python frame per message.
         next_message_id = map(str, itertools.count(1)).__next__
-        self._socket_ids = itertools.count(1)
         self.registry = Registry(
             ActiveSuite(config.transform_timeout, next_message_id, idle_warning=config.idle_warning),
             Connections(),
@@ -117,7 +115,9 @@ class AppServer:
             **HEAD_LIMITS,
         )
         control = web.Application()
-        control.router.add_get("/", self._control_handler)
+        control.router.add_get("/", ControlEndpoint(
+            self._dispatch, config.origin_allowed, config.allowed_origins,
+            config.max_control_message_size, self._control_opened, self._control_closed).handle)  # fmt: skip
         self.control_port = await self._serve(control, config.control_host, config.control_port)
         self.endpoint_settings = EndpointSettings(
             config.default_upstream, config.upstream_ssl(), config.connect_timeout, config.close_timeout,
@@ -155,37 +155,20 @@ class AppServer:
                 log.warning("listening on %s:%d only: [::1]:%d is not free (%s)", host, port, port, exc.strerror)
         return port
 
-    async def _control_handler(self, request: web.Request) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is not None and not self.config.origin_allowed(origin):
-            # A page in a browser on this machine must not drive the proxy (cross-site WebSocket hijacking).
-            log.warning("refused a control connection from origin %r (allowed: %s)", origin,
-                        ", ".join(self.config.allowed_origins))  # fmt: skip
-            return web.Response(status=403, text=f"origin {origin!r} is not allowed (see --allow-origin)\n")
-        # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
-        # A client that offers jsonrpc-msgpack gets it (SPEC Part 10); without it, JSON as in Part 1.
-        ws = web.WebSocketResponse(max_msg_size=self.config.max_control_message_size, compress=False,
-                                   protocols=(MSGPACK_SUBPROTOCOL,))  # fmt: skip
-        await ws.prepare(request)
-        encoding = MSGPACK if ws.ws_protocol == MSGPACK_SUBPROTOCOL else JSON
-        socket = ControlSocket(next(self._socket_ids), ws, self._dispatch, request.transport, encoding)
+    def _control_opened(self, socket: ControlSocket) -> None:
         self.registry.controls.add(socket)
-        log.info("control session %d opened from %s%s", socket.id, request.remote,
-                 " (msgpack)" if encoding.binary else "")  # fmt: skip
-        try:
-            await socket.serve()
-        finally:
-            self.registry.controls.discard(socket)
-            if self.registry.mitmproxy_channel is socket:
-                self.registry.mitmproxy_channel = None
-            held = self.registry.session_of.get(socket)
-            if held is not None and held.attached is socket:  # attached to a uts-proxy session: that goes on
-                detach(self.registry, held)
-            elif held is not None:  # its test session ends with it
-                await end_session(self.registry, self.listeners, held)
-            self.registry.suite.release(socket)
-            log.info("control session %d closed", socket.id)
-        return ws
+
+    async def _control_closed(self, socket: ControlSocket) -> None:
+        """A control connection is gone: what it held goes with it."""
+        self.registry.controls.discard(socket)
+        if self.registry.mitmproxy_channel is socket:
+            self.registry.mitmproxy_channel = None
+        held = self.registry.session_of.get(socket)
+        if held is not None and held.attached is socket:  # attached to a uts-proxy session: that goes on
+            detach(self.registry, held)
+        elif held is not None:  # its test session ends with it
+            await end_session(self.registry, self.listeners, held)
+        self.registry.suite.release(socket)
 
     def _handlers_for(self, request: web.Request) -> Handlers:
         """The shared proxy endpoint: a request stamped with a session is that session's (nobody's once it has

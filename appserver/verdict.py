@@ -1,9 +1,9 @@
 """What may happen to one intercepted frame, and who decides it.
 
-A connection's pump asks a chain of deciders about every data frame
-(relay/connection.py, ``Connection._decider``); the first that has an opinion
+A connection's pump asks a chain of deciders (:class:`Chain`) about every
+data frame (relay/pump.py); the first that has an opinion
 gives the :data:`Verdict`, and the pump applies it without knowing where it
-came from. The chain is the rule engine (rules/hooks.py) and then the active
+came from. The chain is the rule engine (rules/verdicts.py) and then the active
 test suite (control/suite.py). Each verdict (pass, drop, replace, delay, and the
 side effects inject, close, silence) is a frozen value here, applied in
 relay/pump.py.
@@ -155,6 +155,28 @@ class Decider(Protocol):
         """How many of its awaitables a pump may have outstanding at once, per direction (SPEC Part 10's
         ``window: N``; 1: one at a time, the next frame is asked about once this one is delivered)."""
         ...
+
+    @property
+    def engaged(self) -> bool:
+        """Whether it may have an opinion at all (rules to apply, a suite to ask): one that is not is left out
+        of its :class:`Chain` until it is."""
+        ...
+
+
+class Chain:
+    """A connection's deciders, in order. The pump reads :attr:`deciders` for every frame: only the members
+    that may have an opinion, so a frame no one has a say on costs no call at all. A member calls
+    :meth:`refresh` whenever it gains or loses its say (rules added or gone, a suite claiming or leaving)."""
+
+    __slots__ = ("members", "deciders")
+
+    def __init__(self, members: tuple[Decider, ...] = ()) -> None:
+        self.members = members
+        self.deciders: tuple[Decider, ...] = ()
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.deciders = tuple(member for member in self.members if member.engaged)
 
 
 class DecisionRecorder(Protocol):

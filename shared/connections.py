@@ -8,8 +8,9 @@ rules and the trace see WebSocket connections and HTTP requests alike.
 from __future__ import annotations
 
 import enum
-import os
+import secrets
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Mapping
 
 from shared import ably
@@ -25,7 +26,7 @@ class ConnectionOpened:
     path: str
     query: dict[str, str]
     headers: dict[str, str]
-    id: str = field(default_factory=lambda: os.urandom(16).hex())  # as uuid4().hex, for less
+    id: str = field(default_factory=partial(secrets.token_hex, 16))  # 32 hex digits, as uuid4().hex
     #: Where the proxy sends it (SPEC Part 9): ``url`` and ``host`` are what the client asked for.
     upstream: str = ""
 

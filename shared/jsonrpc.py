@@ -131,6 +131,10 @@ def notification(method: str, params: Any, encoding: Encoding = JSON) -> str | b
     return encoding.dumps({"jsonrpc": "2.0", "method": method, "params": params})
 
 
+#: What :meth:`Peer.take` returns for a response it resolved: nothing is left to answer.
+ANSWERED: Any = object()
+
+
 class Peer:
     """Our calls to the other end over ``send`` (one envelope each, in ``encoding``), and their answers."""
 
@@ -142,8 +146,9 @@ class Peer:
         self._timer: asyncio.TimerHandle | None = None
         self._gone = False
 
-    async def call(self, method: str, params: Any, timeout: float) -> Any:
-        """Send a request and return its result; TimeoutError, RemoteError or PeerGone."""
+    def request(self, method: str, params: Any, timeout: float) -> tuple[str | bytes, asyncio.Future[Any]]:
+        """A request to send, encoded, and the future of its result (TimeoutError once ``timeout`` has passed,
+        RemoteError, or PeerGone): for a caller that sends it itself and awaits the answer directly."""
         if self._gone:
             raise PeerGone("the connection is closed")
         loop = asyncio.get_running_loop()
@@ -153,13 +158,24 @@ class Peer:
         self._pending[request_id] = (future, deadline)
         if self._timer is None or deadline < self._timer.when():
             self._arm(deadline)
+        return request(request_id, method, params, self.encoding), future
+
+    def withdraw(self, future: asyncio.Future[Any]) -> None:
+        """A request that could not be sent: nothing waits for its answer."""
+        future.cancel()
+        for request_id, (pending, _) in list(self._pending.items()):
+            if pending is future:
+                del self._pending[request_id]
+
+    async def call(self, method: str, params: Any, timeout: float) -> Any:
+        """Send a request and return its result; TimeoutError, RemoteError or PeerGone."""
+        data, future = self.request(method, params, timeout)
         try:
-            await self._send(request(request_id, method, params, self.encoding))
-            return await future
+            await self._send(data)
         except ConnectionError as exc:
+            self.withdraw(future)
             raise PeerGone(str(exc) or "the connection is closed") from exc
-        finally:
-            del self._pending[request_id]
+        return await future
 
     async def notify(self, method: str, params: Any) -> None:
         """Send a notification; PeerGone (a ConnectionError) when the connection is closed."""
@@ -171,23 +187,32 @@ class Peer:
         self._timer = asyncio.get_running_loop().call_at(when, self._expire)
 
     def _expire(self) -> None:
-        """Fail the calls that are overdue; re-arm for the earliest deadline left."""
+        """Fail the calls that are overdue and forget those nobody waits for; re-arm for the earliest deadline
+        left."""
         self._timer = None
         now = asyncio.get_running_loop().time()
-        waiting = [(future, deadline) for future, deadline in self._pending.values() if not future.done()]
-        for future, deadline in waiting:
-            if deadline <= now:
+        for request_id, (future, deadline) in list(self._pending.items()):
+            if future.done():  # its caller was cancelled
+                del self._pending[request_id]
+            elif deadline <= now:
+                del self._pending[request_id]
                 future.set_exception(TimeoutError())
-        later = [deadline for _, deadline in waiting if deadline > now]
-        if later:
-            self._arm(min(later))
+        if self._pending:
+            self._arm(min(deadline for _, deadline in self._pending.values()))
+
+    def take(self, data: str | bytes) -> Any:
+        """Take a received envelope: a response resolves its call (:data:`ANSWERED` is returned); anything else
+        (a request, notification or batch, parsed) is returned for the caller to answer. ValueError when it
+        does not parse."""
+        payload = self.encoding.loads(data)
+        return ANSWERED if self.feed(payload) else payload
 
     def feed(self, payload: Any) -> bool:
         """Take a parsed payload: True if it was a response (now resolved or ignored), else False
         (a request, notification or batch: the caller's to answer)."""
         if not is_response(payload):
             return False
-        future, _ = self._pending.get(payload.get("id"), (None, 0.0))
+        future, _ = self._pending.pop(payload.get("id"), (None, 0.0))
         if future is None or future.done():
             log.warning("ignoring a response to no pending call: id %r", payload.get("id"))
         elif "error" in payload:
@@ -202,6 +227,7 @@ class Peer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for future, _ in self._pending.values():
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
             if not future.done():
                 future.set_exception(PeerGone(why))

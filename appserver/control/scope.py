@@ -18,6 +18,7 @@ from appserver.events import LogSink
 from appserver.rules.hooks import RuleHooks
 from appserver.rules.verdicts import Rules
 from appserver.trace.record import DEFAULT_DATA_LIMIT, DEFAULT_LIMIT, Tracer
+from appserver.verdict import Chain
 
 
 class Scope:
@@ -36,14 +37,16 @@ class Scope:
         hooks = RuleHooks(self.rules)
         suite.on_release.append(self._forget_rules)
         suite.on_release.append(self.tracer.forget)
-        self.handlers = Handlers(chain=(self.rules, suite), sinks=(log, suite, self.rules, self.tracer),
+        chain = Chain((self.rules, suite))
+        self.rules.on_engaged.append(chain.refresh)
+        suite.on_engaged.append(chain.refresh)
+        self.handlers = Handlers(chain=chain, sinks=(log, suite, self.rules, self.tracer),
                                  gate=hooks, hooks=hooks, http_gate=hooks, owner=self)  # fmt: skip
 
     def _forget_rules(self) -> None:
-        self.rules.ruleset.clear("the test suite went away")
-        self.rules.suppressed.clear()
+        self.rules.forget("the test suite went away")
 
 
 def nobodys(log: LogSink) -> Handlers:
     """For traffic stamped with a session that is gone: logged, passed through unchanged, nobody's."""
-    return Handlers(chain=(), sinks=(log,))
+    return Handlers(chain=Chain(), sinks=(log,))

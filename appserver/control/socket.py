@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
+from collections.abc import Sequence
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from shared import jsonrpc
-from shared.jsonrpc import JSON, Encoding, Peer
+from shared.jsonrpc import ANSWERED, JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Encoding, Peer, PeerGone
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,18 @@ class ControlSocket:
         return self.encoding.batch(encoded)
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Any:
-        return await self.peer.call(method, params, timeout)
+        return await (await self.ask(method, params, timeout))
+
+    async def ask(self, method: str, params: dict[str, Any], timeout: float) -> asyncio.Future[Any]:
+        """Send a request; the future of its answer (TimeoutError, RemoteError or PeerGone), for the caller
+        to await itself. PeerGone at once when the connection is closed."""
+        data, answer = self.peer.request(method, params, timeout)
+        try:
+            await self._send(data)
+        except ConnectionError as exc:
+            self.peer.withdraw(answer)
+            raise PeerGone(str(exc) or "the connection is closed") from exc
+        return answer
 
     async def notify(self, method: str, params: dict[str, Any]) -> None:
         try:
@@ -151,11 +164,11 @@ class ControlSocket:
 
     def _on_frame(self, data: str | bytes) -> None:
         try:
-            payload = self.encoding.loads(data)
+            payload = self.peer.take(data)  # an answer to one of our calls goes to its caller
         except (ValueError, RecursionError) as exc:
             self._spawn(self._reply(_error(-32700, f"Parse error: {exc}")))
             return
-        if not self.peer.feed(payload):
+        if payload is not ANSWERED:
             self._spawn(self._answer(payload))
 
     async def _answer(self, payload: Any) -> None:
@@ -181,6 +194,48 @@ class ControlSocket:
     async def close(self, code: int, reason: str) -> None:
         """Close the control connection with that code and reason (waiting for the peer's answer)."""
         await self.ws.close(code=code, message=reason.encode())
+
+
+class ControlEndpoint:
+    """The control API's one route: each WebSocket from its handshake to its close, served here whole (the
+    app only hears that one opened and, once it is done, that it closed)."""
+
+    def __init__(
+        self, dispatch: Dispatch, origin_allowed: Callable[[str], bool], allowed_origins: Sequence[str],
+        max_message_size: int, opened: Callable[[ControlSocket], None],
+        closed: Callable[[ControlSocket], Awaitable[None]],
+    ) -> None:  # fmt: skip
+        self._dispatch = dispatch
+        self._origin_allowed = origin_allowed
+        self._allowed_origins = allowed_origins
+        self._max_message_size = max_message_size
+        self._opened = opened
+        self._closed = closed
+        self._ids = itertools.count(1)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin):
+            # A page in a browser on this machine must not drive the proxy (cross-site WebSocket hijacking).
+            log.warning("refused a control connection from origin %r (allowed: %s)", origin,
+                        ", ".join(self._allowed_origins))  # fmt: skip
+            return web.Response(status=403, text=f"origin {origin!r} is not allowed (see --allow-origin)\n")
+        # No permessage-deflate: on loopback it only costs CPU, on every intercepted message.
+        # A client that offers jsonrpc-msgpack gets it (SPEC Part 10); without it, JSON as in Part 1.
+        ws = web.WebSocketResponse(max_msg_size=self._max_message_size, compress=False,
+                                   protocols=(MSGPACK_SUBPROTOCOL,))  # fmt: skip
+        await ws.prepare(request)
+        encoding = MSGPACK if ws.ws_protocol == MSGPACK_SUBPROTOCOL else JSON
+        socket = ControlSocket(next(self._ids), ws, self._dispatch, request.transport, encoding)
+        self._opened(socket)
+        log.info("control session %d opened from %s%s", socket.id, request.remote,
+                 " (msgpack)" if encoding.binary else "")  # fmt: skip
+        try:
+            await socket.serve()
+        finally:
+            await self._closed(socket)
+            log.info("control session %d closed", socket.id)
+        return ws
 
 
 def _error(code: int, message: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from appserver.control.socket import ControlSocket
 from appserver.errors import SuiteAlreadyActive
@@ -52,6 +52,17 @@ class ActiveSuite:
         #: Called when a suite becomes the active one, and when the active suite goes away (its rules go with it).
         self.on_claim: list[Callable[[], None]] = []
         self.on_release: list[Callable[[], None]] = []
+        #: Called whenever there comes to be, or no longer is, a suite that answers (its chains' refresh).
+        self.on_engaged: list[Callable[[], None]] = []
+
+    @property
+    def engaged(self) -> bool:
+        """In the decider chain only while a suite answers: otherwise frames pass with no call at all."""
+        return self.active is not None and self.active.answers
+
+    def _engaged_changed(self) -> None:
+        for callback in self.on_engaged:
+            callback()
 
     def claim(self, session: ControlSocket) -> None:
         if self.active is not None and self.active is not session:
@@ -61,6 +72,7 @@ class ActiveSuite:
         if self.active is None:
             log.info("control session %d is now the active test suite", session.id)
             self.active = session
+            self._engaged_changed()
             for callback in self.on_claim:
                 callback()
             if self.idle_warning > 0:
@@ -72,6 +84,7 @@ class ActiveSuite:
         and trace stay as they are."""
         if self.active is not None:
             self.active = session
+            self._engaged_changed()
 
     def _no_connection(self, session: ControlSocket) -> None:
         self._idle_timer = None
@@ -92,6 +105,7 @@ class ActiveSuite:
             self.active = None
             self.decoded = False
             self.window = 1
+            self._engaged_changed()
             self._seen_connection()  # no warning for a suite that is gone
             for callback in self.on_release:
                 callback()
@@ -130,12 +144,6 @@ class ActiveSuite:
     def _answered(self, connection_id: str | None, answer: str, **fields: Any) -> None:
         if self.decisions is not None:
             self.decisions.decision(connection_id, by="suite", answer=answer, **fields)
-
-    def decide(self, connection_id: str, frame: Frame, from_client: bool) -> Awaitable[Verdict] | None:
-        """The last link of the chain: the suite's verdict to come, or None (no opinion) when there is no suite."""
-        if self.active is None or not self.active.answers:
-            return None
-        return self.ask(connection_id, frame, from_client)
 
     async def ask_raw(self, method: str, params: dict[str, Any], what: str) -> Any:
         """A call to the suite whose answer the caller parses; None (logged at ERROR, or DEBUG when the
@@ -210,8 +218,8 @@ class ActiveSuite:
         asked = {"event": "message", "fromClient": from_client, "id": message.id}
         if rule_id is not None:
             asked["ruleId"] = rule_id
-        try:
-            raw = await suite.call(METHOD_TRANSFORM, params, self.transform_timeout)
+        try:  # the answer awaited here, directly: it resumes this call, not the control socket's
+            raw = await (await suite.ask(METHOD_TRANSFORM, params, self.transform_timeout))
             result = TransformResult.from_json(raw, sent=frame, sent_data=params["data"], fmt=fmt)
         except PeerGone:
             log.debug("message %s released unchanged: the test suite went away", message.id)
@@ -231,6 +239,9 @@ class ActiveSuite:
         assert result.frame is not None
         self._answered(connection_id, "pass" if result.frame is frame else "replace", **asked)
         return PASS if result.frame is frame else Replace(result.frame)
+
+    #: The last link of the chain (in it only while a suite answers: :attr:`engaged`): what the suite says.
+    decide = ask
 
 
 def decoded_or_none(frame: Frame, fmt: ably.Format) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from aiohttp import WSMsgType
 
@@ -20,7 +20,7 @@ from appserver.events import Closed, Injected, Opened, Sink, publish, tell
 from appserver.relay.leg import Controls, Leg, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay.pump import ProxyEnd, pass_on_end, pump
-from appserver.verdict import CloseLegs, ConnectionHooks, Decider, Effect, Inject
+from appserver.verdict import CloseLegs, Chain, ConnectionHooks, Effect, Inject
 from shared.connections import ClosedBy, ConnectionClosed, ConnectionOpened
 from shared.wire import Frame
 
@@ -33,7 +33,7 @@ class Connection:
         info: ConnectionOpened,
         client: Leg,
         upstream: Leg,
-        chain: Sequence[Decider],
+        chain: Chain,
         sinks: Sequence[Sink] = (),
         max_queued: int = 0,
         remote: str | None = None,
@@ -45,7 +45,7 @@ class Connection:
         self.info = info
         self.id = info.id
         self.legs = {Side.CLIENT: client, Side.SERVER: upstream}
-        self._chain = tuple(chain)
+        self._chain = chain
         self._sinks = tuple(sinks)
         self._frame_sinks = tuple(s for s in sinks if s.frames)
         self._max_queued = max_queued

@@ -25,15 +25,14 @@ from yarl import URL
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.events import Failed, Sink, publish
-from appserver.relay.headers import (BadTarget, is_websocket_upgrade, opened_info, route_for, routed, routed_url,
-                                     target_of, without_server_defaults)
-from appserver.relay.http import DEFAULT_MAX_BODY, HttpSettings, client_gone, relay_http
+from appserver.relay.headers import BadTarget, is_websocket_upgrade, opened_info, route_for, routed, routed_url, target_of
+from appserver.relay.http import DEFAULT_MAX_BODY, HttpSettings, client_gone, relay_http, without_server_defaults
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
 from appserver.relay.pump import corked
 from appserver.relay.table import Connections
 from appserver.relay.served import serve_alone
-from appserver.verdict import ADMIT, ConnectGate, ConnectionHooks, Decider, Effect, HttpGate, Refuse
+from appserver.verdict import ADMIT, Chain, ConnectGate, ConnectionHooks, Effect, HttpGate, Refuse
 from shared.connections import ConnectionOpened
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class Handlers:
     """Who a connection or an HTTP exchange answers to: its decider chain, sinks and gates, and its owner (the
     suite's scope: the classic suite, or a session; SPEC Part 6), which the control methods check."""
 
-    chain: Sequence[Decider]
+    chain: Chain
     sinks: Sequence[Sink]
     gate: ConnectGate | None = None
     hooks: ConnectionHooks | None = None

@@ -28,12 +28,6 @@ HOP_BY_HOP = frozenset(
 #: takes 16 KiB of headers, servers more; long tokens and cookies are what test suites send).
 #: The keywords aiohttp's server (AppRunner) and client (ClientSession) both take.
 HEAD_LIMITS: dict[str, Any] = {"max_line_size": 64 * 1024, "max_field_size": 64 * 1024, "max_headers": 1024}
-#: Headers aiohttp's server gives a response that lacks them; a relayed response has only those its upstream
-#: sent (a REST answer without a Content-Type must not become application/octet-stream on the way).
-SERVER_DEFAULTS = ("Content-Type", "Date", "Server")
-#: A relayed response's key: the defaults it is not to gain.
-_RELAYED_WITHOUT = web.ResponseKey("relayed_without", tuple)
-
 # Each WebSocket hop makes these itself (RFC 6455 §4.1, §9.1).
 PER_HOP_WEBSOCKET = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-accept", "sec-websocket-extensions",
@@ -120,6 +114,47 @@ def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict
     return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
 
 
+def request_forwarded(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """A plain request's end-to-end headers minus the Ably-Test-* stamps (the redirector's word to us)."""
+    kept = end_to_end(headers)
+    if any(name.lower().startswith(TEST_HEADER_PREFIX) for name in kept):
+        return CIMultiDict((k, v) for k, v in kept.items() if not k.lower().startswith(TEST_HEADER_PREFIX))
+    return kept
+
+
+def outbound(request: web.BaseRequest, default_upstream: URL | None, routes: tuple[tuple[str, URL], ...],
+             described: bool) -> tuple[URL, URL, CIMultiDict[str], ConnectionOpened | None]:  # fmt: skip
+    """A plain request's header work, all of it before it is forwarded: the URL it meant (from
+    Ably-Test-Host/Proto, http or https, else the default upstream), the URL it goes to (a --route's, else the
+    same), the headers that travel, and (when ``described``) the request as rules, the suite and the trace see
+    it. BadTarget when it says nowhere to go."""
+    found = stamped(request, ("http", "https"), "on a plain request")
+    if found is not None:
+        meant = found[0]
+    elif default_upstream is None:
+        raise BadTarget("the proxy endpoint takes WebSocket upgrades, and plain HTTP only when it is stamped with "
+                        "Ably-Test-Host/Ably-Test-Proto (by the redirector) or in direct mode (start the app server "
+                        "with --default-upstream URL to relay plain HTTP)")  # fmt: skip
+    else:
+        scheme = {"ws": "http", "wss": "https"}.get(default_upstream.scheme, default_upstream.scheme)
+        meant = URL(f"{scheme}://{default_upstream.raw_authority}{request.raw_path}", encoded=True)
+    route = route_for(meant.raw_authority, routes) if routes else None
+    target = routed_url(meant, route) if route is not None else meant
+    return meant, target, request_forwarded(request.headers), http_info(request, meant, target) if described else None
+
+
+def http_info(request: web.BaseRequest, meant: URL, target: URL | None = None) -> ConnectionOpened:
+    """A plain request as rules and the suite see it (described like a connection's handshake): with the host
+    the client meant, Ably-Test-Host when captured, its Host header in direct mode; and the upstream it goes
+    to."""
+    stamp = request.headers.get(HEADER_TEST_HOST)
+    host = stamp or request.host
+    scheme = meant.scheme if stamp else "http"
+    return ConnectionOpened(url=f"{scheme}://{host}{meant.raw_path_qs}", host=host, proto=scheme,
+                            path=meant.raw_path, query=dict(meant.query), headers=as_sent(request.headers),
+                            upstream=str(target or meant))  # fmt: skip
+
+
 def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """End-to-end handshake headers: minus hop-by-hop, per-hop WebSocket and Ably-Test-* ones."""
     return CIMultiDict(
@@ -171,16 +206,3 @@ def as_sent(headers: CIMultiDictProxy[str]) -> dict[str, str]:
             if name.lower() == "host":
                 sent[name] = meant
     return sent
-
-
-def mark_relayed(response: web.StreamResponse, sent: CIMultiDict[str] | CIMultiDictProxy[str]) -> None:
-    """Say that ``response`` relays an upstream's, which ``sent`` these headers: it will gain none of
-    aiohttp's defaults the upstream did not send (see :func:`without_server_defaults`)."""
-    response[_RELAYED_WITHOUT] = tuple(name for name in SERVER_DEFAULTS if name not in sent)
-
-
-async def without_server_defaults(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """The proxy endpoint's on_response_prepare: a relayed response loses the defaults aiohttp has just
-    added to it that its upstream did not send (answers the proxy makes itself keep them)."""
-    for name in response.get(_RELAYED_WITHOUT, ()):
-        response.headers.popall(name, None)

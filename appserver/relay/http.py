@@ -34,10 +34,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from appserver.events import HttpAnswered, HttpRequested, Sink
-from appserver.relay.headers import BadTarget, as_sent, end_to_end, mark_relayed, route_for, routed_url, stamped
+from appserver.relay.headers import BadTarget, end_to_end, outbound, request_forwarded
 from appserver.verdict import HttpDrop, HttpGate, HttpResponse, HttpVerdict, RequestEdit, ResponseEdit
 from shared.connections import ConnectionOpened
-from shared.constants import HEADER_TEST_HOST, TEST_HEADER_PREFIX
 from shared.dotted import path_set, path_unset
 
 log = logging.getLogger(__name__)
@@ -67,15 +66,13 @@ async def relay_http(request: web.Request, session: aiohttp.ClientSession, setti
                      gate: HttpGate | None = None, sinks: Sequence[Sink] = ()) -> web.StreamResponse:  # fmt: skip
     """Relay one request to the host it meant (or its route). ``sinks`` (the per-frame sinks: the trace) are told
     of the request and of what the client got."""
-    try:
-        meant = http_target_of(request, settings.default_upstream)
+    try:  # the request's header work, at once: where it meant to go and goes, what travels, what rules see
+        meant, target, forwarded, info = outbound(request, settings.default_upstream, settings.routes,
+                                                  described=gate is not None or bool(sinks))  # fmt: skip
     except BadTarget as exc:
         return web.Response(status=400, text=f"{exc}\n")
-    route = route_for(meant.raw_authority, settings.routes) if settings.routes else None
-    target = routed_url(meant, route) if route is not None else meant
     tally = Tally()
-    info = http_info(request, meant, target) if gate is not None or sinks else None
-    response = await _exchange(request, session, meant, target, settings, gate, sinks, info, tally)
+    response = await _exchange(request, session, meant, target, forwarded, settings, gate, sinks, info, tally)
     if sinks and info is not None:
         if isinstance(response, web.Response):  # made whole: by the proxy, or read whole and changed
             tally.size = len(response.body) if isinstance(response.body, bytes) else 0
@@ -88,40 +85,40 @@ async def relay_http(request: web.Request, session: aiohttp.ClientSession, setti
     return response
 
 
-def http_target_of(request: web.BaseRequest, default_upstream: URL | None) -> URL:
-    """A plain request's upstream URL: from Ably-Test-Host/Proto (http or https), else the default upstream."""
-    found = stamped(request, ("http", "https"), "on a plain request")
-    if found is not None:
-        return found[0]
-    if default_upstream is None:
-        raise BadTarget("the proxy endpoint takes WebSocket upgrades, and plain HTTP only when it is stamped with "
-                        "Ably-Test-Host/Ably-Test-Proto (by the redirector) or in direct mode (start the app server "
-                        "with --default-upstream URL to relay plain HTTP)")  # fmt: skip
-    scheme = {"ws": "http", "wss": "https"}.get(default_upstream.scheme, default_upstream.scheme)
-    return URL(f"{scheme}://{default_upstream.raw_authority}{request.raw_path}", encoded=True)
+# -- responses the proxy relays ---------------------------------------------------------------------------
+
+#: Headers aiohttp's server gives a response that lacks them; a relayed response has only those its upstream
+#: sent (a REST answer without a Content-Type must not become application/octet-stream on the way).
+SERVER_DEFAULTS = ("Content-Type", "Date", "Server")
+#: A relayed response's key: the defaults it is not to gain.
+_RELAYED_WITHOUT = web.ResponseKey("relayed_without", tuple)
 
 
-def http_info(request: web.Request, meant: URL, target: URL | None = None) -> ConnectionOpened:
-    """An HTTP request as rules and the suite see it (described like a connection's handshake): with the host the
-    client meant, Ably-Test-Host when captured, its Host header in direct mode; and the upstream it goes to."""
-    stamp = request.headers.get(HEADER_TEST_HOST)
-    host = stamp or request.host
-    scheme = meant.scheme if stamp else "http"
-    return ConnectionOpened(url=f"{scheme}://{host}{meant.raw_path_qs}", host=host, proto=scheme,
-                            path=meant.raw_path, query=dict(meant.query), headers=as_sent(request.headers),
-                            upstream=str(target or meant))  # fmt: skip
+def mark_relayed(response: web.StreamResponse, sent: CIMultiDict[str] | CIMultiDictProxy[str]) -> None:
+    """Say that ``response`` relays an upstream's (a plain response, or an upgrade's 101), which ``sent`` these
+    headers: it will gain none of aiohttp's defaults the upstream did not send (see
+    :func:`without_server_defaults`)."""
+    response[_RELAYED_WITHOUT] = tuple(name for name in SERVER_DEFAULTS if name not in sent)
+
+
+async def without_server_defaults(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The proxy endpoint's on_response_prepare: a relayed response loses the defaults aiohttp has just
+    added to it that its upstream did not send (answers the proxy makes itself keep them)."""
+    for name in response.get(_RELAYED_WITHOUT, ()):
+        response.headers.popall(name, None)
 
 
 # -- before ------------------------------------------------------------------------------------------------
 
 
 async def _exchange(
-    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, settings: HttpSettings,
-    gate: HttpGate | None, sinks: Sequence[Sink], info: ConnectionOpened | None, tally: Tally,
+    request: web.Request, session: aiohttp.ClientSession, meant: URL, target: URL, forwarded: CIMultiDict[str],
+    settings: HttpSettings, gate: HttpGate | None, sinks: Sequence[Sink], info: ConnectionOpened | None,
+    tally: Tally,
 ) -> web.StreamResponse:  # fmt: skip
     has_body = request.body_exists
     body: AsyncIterator[bytes] | bytes | None = request.content.iter_any() if has_body else None
-    out = Outgoing(request.method, target, _forwarded(request.headers), body,
+    out = Outgoing(request.method, target, forwarded, body,
                    request.content_length if has_body else None)  # fmt: skip
     read = None
     if gate is not None and info is not None and has_body and gate.wants_body(info, request.method):
@@ -160,14 +157,6 @@ async def _exchange(
             return answer
         return await _streamed(request, answer, out.url, tally)
     return await _streamed(request, Streaming(upstream, upstream.status, end_to_end(upstream.headers)), out.url, tally)
-
-
-def _forwarded(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """The request's end-to-end headers minus the Ably-Test-* stamps (the redirector's word to us)."""
-    kept = end_to_end(headers)
-    if any(name.lower().startswith(TEST_HEADER_PREFIX) for name in kept):
-        return CIMultiDict((k, v) for k, v in kept.items() if not k.lower().startswith(TEST_HEADER_PREFIX))
-    return kept
 
 
 async def _before(request: web.Request, verdict: HttpVerdict, meant: URL) -> web.StreamResponse | None:
@@ -236,7 +225,7 @@ class Outgoing:
         if edit.url is not None:
             self.url = URL(edit.url)
         if edit.headers is not None:  # the suite's, which may echo what it was shown (Host, Connection …)
-            self.headers = _forwarded(CIMultiDict(edit.headers))
+            self.headers = request_forwarded(CIMultiDict(edit.headers))
         if edit.body is not None:
             self.body = edit.body
             self.length = len(edit.body)

@@ -30,7 +30,7 @@ from aiohttp import WSMsgType
 from appserver.events import Sink
 from appserver.relay.leg import Controls, Leg
 from appserver.relay.lifecycle import PassOn, End, Side, close_action
-from appserver.verdict import PASS, Decider, Decision, Delay, Drop, Effect, Inject, Pass, Replace, Verdict
+from appserver.verdict import PASS, Chain, Decider, Decision, Delay, Drop, Effect, Inject, Pass, Replace, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def pump(
     queue: asyncio.Queue[Any],
     source: Leg,
     dest: Leg,
-    chain: Sequence[Decider],
+    chain: Chain,
     sinks: Sequence[Sink],
     controls: Controls,
     apply_effects: ApplyEffects,
@@ -90,7 +90,7 @@ async def pump(
             continue
         verdict: Any = PASS
         by = None
-        for decider in chain:  # in order; the first opinion decides, none: pass
+        for decider in chain.deciders:  # in order; the first opinion decides, none (or no decider): pass
             found = decider.decide(connection_id, item, from_client)
             if found is None:
                 continue
@@ -151,7 +151,7 @@ _Pending = tuple[Any, Any, "str | None"]
 
 
 async def _windowed(
-    queue: asyncio.Queue[Any], source: Leg, dest: Leg, chain: Sequence[Decider], sinks: Sequence[Sink],
+    queue: asyncio.Queue[Any], source: Leg, dest: Leg, chain: Chain, sinks: Sequence[Sink],
     controls: Controls, apply_effects: ApplyEffects, on_end: Callable[[Side | None, End], None], first: _Pending,
 ) -> None:  # fmt: skip
     """The pump's loop once a decider allows several of its answers to be awaited at once (SPEC Part 10,
@@ -165,7 +165,7 @@ async def _windowed(
     ended: Any = None  # the End or ProxyEnd taken from the queue, passed on once everything before it is
     try:
         while True:
-            window = max((d.window for d in chain), default=1)
+            window = max((d.window for d in chain.members), default=1)
             while ended is None and len(pending) < window:  # fill the window from what is waiting
                 if getter is not None:
                     if not getter.done():
@@ -225,9 +225,9 @@ async def _windowed(
                 decided.cancel()
 
 
-def _asked(chain: Sequence[Decider], connection_id: str, item: Any, from_client: bool) -> _Pending:
+def _asked(chain: Chain, connection_id: str, item: Any, from_client: bool) -> _Pending:
     """A frame's verdict from the chain, or (someone must be asked) the task that will give it."""
-    for decider in chain:
+    for decider in chain.deciders:
         found = decider.decide(connection_id, item, from_client)
         if found is None:
             continue

@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import aiohttp
 from aiohttp import web
 
-from appserver.relay.headers import Target, forwarded_headers, mark_relayed, offered_protocols, offers_deflate
+from appserver.relay.headers import Target, forwarded_headers, offered_protocols, offers_deflate
+from appserver.relay.http import mark_relayed
 
 
 class _NoOverlapWarning(logging.Filter):

@@ -147,6 +147,8 @@ class RuleSet:
         self.leading_catch_all: CompiledRule | None = None
         #: No rules at all (an attribute: read for every frame).
         self.empty = True
+        #: Called after every change of the rules (the Rules decider tells its chains whether it has a say).
+        self.on_change: Callable[[], None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -160,6 +162,8 @@ class RuleSet:
         first = self._rules[0] if self._rules else None
         catch_all = first is not None and first.event == "message" and not first.predicates
         self.leading_catch_all = first if catch_all and first is not None and first.constant is not None else None
+        if self.on_change is not None:
+            self.on_change()
 
     def insert(self, compiled: list[CompiledRule], prepend: bool = False) -> None:
         """Rules compiled by compile.add_rules (which checked them all first: all or nothing)."""

@@ -67,6 +67,9 @@ class Rules:
 
     def __init__(self, suite: Suite, message_id: Callable[[], str], decisions: DecisionRecorder | None = None) -> None:
         self.ruleset = RuleSet()
+        #: Called whenever it gains or loses its say on frames (its chains' refresh).
+        self.on_engaged: list[Callable[[], None]] = []
+        self.ruleset.on_change = self._engaged_changed
         self.suite = suite
         self._message_id = message_id
         self._decisions = decisions
@@ -84,6 +87,21 @@ class Rules:
         """The suite's window: a rule that asks the suite asks it as the suite's own dialogue would."""
         return self.suite.window
 
+    @property
+    def engaged(self) -> bool:
+        """It has a say on frames while it has rules, or a suppressed direction to starve."""
+        return not self.ruleset.empty or bool(self.suppressed)
+
+    def _engaged_changed(self) -> None:
+        for callback in self.on_engaged:
+            callback()
+
+    def forget(self, why: str) -> None:
+        """The suite went away: its rules and what they suppressed go with it."""
+        self.ruleset.clear(why)
+        self.suppressed.clear()
+        self._engaged_changed()
+
     # -- the sink ---------------------------------------------------------------------------
 
     async def publish(self, event: Event) -> None:
@@ -93,6 +111,7 @@ class Rules:
             self.handshakes.pop(event.closed.id, None)
             if self.suppressed:
                 self.suppressed -= {(event.closed.id, True), (event.closed.id, False)}
+                self._engaged_changed()
 
     def seen(self, event: Any) -> None:
         """Not a frame sink (``frames`` is False): never told per-frame events."""
@@ -201,6 +220,7 @@ class Rules:
             if isinstance(effect, SuppressOnwards):  # the rules' own business, applied at once
                 if applied:  # on every connection of the suite open now; those opened later start clean
                     self.suppressed.update((cid, effect.from_client) for cid in self.handshakes)
+                    self._engaged_changed()
                 continue
             if isinstance(effect, Inject):
                 last_inject[rule.id] = len(effects)

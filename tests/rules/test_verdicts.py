@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from appserver.events import Opened
+from appserver.events import Closed, Opened
 from appserver.rules.actions import Kind, Unit
 from appserver.rules.compile import add_rules
 from appserver.rules.verdicts import Rules
-from appserver.verdict import DROP, PASS, CloseLegs, Decision, Delay, HttpResponse, HttpVerdict, Inject, Replace, Verdict
+from appserver.verdict import DROP, PASS, Chain, CloseLegs, Decision, Delay, HttpResponse, HttpVerdict, Inject, Replace, Verdict
 from appserver.rules import schema
-from shared.connections import ConnectionOpened
+from shared.connections import ClosedBy, ConnectionClosed, ConnectionOpened
 from shared.wire import Frame
 
 HANDSHAKE = ConnectionOpened("ws://realtime.test/?format=json", "realtime.test", "ws", "/", {"format": "json"}, {},
@@ -120,3 +120,30 @@ async def test_a_leading_catch_all_is_one_counter() -> None:
         assert rules.decide("c1", FRAME, True) is PASS
     assert rules.ruleset.listed()[0]["matched"] == 3
     await asyncio.sleep(0)
+
+
+async def test_the_rules_are_in_their_chain_only_while_they_have_a_say() -> None:
+    """A connection's chain (verdict.Chain) leaves out a decider with nothing to decide, so a frame no rule can
+    touch costs no call; the rules step in with their first rule and out with their last, or once what a
+    suppressOnwards starved has closed."""
+    rules = Rules(FakeSuite(), lambda: "m1")
+    chain = Chain((rules,))
+    rules.on_engaged.append(chain.refresh)
+    assert chain.deciders == ()
+    await rules.publish(Opened(HANDSHAKE, None))
+    add_rules(rules.ruleset, {"rules": [{"id": "drop", "match": {}, "action": {"type": "drop"}}]})
+    assert chain.deciders == (rules,)
+    assert await decide(rules) == DROP
+    rules.ruleset.remove(["drop"])
+    assert chain.deciders == ()
+    add_rules(rules.ruleset, {"rules": [{"id": "quiet", "match": {}, "action": {"type": "suppressOnwards"}}]})
+    assert await decide(rules) == PASS  # the frame that set it off passes; the client side starves from now on
+    rules.ruleset.remove(["quiet"])
+    assert rules.ruleset.empty and rules.suppressed == {("c1", True)}
+    assert chain.deciders == (rules,)  # still starving c1's client side
+    assert await decide(rules) == DROP
+    await rules.publish(Closed(ConnectionClosed("c1", ClosedBy.CLIENT, 1000, "", True), HANDSHAKE.url))
+    assert chain.deciders == ()
+    add_rules(rules.ruleset, {"rules": [{"id": "r", "match": {}, "action": {"type": "pass"}}]})
+    rules.forget("the test suite went away")
+    assert chain.deciders == ()
