@@ -183,7 +183,7 @@ class AppServer:
         """Before a mitmdump (process group ``pgid``) is stopped, end from our side everything that
         runs through it, while it can still pass the ends on: in local mode its captured peers
         would otherwise see nothing when it goes (their TCP ends inside mitmdump). Proxied
-        connections are dropped abruptly, as a network path going away; control sessions are
+        connections are dropped abruptly, as a network path going away; control connections are
         closed with 1012 saying why."""
         connections, ends = owned_by_group(
             pgid, [(c, c.legs[Side.CLIENT].transport) for c in self.registry.connections.values()])
@@ -191,7 +191,7 @@ class AppServer:
             pgid, [(s, s.transport) for s in self.registry.controls if s.transport is not None])
         if not connections and not sessions:
             return
-        log.info("mitmproxy is stopping: ending the %d connection(s) and %d control session(s) through it",
+        log.info("mitmproxy is stopping: ending the %d connection(s) and %d control connection(s) through it",
                  len(connections), len(sessions))  # fmt: skip
         await asyncio.gather(
             *(c.close((Side.CLIENT, Side.SERVER), None, "", abrupt=True) for c in connections),
@@ -201,7 +201,7 @@ class AppServer:
         await wait_released(ends | session_ends, RELEASE_WAIT)
 
     async def stop(self) -> None:
-        """1. close proxied connections and control sessions with 1001 (first: in local mode
+        """1. close proxied connections and control connections with 1001 (first: in local mode
         mitmdump must still be there to pass the closes on); 2. stop mitmproxy; 3. stop listening
         and wait for handlers; 4. close the upstream client session."""
         if self.uts is not None:

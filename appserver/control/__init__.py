@@ -1,1 +1,1 @@
-"""The dialogue with the test suite: control sessions, the JSON-RPC methods, the active suite."""
+"""The dialogue with the test suite: control connections, the JSON-RPC methods, the active suite."""

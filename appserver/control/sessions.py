@@ -142,7 +142,7 @@ async def begin_session(registry: Registry, listeners: Listeners, control: Contr
     scope.suite.decoded = parsed["decoded"]  # the decoded message in the dialogue (SPEC Part 9)
     scope.suite.window = parsed["window"]  # how many messages may be with the suite at once (SPEC Part 10)
     registry.sessions[session_id] = session
-    log.info("session %s opened (%s mode%s) for control session %d", session_id, session.mode,
+    log.info("session %s opened (%s mode%s) for control connection %d", session_id, session.mode,
              _where(session), control.id)  # fmt: skip
     return session
 
@@ -171,17 +171,17 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         if session is None:
             raise WireError("sessionID", f"no session {session_id!r}")
         if session.control.answers:
-            raise SessionConflict(f"session {session_id} is held by control session {session.control.id}: only a "
+            raise SessionConflict(f"session {session_id} is held by control connection {session.control.id}: only a "
                                   "session opened through uts-proxy's API can be attached to")  # fmt: skip
         if session.attached is not None:
-            raise SessionConflict(f"control session {session.attached.id} is attached to session {session_id} "
+            raise SessionConflict(f"control connection {session.attached.id} is attached to session {session_id} "
                                   "already")  # fmt: skip
         session.attached = control
         registry.session_of[control] = session
         session.scope.suite.hand_over(control)
         session.scope.suite.decoded = decoded
         session.scope.suite.window = window
-        log.info("control session %d attached to session %s", control.id, session_id)
+        log.info("control connection %d attached to session %s", control.id, session_id)
         return session.result()
 
     return {METHOD_OPEN_SESSION: open_session, METHOD_CLOSE_SESSION: close_session,
@@ -196,7 +196,7 @@ def detach(registry: Registry, session: Session) -> None:
         session.scope.suite.hand_over(session.control)
         session.scope.suite.decoded = False
         session.scope.suite.window = 1
-        log.info("control session %d detached from session %s", attached.id, session.id)
+        log.info("control connection %d detached from session %s", attached.id, session.id)
 
 
 async def end_session(registry: Registry, listeners: Listeners, session: Session, close: bool = False,

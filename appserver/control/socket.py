@@ -72,7 +72,7 @@ class ControlSocket:
 
     def _take_outbox(self) -> Any:
         if self._dropped:
-            log.warning("control session %d: %d notifications were dropped", self.id, self._dropped)
+            log.warning("control connection %d: %d notifications were dropped", self.id, self._dropped)
             self._dropped = 0
         encoded, self._outbox, self._pending_bytes = list(self._outbox), collections.deque(), 0
         return self.encoding.batch(encoded)
@@ -95,7 +95,7 @@ class ControlSocket:
         try:
             await self.peer.notify(method, params)
         except ConnectionError:
-            log.debug("control session %d: notification %s not sent, connection closed", self.id, method)
+            log.debug("control connection %d: notification %s not sent, connection closed", self.id, method)
 
     def notify_soon(self, method: str, params: dict[str, Any]) -> None:
         """Queue a notification and return at once: the traffic that caused it does not wait. What
@@ -110,7 +110,7 @@ class ControlSocket:
             # the oldest go, and the log says how many.
             self._pending_bytes -= len(self._outbox.popleft())
             if self._dropped == 0:
-                log.warning("control session %d reads notifications too slowly: dropping the oldest beyond %d "
+                log.warning("control connection %d reads notifications too slowly: dropping the oldest beyond %d "
                             "(or %d MiB)", self.id, MAX_PENDING_NOTIFICATIONS, MAX_PENDING_BYTES >> 20)  # fmt: skip
             self._dropped += 1
         if self._sender is None:
@@ -133,7 +133,7 @@ class ControlSocket:
                 elif self._outbox:
                     await self._write(self._take_outbox())
         except ConnectionError:
-            log.debug("control session %d: notifications not sent, connection closed", self.id)
+            log.debug("control connection %d: notifications not sent, connection closed", self.id)
             self._outbox.clear()
             self._pending_bytes = 0
         finally:
@@ -153,7 +153,7 @@ class ControlSocket:
                                                    "connection chose jsonrpc-msgpack: its messages are binary frames "
                                                    "of msgpack")))  # fmt: skip
                 elif msg.type is WSMsgType.ERROR:  # e.g. a frame over the size limit: aiohttp closes with 1009
-                    log.warning("control session %d closed by a protocol error: %s", self.id, msg.data)
+                    log.warning("control connection %d closed by a protocol error: %s", self.id, msg.data)
         finally:
             # What was sent before the close still counts (mitmproxyReady is sent and the
             # socket closed at once): let dispatched calls finish; each has its own bound.
@@ -181,7 +181,7 @@ class ControlSocket:
         try:
             await self._send(self.encoding.dumps(reply))
         except ConnectionError:
-            log.debug("control session %d: reply not sent, connection closed", self.id)
+            log.debug("control connection %d: reply not sent, connection closed", self.id)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -228,13 +228,13 @@ class ControlEndpoint:
         encoding = MSGPACK if ws.ws_protocol == MSGPACK_SUBPROTOCOL else JSON
         socket = ControlSocket(next(self._ids), ws, self._dispatch, request.transport, encoding)
         self._opened(socket)
-        log.info("control session %d opened from %s%s", socket.id, request.remote,
+        log.info("control connection %d opened from %s%s", socket.id, request.remote,
                  " (msgpack)" if encoding.binary else "")  # fmt: skip
         try:
             await socket.serve()
         finally:
             await self._closed(socket)
-            log.info("control session %d closed", socket.id)
+            log.info("control connection %d closed", socket.id)
         return ws
 
 

@@ -1,6 +1,6 @@
 """The active test suite: the last link of every decider chain, and a sink for connection events.
 
-Connections do not know about control sessions: they are given this object as
+Connections do not know about control connections: they are given this object as
 one :class:`~appserver.verdict.Decider` and one :class:`~appserver.events.Sink`.
 Whatever goes wrong in the dialogue (no suite, suite gone, error, invalid
 result, timeout), the message passes on unchanged; the failures are logged at
@@ -67,10 +67,10 @@ class ActiveSuite:
     def claim(self, session: ControlSocket) -> None:
         if self.active is not None and self.active is not session:
             raise SuiteAlreadyActive(
-                f"another control connection (session {self.active.id}) is already the active test suite"
+                f"another control connection (number {self.active.id}) is already the active test suite"
             )
         if self.active is None:
-            log.info("control session %d is now the active test suite", session.id)
+            log.info("control connection %d is now the active test suite", session.id)
             self.active = session
             self._engaged_changed()
             for callback in self.on_claim:
@@ -89,7 +89,7 @@ class ActiveSuite:
     def _no_connection(self, session: ControlSocket) -> None:
         self._idle_timer = None
         if self.active is session:
-            log.warning("control session %d has been the active test suite for %.0f s and no connection came through "
+            log.warning("control connection %d has been the active test suite for %.0f s and no connection came through "
                         "the proxy: is the SDK pointed at it? ably-js in Node ignores HTTPS_PROXY for realtime (use "
                         "direct mode or local mode); Chromium needs --proxy-bypass-list=\"<-loopback>\" for "
                         "loopback hosts", session.id, self.idle_warning)  # fmt: skip
@@ -101,7 +101,7 @@ class ActiveSuite:
 
     def release(self, session: ControlSocket) -> None:
         if self.active is session:
-            log.info("control session %d closed: no active test suite, messages pass through", session.id)
+            log.info("control connection %d closed: no active test suite, messages pass through", session.id)
             self.active = None
             self.decoded = False
             self.window = 1
