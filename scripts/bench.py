@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -124,12 +125,17 @@ def HTTP_WORKLOADS(quick: bool) -> list[Workload]:  # noqa: N802 - a table, as t
 
 #: The variants plain HTTP jobs run on: the HTTP path has no per-frame dialogue, so the rule variants
 #: would measure the relay again.
-HTTP_VARIANTS = ("direct", "relay", "splice", "mitm", "mitmrev")  # not @old: 29 November had no HTTP yet
+HTTP_VARIANTS = ("direct", "relay", "splice", "mitm", "mitmrev", "uts", "utsgo")  # not @old: 29 November had no HTTP
 
-VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "splice", "window", "msgpack", "mitm",
-            "mitmrev")
-DEFAULT_VARIANTS = VARIANTS[:-2]  # mitm and mitmrev with --mitmdump
+VARIANTS = ("direct", "suite", "relay", "pass", "observe", "untraced", "splice", "window", "msgpack", "uts", "mitm",
+            "mitmrev", "utsgo")
+DEFAULT_VARIANTS = VARIANTS[:-3]  # mitm and mitmrev with --mitmdump, utsgo with --uts-proxy
 MITM_VARIANTS = ("mitm", "mitmrev")
+#: Through a session made with uts-proxy's REST API (SPEC Part 8), no rules (uts-proxy's passthrough): on the app
+#: server ("uts"), and on Ably's uts-proxy itself, a binary built from its source and named with --uts-proxy
+#: ("utsgo"). The same client, the same upstream, the same session body.
+UTS_VARIANTS = ("uts", "utsgo")
+UTS_GO = "utsgo"
 #: A variant through the app server of the --compare checkout ("suite@old").
 OLD = "@old"
 #: A bare TCP splice (bench_splice.py): what a relay process costs here before it does any work.
@@ -294,13 +300,17 @@ class Harness:
         py = sys.executable
         self.echo = self.start("echo", [py, str(SCRIPTS / "bench_echo.py")], talks=True)
         self.echo_port = self.echo.read(20)["port"]
-        self.control_port, self.proxy_port, self.mitm_port = free_ports(3)
+        self.control_port, self.proxy_port, self.mitm_port, self.uts_api_port = free_ports(4)
+        uts = ["--uts-port", str(self.uts_api_port)] if "uts" in self.args.variant_list else []
         self.appserver = self.start("appserver", [
             py, "-m", "appserver", "--no-mitmproxy", "--control-host", HOST, "--proxy-host", HOST,
-            "--control-port", str(self.control_port), "--proxy-port", str(self.proxy_port),
+            "--control-port", str(self.control_port), "--proxy-port", str(self.proxy_port), *uts,
         ], talks=False)  # fmt: skip
+        self.uts_server = self.appserver
         wait_listening(self.appserver, self.control_port)
         wait_listening(self.appserver, self.proxy_port)
+        if uts:
+            wait_listening(self.appserver, self.uts_api_port)
         self.untraced: Child | None = None
         if UNTRACED in self.args.variant_list:
             self.untraced_control, self.untraced_proxy = free_ports(2)
@@ -326,6 +336,15 @@ class Harness:
             self.mitmrev_port = free_ports(1)[0]
             self.mitmrev = self.start("mitmdump-reverse", mitmdump_reverse_args(self), talks=False)
             wait_listening(self.mitmrev, self.mitmrev_port, timeout=60)
+        self.uts_ports: dict[str, tuple[Child, int]] = {}  # variant → the server and its session's port
+        if "uts" in self.args.variant_list:
+            self.uts_ports["uts"] = (self.uts_server, self.uts_session(self.uts_api_port))
+        if UTS_GO in self.args.variant_list:
+            api_port = free_ports(1)[0]
+            # uts-proxy's one flag is its control API's port; each session listens on a port of its own.
+            utsgo = self.start("uts-proxy", [self.args.uts_proxy, "-port", str(api_port)], talks=False)
+            wait_listening(utsgo, api_port)
+            self.uts_ports[UTS_GO] = (utsgo, self.uts_session(api_port))
         self.old: Child | None = None
         if self.args.compare:
             self.old_control, self.old_proxy = free_ports(2)
@@ -336,6 +355,23 @@ class Harness:
             ], talks=False, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)})  # fmt: skip
             wait_listening(self.old, self.old_control)
             wait_listening(self.old, self.old_proxy)
+
+    def uts_session(self, api_port: int) -> int:
+        """A session made through uts-proxy's API on ``api_port``, to the echo upstream (WebSocket and HTTP, no
+        TLS, no rules: passthrough), for the whole run; its proxy port."""
+        body = {"target": {"realtimeHost": f"{HOST}:{self.echo_port}", "restHost": f"{HOST}:{self.echo_port}",
+                           "insecure": True}, "timeoutMs": 24 * 3600 * 1000}  # fmt: skip
+        request = urllib.request.Request(f"http://{HOST}:{api_port}/sessions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                answer = json.load(response)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"could not make a uts-proxy session on port {api_port}: {exc}") from exc
+        port = answer.get("proxy", {}).get("port") if isinstance(answer, dict) else None
+        if not isinstance(port, int):
+            raise BenchError(f"POST /sessions on port {api_port} answered without proxy.port: {answer!r}")
+        return port
 
     def set_suite(self, suite: tuple[str, int, str] | None, control_port: int) -> None:
         """No suite (None), or one attached with these rules ("" — none: every message asked —, "pass",
@@ -365,6 +401,9 @@ class Harness:
             return self.mitmrev, self.control_port, self.mitmrev_port
         if variant.endswith(OLD) and self.old is not None:
             return self.old, self.old_control, self.old_proxy
+        if variant in self.uts_ports:
+            server, port = self.uts_ports[variant]
+            return server, self.control_port, port
         return self.appserver, self.control_port, self.proxy_port
 
     def endpoint(self, variant: str, workload: Workload | None = None) -> dict[str, Any]:
@@ -374,7 +413,7 @@ class Harness:
                 return {"url": f"http://{HOST}:{self.echo_port}{path}"}
             if variant == "mitm":
                 return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
-            if variant in (SPLICE, "mitmrev"):
+            if variant in (SPLICE, "mitmrev", *UTS_VARIANTS):
                 return {"url": f"http://{HOST}:{self.server_of(variant)[2]}{path}"}
             stamps = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "http"}
             return {"url": f"http://{HOST}:{self.server_of(variant)[2]}{path}", "headers": stamps}
@@ -387,6 +426,8 @@ class Harness:
             return {"url": f"http://{HOST}:{self.echo_port}{path}", "proxy": f"http://{HOST}:{self.mitm_port}"}
         if variant == "mitmrev":
             return {"url": f"ws://{HOST}:{self.mitmrev_port}{path}"}
+        if variant in UTS_VARIANTS:  # the session's own port: it knows its upstream
+            return {"url": f"ws://{HOST}:{self.server_of(variant)[2]}{path}"}
         headers = {"Ably-Test-Host": f"{HOST}:{self.echo_port}", "Ably-Test-Proto": "ws"}
         return {"url": f"ws://{HOST}:{self.server_of(variant)[2]}{path}", "headers": headers}
 
@@ -572,6 +613,12 @@ PEER_TARGETS = [
     ("suite, window 16: throughput, 1 conn", "window", "tput1", "msgs_per_s", ">=", 0.2, None),
     ("suite over msgpack: round trip median, 64 KiB", "msgpack", "lat64k", "median_us", "<=", 5.0, None),
 ]
+#: Issue 24's targets against uts-proxy measured in the same run (--uts-proxy): ours as a multiple of its figure.
+UTS_FACTORS = {
+    "WS round trip median, 100 B, no rules": 0.9, "WS round trip median, 100 B, catch-all pass rule": 0.9,
+    "WS throughput, 1 conn, pass rule": 1.4, "WS throughput, 20 conns, pass rule": 1.6,
+    "HTTP 1 MiB time to first byte": 0.9, "HTTP 1 MiB time to last byte": 0.9, "HTTP 100 B GETs, request rate": 1.25,
+}  # fmt: skip
 #: Issue 24: app-server CPU per 1,000 small GETs (ms).
 HTTP_CPU_LIMIT_MS = 240
 RSS_LIMIT_MB = 60
@@ -604,7 +651,21 @@ def check_targets(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any]
             of_splice = round(mine / floor, 2)
             check.update(of_splice=of_splice, splice_limit=splice_limit,
                          met_vs_splice=of_splice <= splice_limit if op == "<=" else of_splice >= splice_limit)
+        theirs = figs.get(UTS_GO, {}).get(key, {}).get(metric)
+        if label in UTS_FACTORS and mine and theirs:  # uts-proxy itself, in the same run
+            of_uts, factor = round(mine / theirs, 2), UTS_FACTORS[label]
+            check.update(of_uts=of_uts, uts_limit=factor,
+                         met_vs_uts=of_uts <= factor if op == "<=" else of_uts >= factor)
         checks.append(check)
+    for key, metric, op in (("lat100", "median_us", "<="), ("tput1", "msgs_per_s", ">="),
+                            ("http100", "msgs_per_s", ">="), ("http100", "cpu_ms_per_1k", "<="),
+                            ("http1m", "median_us", "<=")):  # fmt: skip
+        ours, theirs = (figs.get(v, {}).get(key, {}).get(metric) for v in UTS_VARIANTS)
+        if ours and theirs:  # through the same API, the same session: on uts-proxy's own ground
+            value = round(ours / theirs, 2)
+            checks.append({"target": f"issue 24: through uts-proxy's API, {key} {metric}, ours / uts-proxy's",
+                           "value": value, "op": op, "limit": 1.0, "ratio": True,
+                           "met": value <= 1.0 if op == "<=" else value >= 1.0})  # fmt: skip
     http_cpu = figs.get("relay", {}).get("http100", {}).get("cpu_ms_per_1k")
     if http_cpu is not None:
         checks.append({"target": "issue 24: app-server CPU ms / 1,000 small GETs", "value": http_cpu, "op": "<=",
@@ -702,6 +763,9 @@ def report(figs: dict[str, Any], rat: dict[str, Any], rss: dict[str, Any], check
         if "of_splice" in c:
             verdict = "met" if c["met_vs_splice"] else "MISSED"
             floor = f"   {c['of_splice']}× the splice {c['op']} {c['splice_limit']}×: {verdict}"
+        if "of_uts" in c:
+            verdict = "met" if c["met_vs_uts"] else "MISSED"
+            floor += f"; {c['of_uts']}× uts-proxy {c['op']} {c['uts_limit']}×: {verdict}"
         print(f"  {'met   ' if c['met'] else 'MISSED'}  {c['target']:<55} {value:>9} {c['op']} {limit}{floor}")
     print(json.dumps({"bench": "appserver", **meta, "figures": figs, "ratios": rat, "rss": rss, "targets": checks}))
 
@@ -723,8 +787,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "on CPU 1 (the placement of issue 24's figures)")
     p.add_argument("--compare", metavar="REV", help="also run suite and relay through the app server of commit REV "
                    "(a git worktree beside this checkout), as suite@old and relay@old (any VARIANT@old when named)")
+    p.add_argument("--uts-proxy", metavar="BINARY", help="add Ably's uts-proxy (a binary built from its Go source) "
+                   "as the utsgo variant, beside uts (the app server through the same API)")
     p.add_argument("--variants", help=f"comma-separated subset of {','.join(DEFAULT_VARIANTS)}[,mitm,mitmrev]"
-                   "[,VARIANT@old with --compare]")
+                   "[,utsgo with --uts-proxy][,VARIANT@old with --compare]")
     p.add_argument("--workloads", help="comma-separated subset of lat100,tput1,tput20,lat64k,tput64k,http100,http1m")
     p.add_argument("--py-spy", metavar="FILE", help="record the app server with py-spy (after the warm-up) to FILE "
                    "(.svg: flame graph, .txt: collapsed stacks, .json: speedscope)")
@@ -732,13 +798,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     chosen = args.variants.split(",") if args.variants else [
-        *DEFAULT_VARIANTS, *(MITM_VARIANTS if args.mitmdump else ()),
+        *DEFAULT_VARIANTS, *(MITM_VARIANTS if args.mitmdump else ()), *((UTS_GO,) if args.uts_proxy else ()),
         *((f"suite{OLD}", f"relay{OLD}") if args.compare else ())]  # pass@old when named: 29 November had no rules
     unknown = {v for v in chosen if v.removesuffix(OLD) not in VARIANTS}
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}")
     if any(v in MITM_VARIANTS for v in chosen) and not args.mitmdump:
         p.error("the mitm and mitmrev variants need --mitmdump")
+    if UTS_GO in chosen and not args.uts_proxy:
+        p.error("the utsgo variant needs --uts-proxy BINARY")
+    if args.uts_proxy and shutil.which(args.uts_proxy) is None:
+        p.error(f"--uts-proxy: {args.uts_proxy!r} is not an executable")
     if any(v.endswith(OLD) for v in chosen) and not args.compare:
         p.error("a VARIANT@old needs --compare REV")
     args.variant_list = chosen
