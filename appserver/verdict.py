@@ -95,6 +95,8 @@ class Decision:
 
 
 Verdict = Pass | Drop | Replace | Delay | Decision
+#: What a decider may answer with at once (anything else it answers is an awaitable of one of these).
+VERDICTS = (Pass, Drop, Replace, Delay, Decision)
 PASS = Pass()
 DROP = Drop()
 

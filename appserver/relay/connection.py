@@ -17,7 +17,7 @@ from aiohttp import WSMsgType
 
 from appserver.errors import LegClosed
 from appserver.events import Closed, Injected, Opened, Sink, publish, tell
-from appserver.relay.leg import Controls, Leg, read_leg
+from appserver.relay.leg import Controls, Lane, Leg, forget, read_leg
 from appserver.relay.lifecycle import End, LegState, Side, check_sendable
 from appserver.relay.pump import ProxyEnd, pass_on_end, pump
 from appserver.verdict import CloseLegs, Chain, ConnectionHooks, Effect, Inject
@@ -73,10 +73,14 @@ class Connection:
             async with asyncio.TaskGroup() as tasks:
                 for source, dest in ((client, upstream), (upstream, client)):
                     queue = self._queues[source.side]
-                    tasks.create_task(read_leg(source, dest, queue, self.controls))
+                    lane = Lane(queue, source, dest, self._chain, self._frame_sinks, self.controls)
+                    tasks.create_task(read_leg(source, dest, queue, self.controls, lane.offer))
                     tasks.create_task(pump(queue, source, dest, self._chain, self._frame_sinks, self.controls,
-                                           self.apply, self._on_end))  # fmt: skip
+                                           self.apply, self._on_end, lane))  # fmt: skip
         finally:
+            for queue in self._queues.values():  # what no pump will deliver now
+                while not queue.empty():
+                    forget(queue.get_nowait())
             for task in (*timers, *self.controls.delayed):
                 task.cancel()
             await asyncio.gather(*timers, *self.controls.delayed, return_exceptions=True)

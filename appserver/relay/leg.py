@@ -3,17 +3,20 @@
 A leg is one side's WebSocket (the client's, where we are the server; the
 upstream's, where we are the client) with its state machine. Its reader puts
 each data frame, and finally the leg's End, on the queue of its direction
-(pump.py takes them from there); pings and pongs are relayed at once. What a
-leg's state allows is asked of lifecycle.py; this module only moves frames.
+(pump.py takes them from there), or, while the pump waits with nothing to do,
+delivers a frame the chain lets pass itself (:class:`Lane`); pings and pongs are
+relayed at once. What a leg's state allows is asked of lifecycle.py; this
+module only moves frames.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import WSMsgType
 
@@ -29,7 +32,7 @@ from appserver.relay.lifecycle import (
     code_from_wire,
     transition,
 )
-from appserver.verdict import PASS, ConnectionHooks, Delay, Drop, split
+from appserver.verdict import PASS, VERDICTS, Chain, ConnectionHooks, Decider, Delay, Drop, split
 from appserver.events import Pinged, Sink, tell
 from appserver.relay.upstream import write_uncompressed
 from shared.wire import Frame, MessageType
@@ -134,8 +137,85 @@ class Controls:
             tell(self.sinks, Pinged(self.connection_id, from_client, kind, payload, fate))
 
 
-async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Controls | None = None) -> None:
-    """Queue the leg's data frames; relay pings and pongs at once; queue its End last.
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A frame its reader already asked the chain about (the pump was idle, see :class:`Lane`), with what the
+    decider answered: a verdict (the frame sinks were told of it then, as the pump would have) with who gave
+    it, or an awaitable of one."""
+
+    frame: Frame
+    answer: Any
+    decider: Decider
+    by: str | None = None
+
+
+class Lane:
+    """One direction of a connection as its reader and its pump share it. While the pump waits on an empty
+    queue (``idle``), the frame the reader takes next is the very next one the pump would take: the reader
+    then does the pump's work for it at once (:meth:`offer`), and a frame the chain lets pass goes to the other
+    leg with no task switch. Anything else is queued, and the pump does it as before."""
+
+    __slots__ = ("queue", "dest", "chain", "sinks", "controls", "from_client", "idle")
+
+    def __init__(self, queue: asyncio.Queue[Any], source: Leg, dest: Leg, chain: Chain, sinks: Sequence[Sink],
+                 controls: Controls) -> None:  # fmt: skip
+        self.queue = queue
+        self.dest = dest
+        self.chain = chain
+        self.sinks = sinks
+        self.controls = controls
+        self.from_client = source.side is Side.CLIENT
+        #: The pump waits on the queue with nothing to do (set and cleared by the pump alone).
+        self.idle = False
+
+    async def offer(self, frame: Frame) -> None:
+        """A frame its reader took: delivered now if the pump is idle and nothing stands in the way (the
+        destination can take it at once, unsilenced, and the chain says pass), otherwise queued for the pump
+        (decided, when the chain was asked)."""
+        dest, queue = self.dest, self.queue
+        if not self.idle or queue.qsize() or not dest.can_send or self.controls.silenced or \
+                dest.transport.get_write_buffer_size():  # fmt: skip
+            await queue.put(frame)
+            return
+        connection_id, from_client = self.controls.connection_id, self.from_client
+        by = None
+        for decider in self.chain.deciders:  # as the pump would, right now
+            found = decider.decide(connection_id, frame, from_client)
+            if found is None:
+                continue
+            if found is not PASS:  # a fate to apply, or someone to ask: the pump's, first in its queue
+                if isinstance(found, VERDICTS):
+                    by = decider.decided_by
+                    for sink in self.sinks:  # now, in the order frames are decided, as the pump tells them
+                        sink.frame(connection_id, from_client, frame, found, by)
+                queue.put_nowait(Decided(frame, found, decider, by))
+                return
+            by = decider.decided_by
+            break
+        for sink in self.sinks:
+            sink.frame(connection_id, from_client, frame, PASS, by)
+        try:
+            data = frame.data
+            if isinstance(data, str):
+                await dest.ws.send_frame(data.encode("utf-8"), WSMsgType.TEXT)
+            else:
+                await dest.ws.send_frame(data, WSMsgType.BINARY)
+        except ConnectionError:
+            log.debug("could not deliver to the %s: transport gone", dest.side)
+
+
+def forget(item: Any) -> None:
+    """A queued item nobody will deliver (its leg cannot take it, or the connection is over): a frame decided by
+    its reader whose answer is a call not yet started is closed, so that the suite is never asked about it,
+    as it would not have been had the pump asked."""
+    if type(item) is Decided and inspect.iscoroutine(item.answer):
+        item.answer.close()
+
+
+async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Controls | None = None,
+                   offer: Callable[[Frame], Awaitable[None]] | None = None) -> None:  # fmt: skip
+    """Queue the leg's data frames (or ``offer`` them: the pump's lane, which delivers a frame at once while
+    the pump has nothing else to do); relay pings and pongs at once; queue its End last.
 
     A full queue stops this reader, so TCP pushes back on the peer instead of
     memory growing without bound while the suite is slow.
@@ -150,7 +230,10 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Co
                 warned = True  # once per leg: under sustained load this would repeat for every message
                 log.warning("%s messages from the %s are queued: reading paused until the suite catches up",
                             queue.maxsize, leg.side)  # fmt: skip
-            await queue.put(frame)
+            if offer is None:
+                await queue.put(frame)
+            else:
+                await offer(frame)
         elif kind in (WSMsgType.PING, WSMsgType.PONG):
             # Pings are the peers' business: relayed end to end, never answered here (unless a rule says).
             if controls is None:

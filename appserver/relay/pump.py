@@ -28,16 +28,14 @@ from typing import Any, Awaitable, Callable, cast
 from aiohttp import WSMsgType
 
 from appserver.events import Sink
-from appserver.relay.leg import Controls, Leg
+from appserver.relay.leg import Controls, Decided, Lane, Leg, forget
 from appserver.relay.lifecycle import PassOn, End, Side, close_action
-from appserver.verdict import PASS, Chain, Decider, Decision, Delay, Drop, Effect, Inject, Pass, Replace, Verdict
+from appserver.verdict import PASS, VERDICTS, Chain, Decider, Decision, Delay, Drop, Effect, Inject, Replace, Verdict
 
 log = logging.getLogger(__name__)
 
 #: Applies side effects (inject, close, silence) for the connection.
 ApplyEffects = Callable[[tuple[Effect, ...]], Awaitable[None]]
-#: What a decider may answer with at once (anything else is an awaitable of one of these).
-VERDICTS = (Pass, Drop, Replace, Delay, Decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +54,10 @@ async def pump(
     controls: Controls,
     apply_effects: ApplyEffects,
     on_end: Callable[[Side | None, End], None],
+    lane: Lane | None = None,
 ) -> None:
-    """Deliver the source leg's messages in order, then pass its End on."""
+    """Deliver the source leg's messages in order, then pass its End on. With a ``lane``, the reader delivers
+    what it can itself while this waits with nothing to do."""
     from_client = source.side is Side.CLIENT
     connection_id = controls.connection_id
     cork = dest.transport if isinstance(dest.transport, CorkedTransport) else None
@@ -68,7 +68,14 @@ async def pump(
         except asyncio.QueueEmpty:
             if cork is not None:
                 cork.release()
-            item = await queue.get()
+            if lane is None:
+                item = await queue.get()
+            else:
+                lane.idle = True
+                try:
+                    item = await queue.get()
+                finally:
+                    lane.idle = False
         if cork is not None:
             cork.held = True
         if isinstance(item, End):
@@ -87,12 +94,16 @@ async def pump(
             continue
         if not dest.can_send or controls.silenced:
             log.debug("discarding a %s message: the %s leg is %s", source.side, dest.side, dest.state.value)
+            forget(item)
             continue
         verdict: Any = PASS
         by = None
-        for decider in chain.deciders:  # in order; the first opinion decides, none (or no decider): pass
-            found = decider.decide(connection_id, item, from_client)
-            if found is None:
+        decided = item if type(item) is Decided else None
+        if decided is not None:  # its reader asked the chain already, while this was idle (Lane.offer)
+            item = decided.frame
+        for decider in chain.deciders if decided is None else (decided.decider,):  # in order; the first opinion
+            found = decider.decide(connection_id, item, from_client) if decided is None else decided.answer
+            if found is None:  # decides, none (or no decider): pass
                 continue
             if not isinstance(found, VERDICTS):  # the decider waits for someone (the suite): write what is done
                 if cork is not None:
@@ -104,10 +115,14 @@ async def pump(
                 found = await found
                 if cork is not None:
                     cork.held = True
-            verdict, by = found, decider.decided_by  # read with no suspension since the verdict was given
+                by = decider.decided_by  # read with no suspension since the verdict was given
+            else:
+                by = decider.decided_by if decided is None else decided.by
+            verdict = found
             break
-        for sink in sinks:
-            sink.frame(connection_id, from_client, item, verdict, by)
+        if decided is None or not isinstance(decided.answer, VERDICTS):  # (a reader's verdict: told already)
+            for sink in sinks:
+                sink.frame(connection_id, from_client, item, verdict, by)
         if verdict is PASS:  # the common case, first
             try:
                 data = item.data
@@ -227,6 +242,11 @@ async def _windowed(
 
 def _asked(chain: Chain, connection_id: str, item: Any, from_client: bool) -> _Pending:
     """A frame's verdict from the chain, or (someone must be asked) the task that will give it."""
+    if type(item) is Decided:  # asked by its reader (only while the pump is idle: not while in a window)
+        found = item.answer
+        if isinstance(found, VERDICTS):
+            return item.frame, found, item.by
+        return item.frame, asyncio.ensure_future(_with_by(found, item.decider)), None
     for decider in chain.deciders:
         found = decider.decide(connection_id, item, from_client)
         if found is None:
@@ -280,6 +300,9 @@ class CorkedTransport:
         self._loop = asyncio.get_running_loop()
         #: A pump is writing: it flushes itself before it waits (release()).
         self.held = False
+        # Asked for every frame (aiohttp's writer, Lane.offer): the transport's own methods, no Python call.
+        self.is_closing = transport.is_closing
+        self.get_write_buffer_size = transport.get_write_buffer_size
 
     def write(self, data: bytes) -> None:
         if not self._buffer and not self.held:
@@ -306,9 +329,6 @@ class CorkedTransport:
     def abort(self) -> None:
         self.flush()
         self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

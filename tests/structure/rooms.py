@@ -28,6 +28,8 @@ class Walk:
 
     def __init__(self) -> None:
         self.visits: list[str] = []
+        #: Each visit as (file, the function it begins in).
+        self.calls: list[tuple[str, str]] = []
         self._previous: Any = None
 
     def _profile(self, frame: FrameType, event: str, arg: object) -> None:
@@ -44,6 +46,7 @@ class Walk:
         # all (the event loop running a task or a callback), is a new one.
         if came_from != room:
             self.visits.append(room)
+            self.calls.append((room, frame.f_code.co_qualname))
 
     def __enter__(self) -> "Walk":
         self._previous = sys.getprofile()
@@ -57,8 +60,11 @@ class Walk:
     def files(self) -> list[str]:
         return list(dict.fromkeys(self.visits))
 
-    def entered(self) -> dict[str, int]:
+    def entered(self, besides: tuple[str, ...] = ()) -> dict[str, int]:
+        """How many times each file was entered, not counting visits that begin in the functions ``besides``
+        (qualified names)."""
         counts: dict[str, int] = {}
-        for room in self.visits:
-            counts[room] = counts.get(room, 0) + 1
+        for room, function in self.calls:
+            if function not in besides:
+                counts[room] = counts.get(room, 0) + 1
         return counts
