@@ -301,16 +301,12 @@ class Harness:
         self.echo = self.start("echo", [py, str(SCRIPTS / "bench_echo.py")], talks=True)
         self.echo_port = self.echo.read(20)["port"]
         self.control_port, self.proxy_port, self.mitm_port, self.uts_api_port = free_ports(4)
-        uts = ["--uts-port", str(self.uts_api_port)] if "uts" in self.args.variant_list else []
         self.appserver = self.start("appserver", [
             py, "-m", "appserver", "--no-mitmproxy", "--control-host", HOST, "--proxy-host", HOST,
-            "--control-port", str(self.control_port), "--proxy-port", str(self.proxy_port), *uts,
+            "--control-port", str(self.control_port), "--proxy-port", str(self.proxy_port),
         ], talks=False)  # fmt: skip
-        self.uts_server = self.appserver
         wait_listening(self.appserver, self.control_port)
         wait_listening(self.appserver, self.proxy_port)
-        if uts:
-            wait_listening(self.appserver, self.uts_api_port)
         self.untraced: Child | None = None
         if UNTRACED in self.args.variant_list:
             self.untraced_control, self.untraced_proxy = free_ports(2)
@@ -338,7 +334,15 @@ class Harness:
             wait_listening(self.mitmrev, self.mitmrev_port, timeout=60)
         self.uts_ports: dict[str, tuple[Child, int]] = {}  # variant → the server and its session's port
         if "uts" in self.args.variant_list:
-            self.uts_ports["uts"] = (self.uts_server, self.uts_session(self.uts_api_port))
+            # An app server of its own, as uts-proxy is a process of its own: its session's trace (frames kept up
+            # to 64 KiB each, as uts-proxy's log) stays out of the main one's memory figures.
+            uts_control = free_ports(1)[0]
+            uts_server = self.start("appserver-uts", [
+                py, "-m", "appserver", "--no-mitmproxy", "--control-host", HOST, "--control-port", str(uts_control),
+                "--proxy-host", HOST, "--proxy-port", "0", "--uts-port", str(self.uts_api_port),
+            ], talks=False)  # fmt: skip
+            wait_listening(uts_server, self.uts_api_port)
+            self.uts_ports["uts"] = (uts_server, self.uts_session(self.uts_api_port))
         if UTS_GO in self.args.variant_list:
             api_port = free_ports(1)[0]
             # uts-proxy's one flag is its control API's port; each session listens on a port of its own.
