@@ -141,7 +141,8 @@ class Controls:
 class Decided:
     """A frame its reader already asked the chain about (the pump was idle, see :class:`Lane`), with what the
     decider answered: a verdict (the frame sinks were told of it then, as the pump would have) with who gave
-    it, or an awaitable of one."""
+    it, or an awaitable of one. It is the first item in the queue, and the pump takes it in its plain loop (a
+    window is entered from there, never with a Decided waiting behind)."""
 
     frame: Frame
     answer: Any

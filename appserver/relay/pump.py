@@ -101,9 +101,10 @@ async def pump(
         decided = item if type(item) is Decided else None
         if decided is not None:  # its reader asked the chain already, while this was idle (Lane.offer)
             item = decided.frame
-        for decider in chain.deciders if decided is None else (decided.decider,):  # in order; the first opinion
+        # In order; the first opinion decides, none (or no decider at all): pass.
+        for decider in chain.deciders if decided is None else (decided.decider,):
             found = decider.decide(connection_id, item, from_client) if decided is None else decided.answer
-            if found is None:  # decides, none (or no decider): pass
+            if found is None:
                 continue
             if not isinstance(found, VERDICTS):  # the decider waits for someone (the suite): write what is done
                 if cork is not None:
@@ -242,11 +243,6 @@ async def _windowed(
 
 def _asked(chain: Chain, connection_id: str, item: Any, from_client: bool) -> _Pending:
     """A frame's verdict from the chain, or (someone must be asked) the task that will give it."""
-    if type(item) is Decided:  # asked by its reader (only while the pump is idle: not while in a window)
-        found = item.answer
-        if isinstance(found, VERDICTS):
-            return item.frame, found, item.by
-        return item.frame, asyncio.ensure_future(_with_by(found, item.decider)), None
     for decider in chain.deciders:
         found = decider.decide(connection_id, item, from_client)
         if found is None:
