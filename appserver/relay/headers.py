@@ -109,17 +109,29 @@ def routed(target: Target, host: str, proto: str) -> Target:
 
 def end_to_end(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """The headers minus hop-by-hop ones, including those the Connection header names."""
-    connection = headers.getall("Connection", ())
-    named = shared_headers.connection_tokens(connection) if connection else ()
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP and k.lower() not in named)
+    return _without(headers, _hop_by_hop(headers), ())
 
 
 def request_forwarded(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """A plain request's end-to-end headers minus the Ably-Test-* stamps (the redirector's word to us)."""
-    kept = end_to_end(headers)
-    if any(name.lower().startswith(TEST_HEADER_PREFIX) for name in kept):
-        return CIMultiDict((k, v) for k, v in kept.items() if not k.lower().startswith(TEST_HEADER_PREFIX))
-    return kept
+    return _without(headers, _hop_by_hop(headers), (TEST_HEADER_PREFIX,))
+
+
+def _hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """The hop-by-hop names of these headers: the standard ones and those their Connection header names."""
+    connection = headers.getall("Connection", ())
+    return HOP_BY_HOP.union(shared_headers.connection_tokens(connection)) if connection else HOP_BY_HOP
+
+
+def _without(headers: CIMultiDictProxy[str] | CIMultiDict[str], names: frozenset[str] | set[str],
+             prefixes: tuple[str, ...]) -> CIMultiDict[str]:  # fmt: skip
+    """The headers but those named (lower case) or whose names start with one of ``prefixes``: one pass."""
+    kept = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower not in names and not (prefixes and lower.startswith(prefixes)):
+            kept.append((name, value))
+    return CIMultiDict(kept)
 
 
 def outbound(request: web.BaseRequest, default_upstream: URL | None, routes: tuple[tuple[str, URL], ...],
@@ -157,11 +169,7 @@ def http_info(request: web.BaseRequest, meant: URL, target: URL | None = None) -
 
 def forwarded_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """End-to-end handshake headers: minus hop-by-hop, per-hop WebSocket and Ably-Test-* ones."""
-    return CIMultiDict(
-        (name, value)
-        for name, value in end_to_end(headers).items()
-        if name.lower() not in PER_HOP_WEBSOCKET and not name.lower().startswith(TEST_HEADER_PREFIX)
-    )
+    return _without(headers, _hop_by_hop(headers) | PER_HOP_WEBSOCKET, (TEST_HEADER_PREFIX,))
 
 
 def offered_protocols(headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
@@ -200,9 +208,10 @@ def as_sent(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     Ably-Test-* stamps, and with the Host it meant (mitmproxy rewrote Host to the proxy endpoint when it
     redirected the request; Ably-Test-Host says what it was)."""
     meant = headers.get(HEADER_TEST_HOST)
-    sent = {k: v for k, v in headers.items() if not k.lower().startswith(TEST_HEADER_PREFIX)}
-    if meant:
-        for name in sent:
-            if name.lower() == "host":
-                sent[name] = meant
+    sent = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower.startswith(TEST_HEADER_PREFIX):
+            continue
+        sent[name] = meant if meant and lower == "host" else value
     return sent

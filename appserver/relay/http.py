@@ -418,8 +418,12 @@ async def _streamed(request: web.Request, passing: Streaming, target: URL, tally
         mark_relayed(response, passing.headers)
         if upstream.content_length is not None and "chunked" not in upstream.headers.get("Transfer-Encoding", ""):
             response.content_length = upstream.content_length
-        await response.prepare(request)
         length = upstream.content_length
+        if length and length <= WATCH_ABOVE and upstream.content.is_eof():
+            # The whole body is here already: the head goes out with it, in one write (aiohttp's Response
+            # does so; a StreamResponse sends its head at once, a second system call and segment).
+            response._send_headers_immediately = False  # noqa: SLF001
+        await response.prepare(request)
         if length is not None and length <= WATCH_ABOVE:
             failure = await _copied(upstream, response, tally, passing.prefix)  # a client gone: a failed write
         else:
