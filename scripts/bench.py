@@ -490,7 +490,9 @@ def mitmdump_args(h: Harness) -> list[str]:
             "--listen-host", HOST, "--listen-port", str(h.mitm_port)]  # fmt: skip
 
 
-def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[dict[str, dict[str, Cell]], dict[str, Any]]:
+def run_rounds(h: Harness, loads: list[Workload], variants: list[str],
+               profiled: contextlib.AbstractContextManager[None]) -> tuple[dict[str, dict[str, Cell]], dict[str, Any]]:
+    """Warm-up, the measured rounds (inside ``profiled``: py-spy records those only) and the churn."""
     cells = {v: {w.key: Cell() for w in loads} for v in variants}
     rss: dict[str, Any] = {"start_kb": h.rss_kb(), "after_20x500_kb": []}
     log(f"warm-up ({', '.join(variants)})")
@@ -498,6 +500,16 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
         for workload in (w for w in loads if runs_on(w, variant, h.args.variants is not None)):
             h.run_job(variant, warmup_of(workload), None)
     rss["after_warmup_kb"] = h.rss_kb()
+    with profiled:
+        measured_rounds(h, loads, variants, cells, rss)
+    rss["end_kb"] = h.rss_kb()
+    churned(h, variants, rss)
+    rss["peak_kb"] = status_kb(h.appserver.pid, "VmHWM")
+    return cells, rss
+
+
+def measured_rounds(h: Harness, loads: list[Workload], variants: list[str], cells: dict[str, dict[str, Cell]],
+                    rss: dict[str, Any]) -> None:  # fmt: skip
     for r in range(h.args.rounds):
         for i, workload in enumerate(loads):
             shift = (r + i) % len(variants)
@@ -510,7 +522,10 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
                     rss["after_20x500_kb"].append(h.rss_kb())
                     if r == 0:  # before any 64 KiB job has raised the heap's high-water mark
                         rss["after_20x500_first_round_kb"] = max(rss.get("after_20x500_first_round_kb", 0), h.rss_kb())
-    rss["end_kb"] = h.rss_kb()
+
+
+def churned(h: Harness, variants: list[str], rss: dict[str, Any]) -> None:
+    """The churn (full runs): connections opened and closed by the thousand, and the RSS they leave."""
     churn_variant = next((v for v in ("relay", "suite") if v in variants), None)
     if churn_variant is not None and not h.args.quick:
         count = CHURN_CONNECTIONS
@@ -520,8 +535,6 @@ def run_rounds(h: Harness, loads: list[Workload], variants: list[str]) -> tuple[
         before = h.rss_kb()
         h.run_job(churn_variant, Workload("churn", "churn", "churn", "text", 4, count), None)
         rss["churn"] = {"connections": count, "before_kb": before, "after_kb": h.rss_kb()}
-    rss["peak_kb"] = status_kb(h.appserver.pid, "VmHWM")
-    return cells, rss
 
 
 def runs_on(workload: Workload, variant: str, named: bool) -> bool:
@@ -861,8 +874,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"echo :{h.echo_port}, app server pid {h.appserver.pid} (control :{h.control_port}, "
                 f"proxy :{h.proxy_port}){f', mitmdump :{h.mitm_port}' if args.mitmdump else ''}")
             pinned = h.pinned() if args.pin else None
-            with py_spy(h, args.py_spy):
-                cells, rss = run_rounds(h, loads, args.variant_list)
+            cells, rss = run_rounds(h, loads, args.variant_list, py_spy(h, args.py_spy))
             errors = sum(" ERROR " in line for line in h.appserver.log_path.read_text(errors="replace").splitlines())
         except BenchError as exc:
             log(f"failed: {exc}\n(the processes' logs are kept in {log_dir})")
