@@ -128,8 +128,15 @@ class Trace:
         for key, value in fields.items():
             if key == "_frame":
                 event.update(frame_fields(value, self.data_limit))
+            elif key == "_replacedBy":  # a replaced frame's replacement, and (both kept whole) what it changed
+                event["replacedBy"] = frame_fields(value, self.data_limit)
+                changed = changes(fields["_frame"], value)
+                if changed:
+                    event["changed"] = changed
             elif key == "_kept":
                 event.update(shown(value, self.data_limit))
+            elif key == "_replacedKept":
+                event["replacedBy"] = shown(value, self.data_limit)
             elif key == "_headers":  # as they came (rendered when read: plain str names)
                 event["headers"] = plain(value)
             elif key == "_body":  # an HTTP body: as text when it is UTF-8 (JSON, text), else Base64
@@ -207,10 +214,16 @@ class Tracer:
             fields["effects"] = effects
         fate_frame = split(verdict)[0]
         if isinstance(fate_frame, Replace):
-            fields["replacedBy"] = frame_fields(fate_frame.frame, trace.data_limit)
-            changed = changes(frame, fate_frame.frame)
-            if changed:
-                fields["changed"] = changed
+            replacement = fate_frame.frame
+            if "_frame" in fields and len(replacement.data) <= trace.data_limit:
+                fields["_replacedBy"] = replacement  # both kept whole: what changed is worked out when read
+            elif "_kept" in fields and replacement.type is frame.type and replacement.data == data:
+                fields["_replacedKept"] = fields["_kept"]  # the same message again: shown alike, nothing changed
+            else:
+                fields["replacedBy"] = frame_fields(replacement, trace.data_limit)
+                changed = changes(frame, replacement)
+                if changed:
+                    fields["changed"] = changed
         trace.add("frame", connection_id, fields)
 
     def seen(self, event: Seen) -> None:
