@@ -30,6 +30,7 @@ from appserver.control.socket import ControlEndpoint, ControlSocket
 from appserver.control.suite import ActiveSuite
 from appserver.control.listeners import SessionListeners
 from appserver.control.scope import nobodys
+from appserver.relay.frames import watch_upgrades
 from appserver.control.sessions import detach, end_session, make_session_methods
 from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint, proxy_app
 from appserver.relay.headers import HEAD_LIMITS
@@ -105,9 +106,11 @@ class AppServer:
         config = self.config
         for warning in config.non_loopback_binds():
             log.warning("binding the %s to a non-loopback address: anyone who can reach it can use it", warning)
+        # No cap on concurrent upstream connections: the SDKs under test decide how many.
+        connector = aiohttp.TCPConnector(limit=0)
+        watch_upgrades(connector)  # an upstream WebSocket's frames read below aiohttp (relay/frames.py)
         self._session = aiohttp.ClientSession(
-            # No cap on concurrent upstream connections: the SDKs under test decide how many.
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=connector,
             # Forward the client's headers, not aiohttp's defaults (it would add a Content-Type to a body sent
             # without one, and to a POST with no body).
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),

@@ -74,6 +74,8 @@ class Connection:
                 for source, dest in ((client, upstream), (upstream, client)):
                     queue = self._queues[source.side]
                     lane = Lane(queue, source, dest, self._chain, self._frame_sinks, self.controls)
+                    if source.watch is not None:  # from here on, frames may go on below aiohttp (frames.py)
+                        source.watch.lane = lane
                     tasks.create_task(read_leg(source, dest, queue, self.controls, lane.offer))
                     tasks.create_task(pump(queue, source, dest, self._chain, self._frame_sinks, self.controls,
                                            self.apply, self._on_end, lane))  # fmt: skip

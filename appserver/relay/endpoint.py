@@ -27,6 +27,7 @@ from appserver.relay.connection import Connection
 from appserver.events import Failed, Sink, publish
 from appserver.relay.headers import BadTarget, is_websocket_upgrade, opened_info, route_for, routed, routed_url, target_of
 from appserver.relay.http import DEFAULT_MAX_BODY, HttpSettings, client_gone, relay_http, without_server_defaults
+from appserver.relay.frames import watch_client, watch_of
 from appserver.relay.leg import Leg
 from appserver.relay.lifecycle import Side
 from appserver.relay.pump import corked
@@ -146,6 +147,8 @@ class ProxyEndpoint:
         effects: tuple[Effect, ...], upstream_url: str, h: Handlers,
     ) -> web.StreamResponse:  # fmt: skip
         ws = upstreams.answer_like(upstream)
+        # before the 101, at a frame boundary (no transport: the client is gone, and prepare() says so)
+        client_watch = None if request.transport is None else watch_client(request.transport, request.protocol)
         try:
             await ws.prepare(request)
         except ConnectionError:  # the client went while the upstream was answering: its business, no error
@@ -159,10 +162,13 @@ class ProxyEndpoint:
             raise
         assert request.transport is not None
         timeout = self._settings.close_timeout
+        client = Leg(Side.CLIENT, ws, corked(ws, request.transport), timeout)
+        server = Leg(Side.SERVER, upstream, corked(upstream, upstreams.transport_of(upstream)), timeout)
+        client.watch, server.watch = client_watch, watch_of(upstream)
         connection = Connection(
             info,
-            Leg(Side.CLIENT, ws, corked(ws, request.transport), timeout),
-            Leg(Side.SERVER, upstream, corked(upstream, upstreams.transport_of(upstream)), timeout),
+            client,
+            server,
             h.chain,
             h.sinks,
             self._settings.max_queued_messages,

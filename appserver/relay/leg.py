@@ -16,7 +16,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Sequence
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from aiohttp import WSMsgType
 
@@ -34,7 +34,11 @@ from appserver.relay.lifecycle import (
 )
 from appserver.verdict import PASS, VERDICTS, Chain, ConnectionHooks, Decider, Delay, Drop, split
 from appserver.events import Pinged, Sink, tell
+from appserver.relay.frames import websocket_mask
 from appserver.relay.upstream import write_uncompressed
+
+if TYPE_CHECKING:
+    from appserver.relay.frames import Watch
 from shared.wire import Frame, MessageType
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ class Leg:
         #: Whether a frame may be written now (DELIVERY of the state): an attribute, read for every frame.
         self.can_send = True
         self._close_timer: asyncio.TimerHandle | None = None
+        #: What reads this leg's frames below aiohttp (frames.py), when there is one.
+        self.watch: Watch | None = None
 
     def apply(self, event: LegEvent) -> None:
         self.state = transition(self.state, event)
@@ -169,32 +175,68 @@ class Lane:
         #: The pump waits on the queue with nothing to do (set and cleared by the pump alone).
         self.idle = False
 
-    async def offer(self, frame: Frame) -> None:
-        """A frame its reader took: delivered now if the pump is idle and nothing stands in the way (the
-        destination can take it at once, unsilenced, and the chain says pass), otherwise queued for the pump
-        (decided, when the chain was asked)."""
-        dest, queue = self.dest, self.queue
-        if not self.idle or queue.qsize() or not dest.can_send or self.controls.silenced or \
-                dest.transport.get_write_buffer_size():  # fmt: skip
-            await queue.put(frame)
-            return
+    def ready(self) -> bool:
+        """Whether a frame its reader took now may be decided and delivered at once: the pump waits with nothing
+        queued, and the destination can take it now (unsilenced, nothing unsent in its socket's buffer)."""
+        dest = self.dest
+        return self.idle and not self.queue.qsize() and dest.can_send and not self.controls.silenced and \
+            not dest.transport.get_write_buffer_size()  # fmt: skip
+
+    def decide(self, frame: Frame) -> bool:
+        """Ask the chain about a frame now (the lane :meth:`ready`), as the pump would: True when it passes (the
+        frame sinks are told; the caller writes it at once); False when it is the pump's, first in its queue
+        (decided: a fate to apply, or the call that will give one)."""
         connection_id, from_client = self.controls.connection_id, self.from_client
         by = None
-        for decider in self.chain.deciders:  # as the pump would, right now
+        for decider in self.chain.deciders:
             found = decider.decide(connection_id, frame, from_client)
             if found is None:
                 continue
-            if found is not PASS:  # a fate to apply, or someone to ask: the pump's, first in its queue
+            if found is not PASS:
                 if isinstance(found, VERDICTS):
                     by = decider.decided_by
                     for sink in self.sinks:  # now, in the order frames are decided, as the pump tells them
                         sink.frame(connection_id, from_client, frame, found, by)
-                queue.put_nowait(Decided(frame, found, decider, by))
-                return
+                self.queue.put_nowait(Decided(frame, found, decider, by))
+                return False
             by = decider.decided_by
             break
         for sink in self.sinks:
             sink.frame(connection_id, from_client, frame, PASS, by)
+        return True
+
+    def forward(self, buf: bytes, start: int, payload: int, end: int, text: bool, masked: int) -> bool:
+        """A whole frame a :class:`~appserver.relay.frames.Watch` read below aiohttp (``buf[start:end]``, its
+        payload from ``payload``, masked with the four bytes before it if ``masked``), decided now if the lane is
+        ready: True when it went on as the bytes it came in (or is the pump's, decided); False when aiohttp must
+        read it (the lane is not ready; text that is not UTF-8, which aiohttp answers as it would)."""
+        if not self.ready():
+            return False
+        if masked:
+            data = bytearray(buf[payload:end])
+            websocket_mask(buf[payload - 4:payload], data)
+        else:
+            data = buf[payload:end]  # type: ignore[assignment]
+        if text:
+            try:
+                frame = Frame(MessageType.TEXT, data.decode("utf-8"))
+            except UnicodeDecodeError:
+                return False
+        else:
+            frame = Frame(MessageType.BINARY, bytes(data))
+        if self.decide(frame):
+            self.dest.transport.write(buf[start:end] if start or end < len(buf) else buf)
+        return True
+
+    async def offer(self, frame: Frame) -> None:
+        """A frame its reader took: delivered now if the lane is ready and the chain says pass, otherwise queued
+        for the pump (decided, when the chain was asked)."""
+        if not self.ready():
+            await self.queue.put(frame)
+            return
+        if not self.decide(frame):
+            return
+        dest = self.dest
         try:
             data = frame.data
             if isinstance(data, str):
@@ -222,6 +264,7 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Co
     memory growing without bound while the suite is slow.
     """
     warned = False
+    watch = leg.watch
     while True:
         msg = await leg.ws.receive()
         kind = msg.type  # type: ignore[attr-defined]
@@ -235,17 +278,25 @@ async def read_leg(leg: Leg, other: Leg, queue: asyncio.Queue[Any], controls: Co
                 await queue.put(frame)
             else:
                 await offer(frame)
+            if watch is not None:  # dealt with: frames after it may go on without aiohttp again
+                watch.read()
         elif kind in (WSMsgType.PING, WSMsgType.PONG):
             # Pings are the peers' business: relayed end to end, never answered here (unless a rule says).
             if controls is None:
                 await _relay_control(other, kind, msg.data)  # type: ignore[attr-defined]
             else:
                 await _controlled(leg, other, kind, msg.data, controls)  # type: ignore[attr-defined]
+            if watch is not None:
+                watch.read()
         elif kind is WSMsgType.CLOSE:
+            if watch is not None:
+                watch.stop()
             leg.apply(LegEvent.RECEIVED_CLOSE)
             await queue.put(End.close(code_from_wire(msg.data), msg.extra or ""))  # type: ignore[attr-defined]
             return
         else:  # CLOSED, CLOSING or ERROR: the transport is gone without a close frame
+            if watch is not None:
+                watch.stop()
             leg.apply(LegEvent.TRANSPORT_LOST)
             await queue.put(End.drop())
             return

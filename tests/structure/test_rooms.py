@@ -55,11 +55,12 @@ async def test_a_message_decided_by_a_rule_walks_through_at_most_seven_files_non
     assert [function for f, function in walk.calls if f == "appserver/relay/pump.py"] == list(CORK), walk.calls
 
 
-async def test_a_message_through_the_suite_walks_seven_files_each_once_each_way(
+async def test_a_message_through_the_suite_walks_eight_files_each_once_each_way(
     suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
 ) -> None:
-    """Out to the suite and back: the answer comes in on the control socket's reader, resolves the call's
-    future, and resumes the pump where it asked; no file is entered more than once out and once back."""
+    """Out to the suite and back: the frame's bytes read below aiohttp (relay/frames.py), the chain asked by its
+    lane (relay/leg.py), the call handed to the pump; the answer comes in on the control socket's reader, resolves
+    the call's future, and resumes the pump where it asked; no file is entered more than once out and once back."""
     async def pass_it(params: dict[str, Any]) -> dict[str, Any]:
         return {"action": "replace", "type": params["type"], "data": params["data"]}
 
@@ -67,7 +68,8 @@ async def test_a_message_through_the_suite_walks_seven_files_each_once_each_way(
     walk = await walk_one(http, app_server, upstream)
     assert "appserver/control/suite.py" in walk.files, walk.visits
     assert "appserver/rules/verdicts.py" not in walk.files, walk.visits  # no rules: they are not asked
-    assert len(walk.files) <= 7, walk.files
+    assert walk.files[:2] == ["appserver/relay/frames.py", "appserver/relay/leg.py"], walk.files
+    assert len(walk.files) <= 8, walk.files
     assert all(count <= 2 for count in walk.entered(besides=CONTROL_CORK).values()), walk.visits
     assert {function for _, function in walk.calls if function.startswith("TurnCork")} == set(CONTROL_CORK)
 
@@ -75,11 +77,13 @@ async def test_a_message_through_the_suite_walks_seven_files_each_once_each_way(
 async def test_a_message_no_one_has_a_say_on_asks_no_decider(
     http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
 ) -> None:
-    """No suite and no rules: the chain is empty, and the reader hands the frame to the other leg itself (the pump
-    waits with nothing to do, Lane.offer), the trace told on the way."""
+    """No suite and no rules: the chain is empty, and the frame goes on as the bytes it came in, below aiohttp (the
+    pump waits with nothing to do: the leg's watch finds the frame, its lane forwards it), the trace told on the
+    way, the bytes written through the cork."""
     walk = await walk_one(http, app_server, upstream)
     assert not any(f.startswith(("appserver/rules/", "appserver/control/")) for f in walk.files), walk.visits
-    assert [function for _, function in walk.calls] == ["read_leg", "Tracer.frame", *CORK], walk.calls
+    assert [function for _, function in walk.calls] == ["Watch.feed", "Lane.forward", "Tracer.frame", *CORK], \
+        walk.calls
 
 
 async def test_a_plain_http_request_walks_through_one_forwarder(
