@@ -2,22 +2,24 @@
 
 Every byte a leg's socket delivers after the handshake passes through a
 :class:`Watch` on its way to aiohttp's protocol. The watch finds the frames'
-boundaries as the bytes go by. While its connection's :class:`~appserver.relay.leg.Lane`
-is ready (the direction's pump waits with nothing queued, the destination can
-take a frame now) and aiohttp holds nothing of this leg's that ``read_leg`` has
-not dealt with, a whole, final, uncompressed text or binary frame, masked as
-its side must mask, is decided there and then: the chain is asked, the frame
-sinks are told, and a frame that passes is written to the other leg's cork as
-the bytes it came in (a client's frame keeps its mask: it is still a valid
-client frame upstream; a server's frame is unmasked, as a client must get it).
-A frame with any other verdict becomes the pump's, decided.
+boundaries as the bytes go by. While aiohttp holds nothing of this leg's that
+``read_leg`` has not dealt with, a whole, final, uncompressed text or binary
+frame, masked as its side must mask, is the connection's
+:class:`~appserver.relay.leg.Lane`'s at once (``Lane.forward``): when the
+direction's pump waits with nothing queued and the destination can take a
+frame now, the chain is asked there and then, the frame sinks are told, and a
+frame that passes is written to the other leg's cork as the bytes it came in
+(a client's frame keeps its mask: it is still a valid client frame upstream; a
+server's frame is unmasked, as a client must get it); a frame with any other
+verdict becomes the pump's, decided; and while the pump is busy the frame is
+put on its queue, as ``read_leg`` would have put it.
 
 Anything else is handed to aiohttp's protocol, whose parser, reader and our
 ``read_leg`` then deal with it as they would without the watch: control
 frames, fragments, compressed or very large frames, text that is not UTF-8, a
-frame that arrives while the pump is busy. Every message handed on is
+frame that arrives while the pump's queue is full. Every message handed on is
 counted until ``read_leg`` has dealt with it (:meth:`Watch.read`), and while
-the count is not zero nothing goes on early, so no frame overtakes another.
+the count is not zero nothing goes around aiohttp, so no frame overtakes another.
 After a close frame (or anything not understood) everything is aiohttp's.
 
 Installing the watch needs the stream at a frame boundary with nothing

@@ -207,10 +207,13 @@ class Lane:
 
     def forward(self, buf: bytes, start: int, payload: int, end: int, text: bool, masked: int) -> bool:
         """A whole frame a :class:`~appserver.relay.frames.Watch` read below aiohttp (``buf[start:end]``, its
-        payload from ``payload``, masked with the four bytes before it if ``masked``), decided now if the lane is
-        ready: True when it went on as the bytes it came in (or is the pump's, decided); False when aiohttp must
-        read it (the lane is not ready; text that is not UTF-8, which aiohttp answers as it would)."""
-        if not self.ready():
+        payload from ``payload``, masked with the four bytes before it if ``masked``; aiohttp holds nothing
+        unread of this leg). If the lane is ready it is decided now and, when it passes, goes on as the bytes it
+        came in; otherwise it is queued for the pump as ``read_leg`` would have queued it. True when it is dealt
+        with so; False when aiohttp must read it (the queue is full: its reader then waits, and TCP pushes back;
+        text that is not UTF-8, which aiohttp answers as it would)."""
+        ready = self.ready()
+        if not ready and self.queue.full():
             return False
         if masked:
             data = bytearray(buf[payload:end])
@@ -224,7 +227,9 @@ class Lane:
                 return False
         else:
             frame = Frame(MessageType.BINARY, bytes(data))
-        if self.decide(frame):
+        if not ready:
+            self.queue.put_nowait(frame)
+        elif self.decide(frame):
             self.dest.transport.write(buf[start:end] if start or end < len(buf) else buf)
         return True
 

@@ -30,8 +30,14 @@ class FakeWebSocket:
 class FakeTransport:
     buffered = 0
 
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
     def get_write_buffer_size(self) -> int:
         return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
 
 
 class Decider:
@@ -141,3 +147,54 @@ def test_a_decided_call_nobody_will_deliver_is_closed_unstarted() -> None:
     assert call.cr_frame is None and started == []  # closed: never runs, and nothing warns it was never awaited
     forget(Decided(FRAME, DROP, Decider(None), "r"))  # a verdict: nothing to close
     forget(FRAME)
+
+
+# Lane.forward: a whole frame a Watch (relay/frames.py) read below aiohttp.
+
+MASK = b"\x01\x02\x03\x04"
+
+
+def on_the_wire(payload: bytes, opcode: int = 1, mask: bytes | None = MASK) -> tuple[bytes, int]:
+    """A short frame as it came (with a byte before it, as in a read that held more), and where its payload is."""
+    head = bytes([0x80 | opcode, (0x80 if mask else 0) | len(payload)]) + (mask or b"")
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload)) if mask else payload
+    return b"\x00" + head + body, 1 + len(head)
+
+
+async def test_forward_decides_now_and_writes_the_frame_as_it_came() -> None:
+    rule = Decider(PASS)
+    lane, queue, ws, transport, sink = lane_with(rule)
+    buf, payload = on_the_wire(FRAME.data.encode())
+    assert lane.forward(buf, 1, payload, len(buf), True, 0x80)
+    assert transport.written == [buf[1:]] and ws.sent == [] and queue.empty()
+    assert sink.told == [(PASS, "r")] and rule.asked == 1
+
+
+async def test_forward_gives_the_pump_another_verdict_decided_with_the_frame_unmasked() -> None:
+    lane, queue, _, transport, sink = lane_with(Decider(DROP))
+    buf, payload = on_the_wire(b"\x00\xffbinary", opcode=2)
+    assert lane.forward(buf, 1, payload, len(buf), False, 0x80)
+    item = queue.get_nowait()
+    assert isinstance(item, Decided) and item.frame == Frame.binary(b"\x00\xffbinary") and transport.written == []
+    assert sink.told == [(DROP, "r")]
+
+
+async def test_forward_queues_the_frame_as_it_came_while_the_pump_is_busy_and_not_when_the_queue_is_full() -> None:
+    rule = Decider(PASS)
+    lane, queue, _, transport, sink = lane_with(rule)
+    lane.idle = False
+    buf, payload = on_the_wire(b"from the server", mask=None)
+    assert lane.forward(buf, 1, payload, len(buf), True, 0)
+    assert queue.get_nowait() == Frame.text("from the server") and rule.asked == 0 and sink.told == []
+    full: asyncio.Queue[Any] = asyncio.Queue(1)
+    full.put_nowait(Frame.text("first"))
+    lane.queue = full
+    assert not lane.forward(buf, 1, payload, len(buf), True, 0)  # aiohttp's: its reader waits for room
+    assert full.qsize() == 1 and transport.written == []
+
+
+async def test_forward_leaves_text_that_is_not_utf8_to_aiohttp() -> None:
+    lane, queue, _, transport, sink = lane_with()
+    buf, payload = on_the_wire(b"\xff\xfe")
+    assert not lane.forward(buf, 1, payload, len(buf), True, 0x80)
+    assert queue.empty() and transport.written == [] and sink.told == []
