@@ -33,7 +33,9 @@ from appserver.control.scope import nobodys
 from appserver.relay.frames import watch_upgrades
 from appserver.control.sessions import detach, end_session, make_session_methods
 from appserver.relay.endpoint import EndpointSettings, Handlers, ProxyEndpoint, proxy_app
-from appserver.relay.headers import HEAD_LIMITS
+from appserver.relay.front import PlainRelay
+from appserver.relay.headers import HEAD_LIMITS, RequestHead
+from appserver.relay.pool import Pool
 from appserver.relay.lifecycle import Side
 from appserver.relay.table import Connections
 from appserver.uts.api import UtsApi
@@ -94,6 +96,8 @@ class AppServer:
         methods.update(make_session_methods(self.registry, lambda: self.listeners, config.default_upstream))
         self._dispatch = make_dispatch(methods)
         self._runners: list[web.AppRunner] = []
+        #: The proxy endpoint's listener, and its plain-HTTP relay below aiohttp (relay/front.py).
+        self._plain: PlainRelay | None = None
         self.listeners: SessionListeners = SessionListeners(self)
         self._session: aiohttp.ClientSession | None = None
         self.control_port = 0
@@ -115,6 +119,8 @@ class AppServer:
             # without one, and to a POST with no body).
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None, connect=config.connect_timeout),
+            # No cookies of its own: one upstream's Set-Cookie must not ride on another client's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
             **HEAD_LIMITS,
         )
         control = web.Application()
@@ -128,7 +134,7 @@ class AppServer:
             f"ws://{_address(config.control_host, self.control_port)}/")  # fmt: skip
         endpoint = ProxyEndpoint(self.endpoint_settings, self._session, self.registry.connections, self._handlers_for)
         proxy = proxy_app(endpoint.handle)
-        self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port)
+        self.proxy_port = await self._serve(proxy, config.proxy_host, config.proxy_port, plain=endpoint)
         await self.listeners.start(self._session)
         if config.uts_port is not None:
             self.uts = UtsApi(self.registry, lambda: self.listeners)
@@ -144,16 +150,27 @@ class AppServer:
             " (each on [::1] too)" if config.ipv6_loopback and ipv6_loopback_available() else "",
         )  # fmt: skip
 
-    async def _serve(self, app: web.Application, host: str, port: int) -> int:
+    async def _serve(self, app: web.Application, host: str, port: int, plain: ProxyEndpoint | None = None) -> int:
+        """Listen with ``app``; with ``plain`` (the proxy endpoint), connections are read by relay/front.py
+        first, which relays plain HTTP itself and hands the rest to ``app``."""
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.config.close_timeout + 1, **HEAD_LIMITS)
         await runner.setup()
         self._runners.append(runner)
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        port = int(runner.addresses[0][1])
+        if plain is not None:
+            assert runner.server is not None
+            pool = Pool(self.config.upstream_ssl(), self.config.connect_timeout)
+            self._plain = PlainRelay(plain.plan, runner.server, pool)
+            listen = self._plain.listen
+        else:
+
+            async def listen(host: str, port: int) -> int:
+                await web.TCPSite(runner, host, port).start()
+                return int(runner.addresses[-1][1])
+
+        port = await listen(host, port)
         if host == IPV4_LOOPBACK and self.config.ipv6_loopback and ipv6_loopback_available():
             try:
-                await web.TCPSite(runner, IPV6_LOOPBACK, port).start()
+                await listen(IPV6_LOOPBACK, port)
             except OSError as exc:
                 log.warning("listening on %s:%d only: [::1]:%d is not free (%s)", host, port, port, exc.strerror)
         return port
@@ -173,7 +190,7 @@ class AppServer:
             await end_session(self.registry, self.listeners, held)
         self.registry.suite.release(socket)
 
-    def _handlers_for(self, request: web.Request) -> Handlers:
+    def _handlers_for(self, request: RequestHead) -> Handlers:
         """The shared proxy endpoint: a request stamped with a session is that session's (nobody's once it has
         ended), any other the classic suite's."""
         stamp = request.headers.get(HEADER_TEST_SESSION)
@@ -223,9 +240,16 @@ class AppServer:
         if self.launcher is not None:
             await self.launcher.stop()
         await self.listeners.stop()
+        plain, self._plain = self._plain, None
+        if plain is not None:
+            await plain.stop(self.config.close_timeout + 1)
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        if plain is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.close_timeout + 1):
+                    await plain.closed()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -278,6 +278,12 @@ class HttpGate(Protocol):
     """Asked about each plain HTTP request before it is forwarded; ``info`` describes it as a
     connection's handshake is described (its id is the exchange's)."""
 
+    @property
+    def quiet(self) -> bool:
+        """Whether it would forward every request as it came without reading its body (no rules): the plain
+        HTTP relay below aiohttp (relay/front.py) may then take a request without asking."""
+        ...
+
     def wants_body(self, info: ConnectionOpened, method: str) -> bool:
         """Whether deciding needs the request body (a rule's ``fields``): it is then read first."""
         ...

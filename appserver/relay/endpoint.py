@@ -25,7 +25,9 @@ from yarl import URL
 from appserver.relay import upstream as upstreams
 from appserver.relay.connection import Connection
 from appserver.events import Failed, Sink, publish
-from appserver.relay.headers import BadTarget, is_websocket_upgrade, opened_info, route_for, routed, routed_url, target_of
+from appserver.relay.front import Head, Plan
+from appserver.relay.headers import (BadTarget, RequestHead, is_websocket_upgrade, opened_info, outbound, route_for,
+                                     routed, routed_url, target_of)
 from appserver.relay.http import DEFAULT_MAX_BODY, HttpSettings, client_gone, relay_http, without_server_defaults
 from appserver.relay.frames import watch_client, watch_of
 from appserver.relay.leg import Leg
@@ -81,7 +83,7 @@ class ProxyEndpoint:
 
     def __init__(
         self, settings: EndpointSettings, session: aiohttp.ClientSession, connections: Connections,
-        handlers_for: Callable[[web.Request], Handlers],
+        handlers_for: Callable[[RequestHead], Handlers],
     ) -> None:  # fmt: skip
         self._settings = settings
         self._session = session
@@ -89,6 +91,23 @@ class ProxyEndpoint:
         self._handlers_for = handlers_for
         self._http = HttpSettings(settings.default_http_upstream or settings.default_upstream, settings.upstream_ssl,
                                   settings.routes, settings.max_http_body)  # fmt: skip
+
+    def plan(self, head: Head) -> Plan | None:
+        """What a plain request relay/front.py parsed does there; None when it is aiohttp's (a rule may change
+        it, or it says nowhere to go: :meth:`handle` answers it)."""
+        h = self._handlers_for(head)
+        if h.http_gate is not None and not h.http_gate.quiet:
+            return None
+        sinks = tuple(sink for sink in h.sinks if sink.frames)
+        settings = self._http
+        try:
+            meant, target, forwarded, info = outbound(head, settings.default_upstream, settings.routes,
+                                                      described=bool(sinks))  # fmt: skip
+        except BadTarget:
+            return None
+        if target.scheme not in ("http", "https") or not target.host:
+            return None
+        return Plan(head, meant, target, forwarded, info, sinks)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         h = self._handlers_for(request)

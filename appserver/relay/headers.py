@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -35,6 +35,19 @@ PER_HOP_WEBSOCKET = frozenset(
 )  # fmt: skip
 
 
+class RequestHead(Protocol):
+    """What the header rules read of a request: aiohttp's, or the head relay/front.py parsed."""
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def raw_path(self) -> str: ...
+
+    @property
+    def host(self) -> str: ...
+
+
 class BadTarget(ValueError):
     """The upgrade does not say where it should go."""
 
@@ -50,7 +63,7 @@ def is_websocket_upgrade(headers: CIMultiDictProxy[str]) -> bool:
     return shared_headers.is_websocket_upgrade(headers.get("Upgrade", ""), headers.getall("Connection", []))
 
 
-def stamped(request: web.BaseRequest, protos: tuple[str, ...], where: str) -> tuple[URL, str] | None:
+def stamped(request: RequestHead, protos: tuple[str, ...], where: str) -> tuple[URL, str] | None:
     """The URL the redirector's Ably-Test-Host/Proto stamps name (a proto of ``protos``), None when there are
     none; BadTarget when they are wrong. The one parser of a target, for an upgrade and a plain request alike: the URL and the host as stamped."""
     host = request.headers.get(HEADER_TEST_HOST)
@@ -134,7 +147,7 @@ def _without(headers: CIMultiDictProxy[str] | CIMultiDict[str], names: frozenset
     return CIMultiDict(kept)
 
 
-def outbound(request: web.BaseRequest, default_upstream: URL | None, routes: tuple[tuple[str, URL], ...],
+def outbound(request: RequestHead, default_upstream: URL | None, routes: tuple[tuple[str, URL], ...],
              described: bool) -> tuple[URL, URL, CIMultiDict[str], ConnectionOpened | None]:  # fmt: skip
     """A plain request's header work, all of it before it is forwarded: the URL it meant (from
     Ably-Test-Host/Proto, http or https, else the default upstream), the URL it goes to (a --route's, else the
@@ -155,7 +168,7 @@ def outbound(request: web.BaseRequest, default_upstream: URL | None, routes: tup
     return meant, target, request_forwarded(request.headers), http_info(request, meant, target) if described else None
 
 
-def http_info(request: web.BaseRequest, meant: URL, target: URL | None = None) -> ConnectionOpened:
+def http_info(request: RequestHead, meant: URL, target: URL | None = None) -> ConnectionOpened:
     """A plain request as rules and the suite see it (described like a connection's handshake): with the host
     the client meant, Ably-Test-Host when captured, its Host header in direct mode; and the upstream it goes
     to."""

@@ -191,7 +191,15 @@ def made_here(request: web.Request, status: int, headers: CIMultiDict[str] | Non
     Origin) gets the CORS headers a server would send, so that the page may read it, unless the answer set
     them: without them the browser hides the answer and the SDK sees a network error instead."""
     headers = CIMultiDict(headers or {})
-    origin = request.headers.get("Origin")
+    with_cors(headers, request.headers.get("Origin"))
+    if text is not None:
+        return web.Response(status=status, headers=headers, text=text)
+    return web.Response(status=status, headers=headers, body=body)
+
+
+def with_cors(headers: CIMultiDict[str], origin: str | None) -> None:
+    """The CORS headers a server would send a browser's request (``origin``: its Origin, None when it has none),
+    added to the headers of an answer the proxy makes, unless they set them."""
     if origin is not None and "Access-Control-Allow-Origin" not in headers:
         exposed = ", ".join(name for name in headers if name.lower() not in _SIMPLE_RESPONSE_HEADERS)
         headers["Access-Control-Allow-Origin"] = origin
@@ -199,9 +207,6 @@ def made_here(request: web.Request, status: int, headers: CIMultiDict[str] | Non
         headers.add("Vary", "Origin")
         if exposed:
             headers["Access-Control-Expose-Headers"] = exposed
-    if text is not None:
-        return web.Response(status=status, headers=headers, text=text)
-    return web.Response(status=status, headers=headers, body=body)
 
 
 #: Response headers a page may always read (the Fetch standard's CORS-safelisted response header names).

@@ -92,6 +92,10 @@ class RuleHooks:
 
     # -- plain HTTP: the gate every request passes (SPEC Part 4) ---------------------------------
 
+    @property
+    def quiet(self) -> bool:
+        return self.rules.ruleset.empty
+
     def wants_body(self, info: ConnectionOpened, method: str) -> bool:
         """Whether an http rule that could match this request looks into its body (``fields``)."""
         return any(rule.event == "http" and rule.reads_body for rule in self.rules.ruleset.rules)

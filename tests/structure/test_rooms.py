@@ -86,12 +86,7 @@ async def test_a_message_no_one_has_a_say_on_asks_no_decider(
         walk.calls
 
 
-async def test_a_plain_http_request_walks_through_one_forwarder(
-    suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, no_leaks: None
-) -> None:
-    """Before, forward, after in relay/http.py, entered once on the way out and once when the response comes
-    back; the whole walk (endpoint, header rules, the rules' gate, the trace) in at most 7 files, none entered
-    more than once each way (the header rules once for the request, once for the response)."""
+async def walk_a_get(http: aiohttp.ClientSession, app_server: AppServer) -> Walk:
     async def plain(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -106,7 +101,40 @@ async def test_a_plain_http_request_walks_through_one_forwarder(
         with Walk() as walk:
             async with http.get(url, headers=stamps) as response:
                 assert await response.text() == "ok"
+    return walk
+
+
+async def test_a_plain_http_request_a_rule_may_change_walks_through_one_forwarder(
+    suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, no_leaks: None
+) -> None:
+    """Before, forward, after in relay/http.py, entered once on the way out and once when the response comes
+    back; the whole walk (endpoint, header rules, the rules' gate and its evaluation, the trace) in at most 9
+    files, none entered more than once each way (the header rules once for the request, once for the
+    response)."""
+    response = await suite.request("addRules", {"rules": [
+        {"match": {"event": "http", "path": "/elsewhere"}, "action": {"type": "respond", "status": 404}}]})
+    assert "result" in response, response
+    walk = await walk_a_get(http, app_server)
     assert "appserver/rules/hooks.py" in walk.files and "appserver/trace/record.py" in walk.files, walk.visits
     assert [f for f in walk.files if f.startswith("appserver/relay/http")] == ["appserver/relay/http.py"]
+    assert "appserver/relay/pool.py" not in walk.files, walk.visits  # aiohttp's client, not the pool
     assert all(count <= 2 for count in walk.entered().values()), walk.visits
-    assert len(walk.files) <= 7, walk.files
+    assert len(walk.files) <= 9, walk.files  # 7, and the rule's evaluation (rules/verdicts.py, rules/engine.py)
+
+
+async def test_a_plain_http_request_no_rule_may_change_is_relayed_below_aiohttp(
+    suite: Suite, http: aiohttp.ClientSession, app_server: AppServer, no_leaks: None
+) -> None:
+    """No rules: relay/front.py reads the request off the socket and writes the response, its upstream
+    connection (relay/pool.py) parses the answer; relay/http.py is not entered. Eight files: the front, the
+    endpoint's plan, the session lookup, the rules' gate asked only whether it is quiet, the header rules once,
+    the exchange's id, the trace (the request, the answer), the pool (the request sent, the answer read); the
+    front is entered for the request and by the pool for the answer's head, body and end."""
+    walk = await walk_a_get(http, app_server)
+    assert walk.files[0] == "appserver/relay/front.py", walk.files
+    assert "appserver/relay/http.py" not in walk.files and "appserver/relay/pool.py" in walk.files, walk.visits
+    assert [function for f, function in walk.calls if f == "appserver/relay/front.py"] == [
+        "Front.data_received", "Exchange.head", "Exchange.body", "Exchange.done"], walk.calls
+    assert [function for f, function in walk.calls if f == "appserver/rules/hooks.py"] == ["RuleHooks.quiet"]
+    assert all(count <= 2 for f, count in walk.entered().items() if f != "appserver/relay/front.py"), walk.calls
+    assert len(walk.files) <= 8, walk.files
