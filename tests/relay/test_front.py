@@ -317,3 +317,104 @@ async def test_the_relay_keeps_no_cookies(
             async with http.get(f"http://127.0.0.1:{app_server.proxy_port}{path}", headers=stamps) as response:
                 assert response.status == 200, await response.text()
     assert cookies == [None]
+
+
+async def test_a_client_that_does_not_read_holds_the_upstream_back_and_gets_every_byte(app_server: AppServer) -> None:
+    """Backpressure: while the client reads nothing, the upstream's writes stall (the proxy stops reading it
+    rather than buffer the body); once the client reads, every byte arrives in order."""
+    size = 64 * 1024 * 1024
+    block = bytes(range(256)) * 256  # 64 KiB
+    wrote = 0
+    finished = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal wrote
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        try:
+            while wrote < size:
+                writer.write(block)
+                await writer.drain()
+                wrote += len(block)
+            finished.set()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_server.proxy_port, limit=1 << 20)
+    try:
+        writer.write(f"GET /big HTTP/1.1\r\nHost: x\r\n{stamps(host)}\r\n".encode())
+        await asyncio.sleep(1.0)  # not reading
+        assert not finished.is_set() and wrote < size // 2, wrote
+        assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200 OK")
+        got = 0
+        while got < size:
+            data = await asyncio.wait_for(reader.read(1 << 20), 10)
+            assert data, f"ended after {got} bytes"
+            assert data == _expected(block, got, len(data)), f"wrong bytes after {got}"
+            got += len(data)
+        assert got == size
+        await asyncio.wait_for(finished.wait(), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+
+def _expected(block: bytes, offset: int, length: int) -> bytes:
+    start = offset % len(block)
+    reps = (start + length) // len(block) + 1
+    return (block * reps)[start:start + length]
+
+
+async def test_an_upstream_that_does_not_read_holds_the_clients_body_back(app_server: AppServer) -> None:
+    """The other way: while the upstream reads nothing of a large request body, the proxy stops reading the
+    client (its writes stall); once the upstream reads, the body arrives whole."""
+    size = 64 * 1024 * 1024
+    reading = asyncio.Event()
+    received = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await reader.readuntil(b"\r\n\r\n")
+        await reading.wait()
+        while received < size:
+            data = await reader.read(1 << 20)
+            if not data:
+                break
+            received += len(data)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    reader, writer = await asyncio.open_connection("127.0.0.1", app_server.proxy_port)
+    sent = 0
+    try:
+        writer.write(f"POST /up HTTP/1.1\r\nHost: x\r\n{stamps(host)}Content-Length: {size}\r\n\r\n".encode())
+
+        async def send_all() -> None:
+            nonlocal sent
+            block = b"z" * (1 << 20)
+            while sent < size:
+                writer.write(block)
+                await writer.drain()
+                sent += len(block)
+
+        sending = asyncio.create_task(send_all())
+        await asyncio.sleep(1.0)
+        assert not sending.done() and sent < size // 2, sent
+        reading.set()
+        await asyncio.wait_for(sending, 20)
+        assert (await asyncio.wait_for(reader.readuntil(b"done"), 10)).startswith(b"HTTP/1.1 200 OK")
+        assert received == size
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
