@@ -121,6 +121,11 @@ class Sink(Protocol):
 
     def seen(self, event: Seen) -> None: ...
 
+    def records_http(self) -> bool:
+        """Whether an HTTP exchange beginning now would be kept (:class:`HttpRequested`, :class:`HttpAnswered`):
+        the relay below aiohttp (relay/front.py) describes an exchange only when a sink would."""
+        ...
+
 
 async def publish(sinks: Sequence[Sink], event: Event) -> None:
     for sink in sinks:
@@ -154,6 +159,9 @@ class LogSink:
         fate = " [dropped]" if isinstance(verdict, Drop) else " [replaced]" if isinstance(verdict, Replace) else ""
         log.debug("connection %s %s %s%s", connection_id, ">" if from_client else "<", ably.describe(frame.data),
                   fate)  # fmt: skip
+
+    def records_http(self) -> bool:
+        return False  # HTTP exchanges are not logged here (relay/http.py and relay/front.py log their own)
 
     def seen(self, event: Seen) -> None:
         if isinstance(event, Injected):

@@ -98,7 +98,7 @@ class ProxyEndpoint:
         h = self._handlers_for(head)
         if h.http_gate is not None and not h.http_gate.quiet:
             return None
-        sinks = tuple(sink for sink in h.sinks if sink.frames)
+        sinks = tuple(sink for sink in h.sinks if sink.frames and sink.records_http())
         settings = self._http
         try:
             meant, target, forwarded, info = outbound(head, settings.default_upstream, settings.routes,

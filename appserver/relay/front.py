@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from typing import cast
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 
-import httptools
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.tcp_helpers import tcp_keepalive
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -38,8 +38,8 @@ from shared.connections import ConnectionOpened
 
 log = logging.getLogger(__name__)
 
-#: The methods relayed here (HEAD, CONNECT, TRACE and the rest go to aiohttp).
-METHODS = frozenset((b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS"))
+#: The methods relayed here (HEAD, CONNECT, TRACE and the rest go to aiohttp): _REQUEST_LINE names them.
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 #: Methods sent again on a new connection when a kept one turns out closed before any answer (as aiohttp's
 #: client does): only when the request has no body.
 IDEMPOTENT = frozenset(("GET", "PUT", "DELETE", "OPTIONS"))
@@ -71,54 +71,53 @@ class Head:
         self.length = length
 
 
-class _Collector:
-    """httptools' callbacks for one request head."""
-
-    __slots__ = ("url", "headers")
-
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+#: The request line of a request relayed here: a method of METHODS, an origin-form target of visible ASCII
+#: (no fragment), HTTP/1.1. Anything else (other methods, other versions, absolute or authority form, spaces or
+#: control characters) is aiohttp's, which accepts or refuses it as it would.
+_REQUEST_LINE = re.compile(rb"(GET|POST|PUT|DELETE|PATCH|OPTIONS) (/[\x21\x22\x24-\x7e]*) HTTP/1\.1")
+#: The header lines, each an RFC 9110 token, a colon and a value of visible characters, spaces, tabs and obs-text
+#: (no control characters; no obs-fold: a line that starts with a space does not match), then the blank line.
+_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n")
+#: More header lines than aiohttp's server takes (relay/headers.py's HEAD_LIMITS): aiohttp's to refuse.
+MOST_FIELDS = 1024
 
 
 def parse_head(data: bytes) -> Head | None:
-    """The head of a request this module may relay; None when it is aiohttp's (not plain, or not well formed:
-    aiohttp answers that as it would)."""
-    collector = _Collector()
-    parser = httptools.HttpRequestParser(collector)
-    try:
-        parser.feed_data(data)
-    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-        return None  # an upgrade's head, or one aiohttp will refuse
-    if parser.get_method() not in METHODS or parser.get_http_version() != "1.1" or not collector.url.startswith(b"/"):
+    """The head (ending in its blank line) of a request this module may relay; None when it is aiohttp's: not
+    plain (see METHODS, _NOT_HERE), or not strictly well formed (aiohttp answers that as it would)."""
+    first = data.find(b"\r\n")
+    request = _REQUEST_LINE.fullmatch(data, 0, first)
+    if request is None or _FIELDS.fullmatch(data, first + 2) is None:
+        return None
+    lines = data[first + 2 : -4].split(b"\r\n") if len(data) > first + 4 else []
+    if len(lines) > MOST_FIELDS:
         return None
     length = 0
+    framed = False
     host = None
     keep_alive = True  # HTTP/1.1's default
     pairs = []
-    for name, value in collector.headers:
+    for line in lines:
+        name, _, value = line.partition(b":")
+        value = value.strip(b" \t")
         lower = name.lower()
         if lower in _NOT_HERE:
             return None
         if lower == b"content-length":
-            if length or not value.isdigit():
+            if framed or not value.isdigit():
                 return None
-            length = int(value)
+            framed, length = True, int(value)
         elif lower == b"host":
+            if host is not None:
+                return None
             host = value
         elif lower == b"connection" and b"close" in value.lower():
             keep_alive = keep_alive and "close" not in shared_headers.connection_tokens([value.decode("latin-1")])
-        pairs.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        pairs.append((name.decode("ascii"), value.decode("utf-8", "surrogateescape")))
     if host is None:
         return None
-    headers = CIMultiDictProxy(CIMultiDict(pairs))
-    return Head(parser.get_method().decode(), collector.url.decode("utf-8", "surrogateescape"), headers,
+    method, target = request.groups()
+    return Head(method.decode(), target.decode(), CIMultiDictProxy(CIMultiDict(pairs)),
                 host.decode("utf-8", "surrogateescape"), keep_alive, length)  # fmt: skip
 
 

@@ -116,6 +116,9 @@ class Rules:
     def seen(self, event: Any) -> None:
         """Not a frame sink (``frames`` is False): never told per-frame events."""
 
+    def records_http(self) -> bool:
+        return False
+
     def frame(self, connection_id: str, from_client: bool, frame: Frame, verdict: Verdict, by: str | None) -> None:
         """Not a frame sink."""
 

@@ -226,6 +226,9 @@ class Tracer:
                     fields["changed"] = changed
         trace.add("frame", connection_id, fields)
 
+    def records_http(self) -> bool:
+        return self._trace is not None
+
     def seen(self, event: Seen) -> None:
         trace = self._trace
         if trace is None:

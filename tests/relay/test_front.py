@@ -48,10 +48,26 @@ def test_plain_methods_are_taken(method: str) -> None:
     head("POST / HTTP/1.1", "Host: h", "Content-Length: +3"),
     head("GET / HTTP/1.1", "Host: h", "Bad Header: x"),
     b"NOT HTTP\r\n\r\n",
+    head("GET / HTTP/1.1", "Host : h"),
+    head("GET / HTTP/1.1", "Host: h", "X-A: 1", " folded"),
+    head("GET / HTTP/1.1", "Host: h", "X-A: a\x01b"),
+    head("GET / HTTP/1.1", "Host: h\nX-A: 1"),
+    head("GET /a#frag HTTP/1.1", "Host: h"),
+    head("GET /a b HTTP/1.1", "Host: h"),
+    head("GET / HTTP/1.1", "Host: h", "Host: i"),
+    head("POST / HTTP/1.1", "Host: h", "Content-Length: 0", "Content-Length: 0"),
 ], ids=["HEAD", "CONNECT", "HTTP/1.0", "absolute-form", "no Host", "upgrade", "chunked body", "Expect",
-        "two lengths", "signed length", "bad header", "not HTTP"])  # fmt: skip
+        "two lengths", "signed length", "bad header", "not HTTP", "space before colon", "obs-fold",
+        "control character", "bare LF", "fragment", "space in target", "two Hosts", "two zero lengths"])  # fmt: skip
 def test_other_heads_are_aiohttps(data: bytes) -> None:
     assert parse_head(data) is None
+
+
+def test_header_values_lose_their_surrounding_whitespace_and_keep_obs_text() -> None:
+    parsed = parse_head(b"GET / HTTP/1.1\r\nHost:h\r\nX-A: \t caf\xc3\xa9 \xff \t\r\nX-B:\r\n\r\n")
+    assert parsed is not None and parsed.host == "h"
+    assert parsed.headers["X-A"].encode("utf-8", "surrogateescape") == b"caf\xc3\xa9 \xff"
+    assert parsed.headers["X-B"] == ""
 
 
 def test_connection_close_is_not_kept_alive() -> None:

@@ -128,7 +128,7 @@ async def test_a_plain_http_request_no_rule_may_change_is_relayed_below_aiohttp(
     """No rules: relay/front.py reads the request off the socket and writes the response, its upstream
     connection (relay/pool.py) parses the answer; relay/http.py is not entered. Eight files: the front, the
     endpoint's plan, the session lookup, the rules' gate asked only whether it is quiet, the header rules once,
-    the exchange's id, the trace (the request, the answer), the pool (the request sent, the answer read); the
+    the exchange's id, the trace (asked whether it records, then told of the request and the answer), the pool (the request sent, the answer read); the
     front is entered for the request and by the pool for the answer's head, body and end."""
     walk = await walk_a_get(http, app_server)
     assert walk.files[0] == "appserver/relay/front.py", walk.files
@@ -136,5 +136,8 @@ async def test_a_plain_http_request_no_rule_may_change_is_relayed_below_aiohttp(
     assert [function for f, function in walk.calls if f == "appserver/relay/front.py"] == [
         "Front.data_received", "Exchange.head", "Exchange.body", "Exchange.done"], walk.calls
     assert [function for f, function in walk.calls if f == "appserver/rules/hooks.py"] == ["RuleHooks.quiet"]
-    assert all(count <= 2 for f, count in walk.entered().items() if f != "appserver/relay/front.py"), walk.calls
+    assert [function for f, function in walk.calls if f == "appserver/trace/record.py"] == [
+        "Tracer.records_http", "Tracer.seen", "Tracer.seen"], walk.calls
+    assert all(count <= 2 for f, count in walk.entered().items()
+               if f not in ("appserver/relay/front.py", "appserver/trace/record.py")), walk.calls
     assert len(walk.files) <= 8, walk.files
