@@ -243,6 +243,7 @@ class AppServer:
         plain, self._plain = self._plain, None
         if plain is not None:
             await plain.stop(self.config.close_timeout + 1)
+            plain.pool.close()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

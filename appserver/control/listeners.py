@@ -26,7 +26,9 @@ from appserver.control.registry import Registry
 from appserver.control.sessions import Session
 from appserver.errors import InterceptionFailed
 from appserver.relay.endpoint import EndpointSettings, ProxyEndpoint, proxy_app
+from appserver.relay.front import PlainRelay
 from appserver.relay.headers import HEAD_LIMITS
+from appserver.relay.pool import Pool
 from shared.constants import METHOD_SET_LISTENERS
 from shared.jsonrpc import PeerGone, RemoteError
 from shared.wire import WireError
@@ -54,7 +56,11 @@ class SessionListeners:
         self._by_port: dict[int, ProxyEndpoint] = {}
         #: By TCP connection (its transport): where its later requests go.
         self._by_connection: weakref.WeakKeyDictionary[Any, ProxyEndpoint] = weakref.WeakKeyDictionary()
-        self._sites: dict[str, web.TCPSite] = {}
+        #: Each direct session's listener (relay/front.py's, in front of the runner's aiohttp server), by session id;
+        #: and every listener whose connections may still be open.
+        self._sites: dict[str, PlainRelay] = {}
+        self._relays: list[PlainRelay] = []
+        self._pool: Pool | None = None
         #: Proxy-mode sessions' mitmproxy listener ports, and local-mode sessions' captured pids, by session id
         #: (what the redirector is told).
         self._listening: dict[str, int] = {}
@@ -70,15 +76,26 @@ class SessionListeners:
         self._http = http
         self._runner = web.AppRunner(proxy_app(self._handle), access_log=None, shutdown_timeout=1, **HEAD_LIMITS)
         await self._runner.setup()
+        settings = self._app.endpoint_settings
+        self._pool = Pool(settings.upstream_ssl, settings.connect_timeout)
 
     async def stop(self) -> None:
         self._by_port.clear()
         self._sites.clear()  # first: a session ending meanwhile finds no site left to stop
         self._listening.clear()
         self._local.clear()
+        relays, self._relays = self._relays, []
+        for relay in relays:
+            relay.stop_listening()
+        await asyncio.gather(*(relay.stop(1) for relay in relays))
+        if self._pool is not None:
+            self._pool.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await asyncio.gather(*(relay.closed() for relay in relays))
         for task in list(self._tasks):
             task.cancel()
 
@@ -106,7 +123,7 @@ class SessionListeners:
     async def close(self, session: Session) -> None:
         site = self._sites.pop(session.id, None)
         if site is not None:
-            await site.stop()  # no new connections from here on; the accepted ones go on
+            site.stop_listening()  # no new connections from here on; the accepted ones go on
             self._by_port.pop(session.proxy_port or 0, None)
         if self._listening.pop(session.id, None) is not None or self._local.pop(session.id, None) is not None:
             try:
@@ -217,12 +234,17 @@ class SessionListeners:
                                        default_http_upstream=session.http_upstream)  # fmt: skip
         scope = session.scope
         endpoint = ProxyEndpoint(settings, self._http, self._app.registry.connections, lambda _: scope.handlers)
-        site = web.TCPSite(self._runner, LOOPBACK, session.requested_port)
+        assert self._runner.server is not None and self._pool is not None
+        # Read below aiohttp first (relay/front.py); a connection handed to aiohttp after a request stays with
+        # this session, as one aiohttp served from the start does.
+        relay = PlainRelay(endpoint.plan, self._runner.server, self._pool,
+                           lambda transport: self._by_connection.__setitem__(transport, endpoint))  # fmt: skip
         try:
-            await site.start()
+            session.proxy_port = await relay.listen(LOOPBACK, session.requested_port or 0)
         except OSError as exc:
             raise InterceptionFailed(f"cannot open port {session.requested_port} on {LOOPBACK} for the session: "
                                      f"{exc.strerror}") from exc  # fmt: skip
-        session.proxy_port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        self._sites[session.id] = site
+        self._relays = [r for r in self._relays if not r.ended or r.fronts]  # those of ended sessions, once idle
+        self._relays.append(relay)
+        self._sites[session.id] = relay
         self._by_port[session.proxy_port] = endpoint

@@ -153,14 +153,20 @@ class PlainRelay:
     """The proxy endpoint's listening side: makes a :class:`Front` per accepted connection; ``plan`` says what
     a request does (None: aiohttp's), ``fallback`` makes aiohttp's protocol for a connection handed over."""
 
-    def __init__(self, plan: Callable[[Head], Plan | None], fallback: Callable[[], asyncio.Protocol],
-                 pool: Pool) -> None:  # fmt: skip
+    def __init__(self, plan: Callable[[Head], Plan | None], fallback: Callable[[], asyncio.Protocol], pool: Pool,
+                 handed_over: Callable[[asyncio.Transport], None] | None = None) -> None:  # fmt: skip
+        """``handed_over``: told of a connection handed to aiohttp after it carried a request here (a session's
+        listener keeps such a connection with its session)."""
         self.plan = plan
         self.fallback = fallback
         self.pool = pool
+        self.handed_over = handed_over
         self.fronts: set[Front] = set()
         self.servers: list[asyncio.Server] = []
         self.stopping = False
+        #: No new connections (a session's listener whose session ended): a connection that has carried no
+        #: request yet is aiohttp's (which says the session has ended); one that has goes on as it was.
+        self.ended = False
 
     def __call__(self) -> Front:
         return Front(self)
@@ -170,9 +176,15 @@ class PlainRelay:
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
+    def stop_listening(self) -> None:
+        """No new connections; the accepted ones go on."""
+        self.ended = True
+        for server in self.servers:
+            server.close()
+
     async def stop(self, timeout: float) -> None:
         """Stop listening; idle connections close now, busy ones once their exchange ends (aborted after
-        ``timeout``); then the upstream pool."""
+        ``timeout``). Its pool is its owner's to close."""
         self.stopping = True
         for server in self.servers:
             server.close()
@@ -185,7 +197,6 @@ class PlainRelay:
         except TimeoutError:
             for front in list(self.fronts):
                 front.abort()
-        self.pool.close()
 
     async def closed(self) -> None:
         """Once every connection it accepted is closed (those handed to aiohttp are closed by aiohttp's
@@ -205,6 +216,7 @@ class Front(asyncio.Protocol):
         self.buffer = bytearray()
         self.exchange: Exchange | None = None
         self.eof = False
+        self.served = 0  # requests relayed here
         self._read_paused = False
         self._closing = False
         self._idle_since = 0.0
@@ -246,7 +258,9 @@ class Front(asyncio.Protocol):
                 return
             size = end + 4
             head = parse_head(bytes(buffer[:size]))
-            plan = self.relay.plan(head) if head is not None and not buffer.startswith(b"\r\n") else None
+            relay = self.relay
+            taken = head is not None and not buffer.startswith(b"\r\n") and (self.served or not relay.ended)
+            plan = relay.plan(head) if taken and head is not None else None
             if plan is None or head is None:
                 self._hand_over()
                 return
@@ -262,6 +276,7 @@ class Front(asyncio.Protocol):
     def finished(self, keep_alive: bool) -> None:
         """The exchange is over (its response written, or given up): the next request, or the end."""
         self.exchange = None
+        self.served += 1
         if self.transport is None:
             return
         if not keep_alive or self._closing or self.eof:
@@ -278,6 +293,8 @@ class Front(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self.transport = None
+        if self.served and self.relay.handed_over is not None:
+            self.relay.handed_over(transport)
         protocol = self.relay.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

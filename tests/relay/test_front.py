@@ -16,7 +16,8 @@ from appserver.app import AppServer
 from appserver.relay.front import parse_head, request_bytes
 from multidict import CIMultiDict
 from tests.mitm_helpers import run_app
-from tests.peers import Suite, UpstreamServer, close_cleanly, connect_client
+from tests.peers import Suite, UpstreamServer, close_cleanly, connect_client, suite_connection
+from tests.structure.rooms import Walk
 from tests.rules.test_rules_relay import add
 
 
@@ -434,3 +435,36 @@ async def test_an_upstream_that_does_not_read_holds_the_clients_body_back(app_se
         await writer.wait_closed()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_direct_sessions_port_relays_below_aiohttp_and_its_connections_stay_with_it(
+    http: aiohttp.ClientSession, app_server: AppServer
+) -> None:  # fmt: skip
+    """A direct session's own port is read by relay/front.py too. Once the session is closed, a connection that
+    carried a request goes on with it — below aiohttp, and handed to aiohttp (a HEAD) alike — while one that
+    carried none yet is told the session has ended, as aiohttp's listener answers it."""
+    def answer(request: bytes) -> bytes:
+        return OK[: -len(b"hello")] if request.startswith(b"HEAD") else OK  # a HEAD's answer has no body
+
+    async with raw_upstream(answer) as up, suite_connection(http, app_server.control_port) as owner:
+        opened = await owner.request("openSession", {"mode": "direct", "upstream": f"ws://{up.host}/"})
+        port = opened["result"]["proxyPort"]
+        used = await asyncio.open_connection("127.0.0.1", port)
+        fresh = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            with Walk() as walk:
+                used[1].write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert await asyncio.wait_for(used[0].readuntil(b"hello"), 5) == OK
+            assert "appserver/relay/front.py" in walk.files and "appserver/relay/http.py" not in walk.files
+            assert (await owner.request("closeSession", {}))["result"] == {}
+            used[1].write(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(used[0].readuntil(b"hello"), 5) == OK
+            used[1].write(b"HEAD /three HTTP/1.1\r\nHost: x\r\n\r\n")  # aiohttp's from here on
+            assert (await asyncio.wait_for(used[0].readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 299")
+            fresh[1].write(b"GET /four HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"this test session has ended" in await asyncio.wait_for(fresh[0].readuntil(b"ended"), 5)
+        finally:
+            for _, writer in (used, fresh):
+                writer.close()
+                await writer.wait_closed()
+    assert [r.split(b" ")[1] for r in up.requests] == [b"/one", b"/two", b"/three"]
