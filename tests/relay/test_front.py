@@ -468,3 +468,37 @@ async def test_a_direct_sessions_port_relays_below_aiohttp_and_its_connections_s
                 writer.close()
                 await writer.wait_closed()
     assert [r.split(b" ")[1] for r in up.requests] == [b"/one", b"/two", b"/three"]
+
+
+async def test_an_upstream_that_answers_garbage_is_a_502(app_server: AppServer) -> None:
+    async with raw_upstream(lambda _: b"NOT HTTP AT ALL\r\n\r\n") as up:
+        got = await exchange(app_server.proxy_port, f"GET / HTTP/1.1\r\nHost: x\r\n{stamps(up.host)}\r\n".encode(),
+                             b"could not be reached")  # fmt: skip
+    assert got.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+
+
+async def test_a_client_gone_before_the_answer_closes_the_upstream_request(app_server: AppServer) -> None:
+    """The upstream has the request and has not answered: the client goes, and so does the proxy's upstream
+    connection (the upstream sees it close), with nothing left behind (no_leaks)."""
+    got_request = asyncio.Event()
+    upstream_saw_close = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        got_request.set()
+        if not await reader.read(1):  # never answers; EOF when the proxy hangs up
+            upstream_saw_close.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app_server.proxy_port)
+        writer.write(f"GET /slow HTTP/1.1\r\nHost: x\r\n{stamps(host)}\r\n".encode())
+        await asyncio.wait_for(got_request.wait(), 5)
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.wait_for(upstream_saw_close.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
