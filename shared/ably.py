@@ -31,6 +31,8 @@ from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
 
+from shared import jsontext
+
 __all__ = [
     "Action",
     "DecodeError",
@@ -150,14 +152,11 @@ def _decode_json(data: str | bytes) -> Any:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"JSON frame is not UTF-8: {exc}") from exc
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return jsontext.loads(data)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"invalid JSON: {_reason(exc)}") from exc
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; Ably (and JSON) does not.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _decode_msgpack(data: str | bytes) -> Any:

@@ -16,9 +16,9 @@ as the WebSocket subprotocol ``jsonrpc-msgpack``, in which a binary frame's
 ``data`` is raw bytes rather than Base64. JSON is written with orjson where it
 can (every intercepted message is two envelopes, and a 64 KiB binary message
 is 87 KB of Base64 in one), the standard library otherwise: orjson refuses
-integers beyond 64 bits, which are valid JSON. JSON is read with the standard
-library, because orjson turns such integers into floats, which would change a
-request's id.
+integers beyond 64 bits, which are valid JSON. JSON is read to exactly the
+standard library's values by shared/jsontext.py (msgspec, which keeps such
+integers where orjson would turn them into floats and change a request's id).
 
 Timeouts use one timer per peer rather than one per call: every intercepted
 message is a call, and a per-call timer costs more than the rest of the
@@ -36,19 +36,16 @@ from typing import Any, Awaitable, Callable, Mapping
 import msgpack  # type: ignore[import-untyped]
 import orjson
 
+from shared import jsontext
+
 log = logging.getLogger(__name__)
 
 #: The WebSocket subprotocol of a control connection whose envelopes are msgpack (SPEC Part 10).
 MSGPACK_SUBPROTOCOL = "jsonrpc-msgpack"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def json_loads(text: str | bytes) -> Any:
-    """Parse JSON; ValueError (or RecursionError for absurd nesting) when it is not JSON."""
-    return json.loads(text, parse_constant=_reject_constant)
+#: Parse JSON; ValueError (or RecursionError for absurd nesting) when it is not JSON.
+json_loads = jsontext.loads
 
 
 def json_dumps(value: Any) -> str:
