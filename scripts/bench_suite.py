@@ -11,7 +11,11 @@ Commands arrive one JSON line at a time on stdin, each answered by one JSON line
 
 While attached, every ``transformInterceptedMessage`` is answered at once, in
 the receive loop, with ``replace`` of the same type and data; notifications
-are ignored. It exits when stdin closes.
+are ignored. Its envelopes are read and written, and its socket corked, as the
+Python client (shared/client.py) does it: shared/jsonrpc.py's encodings, and
+shared/cork.py's TurnCork, whose ``whole_turns`` is on while the window is > 1
+(the answers to every request one read brought leave in one write). It exits
+when stdin closes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import sys
 from typing import Any
 
 import aiohttp
-import msgpack
+
+from shared.cork import cork_writer
+from shared.jsonrpc import JSON, MSGPACK
 
 TRANSFORM = "transformInterceptedMessage"
 START_ID = "bench-start"
@@ -39,16 +45,18 @@ class Suite:
         self.observed = 0
         self.rules_added: asyncio.Future[Any] | None = None
         self.binary = False  # the control channel in msgpack
+        self.encoding = JSON
 
     async def send(self, ws: aiohttp.ClientWebSocketResponse, payload: Any) -> None:
         if self.binary:
-            await ws.send_bytes(msgpack.packb(payload, use_bin_type=True))
+            await ws.send_bytes(self.encoding.dumps(payload))  # type: ignore[arg-type]
         else:
-            await ws.send_str(json.dumps(payload))
+            await ws.send_str(self.encoding.dumps(payload))  # type: ignore[arg-type]
 
     async def attach(self, url: str, rules: list[dict[str, Any]], window: int = 1,
                      encoding: str = "json") -> dict[str, Any]:  # fmt: skip
         self.binary = encoding == "msgpack"
+        self.encoding = MSGPACK if self.binary else JSON
         answer = await self._start(url, window)
         if answer["ok"] and rules and self.ws is not None:
             self.rules_added = asyncio.get_running_loop().create_future()
@@ -71,6 +79,7 @@ class Suite:
                                                     protocols=("jsonrpc-msgpack",) if self.binary else ())
             if self.binary and self.ws.protocol != "jsonrpc-msgpack":
                 return {"ok": False, "error": "the app server did not accept jsonrpc-msgpack"}
+            cork_writer(self.ws).whole_turns = window > 1
             self.started = asyncio.get_running_loop().create_future()
             self.loop_task = asyncio.create_task(self.serve(self.ws))
             request = {"jsonrpc": "2.0", "id": START_ID, "method": "startInterception", "params": params}
@@ -87,7 +96,7 @@ class Suite:
         async for msg in ws:
             if msg.type is not kind:
                 continue
-            payload = msgpack.unpackb(msg.data) if self.binary else json.loads(msg.data)
+            payload = self.encoding.loads(msg.data)
             if isinstance(payload, list):  # a batch of ruleMatched notifications
                 self.observed += len(payload)
                 continue

@@ -30,8 +30,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
-
-from shared import jsontext
+import msgspec
 
 __all__ = [
     "Action",
@@ -152,9 +151,20 @@ def _decode_json(data: str | bytes) -> Any:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"JSON frame is not UTF-8: {exc}") from exc
     try:
-        return jsontext.loads(data)
+        try:
+            return _fast_json(data)  # as json.loads reads it (see shared/jsonrpc.py's json_loads), faster
+        except msgspec.MsgspecError:  # what msgspec refuses, json.loads decides, with its own message
+            return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"invalid JSON: {_reason(exc)}") from exc
+
+
+_fast_json = msgspec.json.Decoder().decode
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; Ably (and JSON) does not.
+    raise ValueError(f"{name} is not valid JSON")
 
 
 

@@ -28,14 +28,18 @@ from shared.constants import (
     EVENT_CONNECTION_CLOSED,
     EVENT_CONNECTION_OPENED,
     EVENT_RULE_MATCHED,
+    METHOD_ATTACH_SESSION,
     METHOD_CLOSE_CONNECTION,
+    METHOD_CLOSE_SESSION,
     METHOD_HTTP_REQUEST,
     METHOD_HTTP_RESPONSE,
     METHOD_INJECT,
+    METHOD_OPEN_SESSION,
     METHOD_START_INTERCEPTION,
     METHOD_TRANSFORM,
 )
 from shared.context import Intercepted, InterceptionContext, Spy, Transform, _maybe_await
+from shared.cork import cork_writer
 from shared.http_dialogue import PASS as HTTP_PASS
 from shared.http_dialogue import HttpExchange
 from shared.jsonrpc import ENCODINGS, JSON, MSGPACK_SUBPROTOCOL, Encoding, Peer, PeerGone, RemoteError
@@ -70,6 +74,9 @@ class InterceptionClient(ProxyMethods):
         #: How the envelopes travel: JSON text frames, or (``encoding="msgpack"``) msgpack binary frames.
         self.encoding = encoding
         self._peer = Peer(self._send, encoding)
+        # What a turn of the loop writes leaves in one send(); with a window, the answers to all the requests
+        # one read brought (shared/cork.py).
+        self._cork = cork_writer(ws)
         self._context: InterceptionContext | None = None
         self._formats: dict[str, ably.Format] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,9 +131,14 @@ class InterceptionClient(ProxyMethods):
     async def call(self, method: str, params: Mapping[str, Any], timeout: float = 60) -> Any:
         """Call a proxy method; its result, or ProxyCallError with the proxy's error."""
         try:
-            return await self._peer.call(method, params, timeout)
+            result = await self._peer.call(method, params, timeout)
         except RemoteError as exc:
             raise ProxyCallError(method, exc.error) from None
+        if method in (METHOD_START_INTERCEPTION, METHOD_OPEN_SESSION, METHOD_ATTACH_SESSION):
+            self._cork.whole_turns = params.get("window", 1) > 1  # many answers in a turn: sent as one write
+        elif method == METHOD_CLOSE_SESSION:
+            self._cork.whole_turns = False
+        return result
 
     async def start_interception(self, mode: str = "proxy", pid: int | None = None, *, window: int = 1) -> None:
         """Become the active suite. ``window`` > 1 lets that many messages per connection and direction be asked

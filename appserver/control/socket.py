@@ -21,8 +21,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from appserver.relay.pump import TurnCork, corked
 from shared import jsonrpc
+from shared.cork import TurnCork, cork_writer
 from shared.jsonrpc import ANSWERED, JSON, MSGPACK, MSGPACK_SUBPROTOCOL, Encoding, Peer, PeerGone
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class ControlSocket:
 
     def __init__(
         self, session_id: int, ws: web.WebSocketResponse, dispatch: Dispatch,
-        transport: asyncio.BaseTransport | None = None, encoding: Encoding = JSON,
+        transport: asyncio.BaseTransport | None = None, encoding: Encoding = JSON, cork: TurnCork | None = None,
     ) -> None:  # fmt: skip
         self.id = session_id
         self.ws = ws
@@ -52,6 +52,8 @@ class ControlSocket:
         self.encoding = encoding
         self._write: Callable[[Any], Awaitable[None]] = ws.send_bytes if encoding.binary else ws.send_str
         self.transport = transport  # to tell, in local mode, whether it runs through mitmdump
+        #: Under its frame writer: what a turn writes leaves together (``whole_turns`` while its window is > 1).
+        self.cork = cork
         self._dispatch = dispatch
         self.peer = Peer(self._send, encoding)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -226,12 +228,10 @@ class ControlEndpoint:
         ws = web.WebSocketResponse(max_msg_size=self._max_message_size, compress=False,
                                    protocols=(MSGPACK_SUBPROTOCOL,))  # fmt: skip
         await ws.prepare(request)
-        if request.transport is not None:
-            # With a window, the requests about every frame one read brought leave in one or two system
-            # calls, not one each (most of the app server's time went to those send()s).
-            corked(ws, request.transport, TurnCork)
+        # With a window, the requests about every frame one read brought leave together, not one send() each.
+        cork = cork_writer(ws, request.transport) if request.transport is not None else None
         encoding = MSGPACK if ws.ws_protocol == MSGPACK_SUBPROTOCOL else JSON
-        socket = ControlSocket(next(self._ids), ws, self._dispatch, request.transport, encoding)
+        socket = ControlSocket(next(self._ids), ws, self._dispatch, request.transport, encoding, cork)
         self._opened(socket)
         log.info("control connection %d opened from %s%s", socket.id, request.remote,
                  " (msgpack)" if encoding.binary else "")  # fmt: skip

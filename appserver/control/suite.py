@@ -46,14 +46,29 @@ class ActiveSuite:
         self.active: ControlSocket | None = None
         #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
         self.decoded = False
-        #: startInterception/openSession {"window": N}: N transformInterceptedMessage per connection and direction
-        #: may be with the suite at once (SPEC Part 10).
-        self.window = 1
+        self._window = 1
         #: Called when a suite becomes the active one, and when the active suite goes away (its rules go with it).
         self.on_claim: list[Callable[[], None]] = []
         self.on_release: list[Callable[[], None]] = []
         #: Called whenever there comes to be, or no longer is, a suite that answers (its chains' refresh).
         self.on_engaged: list[Callable[[], None]] = []
+
+    @property
+    def window(self) -> int:
+        """startInterception/openSession {"window": N}: N transformInterceptedMessage per connection and direction
+        may be with the suite at once (SPEC Part 10)."""
+        return self._window
+
+    @window.setter
+    def window(self, value: int) -> None:
+        self._window = value
+        self._cork_turns(self.active)
+
+    def _cork_turns(self, session: ControlSocket | None) -> None:
+        """With a window the requests a turn writes to the suite leave together, the first one too (shared/cork.py);
+        without, a lone request leaves at once. Only the active suite's connection writes them."""
+        if session is not None and session.cork is not None:
+            session.cork.whole_turns = session is self.active and self._window > 1
 
     @property
     def engaged(self) -> bool:
@@ -72,6 +87,7 @@ class ActiveSuite:
         if self.active is None:
             log.info("control connection %d is now the active test suite", session.id)
             self.active = session
+            self._cork_turns(session)
             self._engaged_changed()
             for callback in self.on_claim:
                 callback()
@@ -83,7 +99,9 @@ class ActiveSuite:
         """Another control connection answers for the suite from now on (attachSession, and back): its rules
         and trace stay as they are."""
         if self.active is not None:
-            self.active = session
+            previous, self.active = self.active, session
+            self._cork_turns(previous)
+            self._cork_turns(session)
             self._engaged_changed()
 
     def _no_connection(self, session: ControlSocket) -> None:
@@ -105,6 +123,7 @@ class ActiveSuite:
             self.active = None
             self.decoded = False
             self.window = 1
+            self._cork_turns(session)
             self._engaged_changed()
             self._seen_connection()  # no warning for a suite that is gone
             for callback in self.on_release:

@@ -330,40 +330,9 @@ class CorkedTransport:
         return getattr(self._transport, name)
 
 
-
-class TurnCork(CorkedTransport):
-    """A cork for a socket nobody holds (the control connection): the first write of a turn of the loop leaves
-    at once, as unbuffered (a lone request is not delayed); what follows it in the same turn leaves together
-    at the turn's end (with a window, the requests about every frame one read brought: one send() instead of
-    one each). A large write is never held back nor copied: what is buffered goes first, then it."""
-
-    LARGE = 16 * 1024
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        super().__init__(transport)
-        self._in_turn = False
-
-    def write(self, data: bytes) -> None:
-        if not self._in_turn:
-            self._in_turn = True
-            self._loop.call_soon(self._turn_ended)
-            if not self._transport.is_closing():
-                self._transport.write(data)
-        elif len(data) >= self.LARGE:
-            self.flush()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-        else:
-            self._buffer.append(data)
-
-    def _turn_ended(self) -> None:
-        self._in_turn = False
-        self.flush()
-
-
-def corked(ws: Any, transport: asyncio.Transport, kind: type[CorkedTransport] = CorkedTransport) -> asyncio.Transport:
-    """Put a CorkedTransport (or ``kind``) under ws's frame writer (aiohttp's private ``_writer``: the one use of
-    aiohttp's internals outside upstream.py); the same one for the leg to close or abort."""
-    cork = kind(transport)
+def corked(ws: Any, transport: asyncio.Transport) -> asyncio.Transport:
+    """Put a CorkedTransport under ws's frame writer (aiohttp's private ``_writer``, as shared/cork.py does for a
+    control connection); the same one for the leg to close or abort."""
+    cork = CorkedTransport(transport)
     ws._writer.transport = cork  # noqa: SLF001
     return cast(asyncio.Transport, cork)  # it is one, to its users: everything else is delegated

@@ -21,6 +21,7 @@ import pytest
 from appserver.app import AppServer
 from shared.ably import Action
 from shared.client import Intercepted, InterceptionClient, ProxyCallError
+from shared.cork import cork_writer
 from tests.mitm_helpers import free_port
 from tests.peers import UpstreamServer, close_cleanly, connect_client, receive_data
 
@@ -385,3 +386,56 @@ async def test_http_rules_and_callbacks(
         async with http.get(f"{base}/other", headers=headers) as r:
             assert await r.json() == {"from": "upstream", "seen": 1}
     assert seen == [{"keyName": "k"}, None]
+
+
+def frames_in(data: bytes) -> int:
+    """How many whole WebSocket frames ``data`` holds (a client's: masked)."""
+    count = 0
+    while data:
+        length, at = data[1] & 0x7F, 2
+        if length == 126:
+            length, at = int.from_bytes(data[2:4]), 4
+        elif length == 127:
+            length, at = int.from_bytes(data[2:10]), 10
+        at += 4 if data[1] & 0x80 else 0
+        assert len(data) >= at + length, "a frame cut short"
+        data = data[at + length:]
+        count += 1
+    return count
+
+
+async def test_with_a_window_the_answers_to_what_came_together_leave_together(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """start_interception(window=8): the client's answers to eight requests that came in one frame's read leave in
+    one write (shared/cork.py with whole turns), not one send() each; with window 1 a lone answer leaves at once."""
+    c = await InterceptionClient.connect(f"ws://127.0.0.1:{app_server.control_port}/")
+    try:
+        await c.start_interception("proxy")
+        assert not c._cork.whole_turns  # noqa: SLF001
+        await c.close()
+        c = await InterceptionClient.connect(f"ws://127.0.0.1:{app_server.control_port}/")
+        await c.start_interception("proxy", window=8)
+        assert c._cork.whole_turns  # noqa: SLF001
+        writes: list[bytes] = []
+        inner = c._cork._transport  # noqa: SLF001
+        original = inner.write
+
+        def record(data: bytes) -> None:
+            writes.append(bytes(data))
+            original(data)
+
+        inner.write = record  # type: ignore[method-assign]
+        async with c.intercept() as ctx:
+            ctx.transform_client_message = lambda item: item.message
+            sdk = await connect_client(http, app_server.proxy_port, upstream.host, "/?format=json")
+            _, server = await upstream.next()
+            cork_writer(sdk).whole_turns = True  # the SDK's eight frames in one write
+            sent = [json.dumps({"action": 10, "channel": f"c{i}"}) for i in range(8)]
+            for text in sent:
+                await sdk.send_str(text)
+            assert [json.loads(t) for t in await receive_data(server, 8)] == [json.loads(t) for t in sent]
+            assert [frames_in(w) for w in writes] == [8], writes  # (masked: counted, not read)
+            await close_cleanly(sdk, server)
+    finally:
+        await c.close()

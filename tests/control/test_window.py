@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from appserver.app import AppServer
+from shared.cork import TurnCork, cork_writer
 from tests.peers import Suite, UpstreamServer, connect_client, receive, receive_data, suite_connection
 
 
@@ -122,3 +123,53 @@ async def test_a_bad_window_is_invalid_params_naming_it(
             response = await suite.request(method, {**params, "window": window})
             assert response["error"]["code"] == -32602, response
             assert "'window'" in response["error"]["message"] and problem in response["error"]["message"], response
+
+
+class Writes:
+    """What a cork's transport was asked to write, one entry per write (the control socket's send()s)."""
+
+    def __init__(self, cork: TurnCork) -> None:
+        self.calls: list[bytes] = []
+        self._transport = cork._transport  # noqa: SLF001
+        cork._transport = self  # type: ignore[assignment]  # noqa: SLF001
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_with_a_window_the_requests_about_what_one_read_brought_leave_in_one_write(
+    http: aiohttp.ClientSession, app_server: AppServer, upstream: UpstreamServer
+) -> None:
+    """Eight frames that arrive together are asked about in one send() to the suite, not one each (nor the first
+    alone and the rest after it): the control connection's cork holds whole turns while the window is > 1, and
+    only then (a lone request of window 1 leaves at once)."""
+    context, suite = await windowed_suite(http, app_server, 8)
+    try:
+        socket = app_server.registry.classic.suite.active
+        assert socket is not None and socket.cork is not None and socket.cork.whole_turns
+        writes = Writes(socket.cork)
+        client = await connect_client(http, app_server.proxy_port, upstream.host)
+        _, server = await upstream.next()
+        cork_writer(client).whole_turns = True  # the client's eight frames go in one write too
+        sent = [f"m{i}" for i in range(8)]
+        for data in sent:
+            await client.send_str(data)
+        assert await receive_data(server, 8) == sent
+        asked = [call for call in writes.calls if b"transformInterceptedMessage" in call]
+        assert [call.count(b"transformInterceptedMessage") for call in asked] == [8], writes.calls
+        await client.close()
+        await server.close()
+    finally:
+        await context.__aexit__(None, None, None)
+    assert not socket.cork.whole_turns  # released: it is no longer the suite's
+
+
+async def test_window_one_writes_a_lone_request_at_once(
+    suite: Suite, app_server: AppServer
+) -> None:
+    socket = app_server.registry.classic.suite.active
+    assert socket is not None and socket.cork is not None and not socket.cork.whole_turns

@@ -1,4 +1,4 @@
-"""The corks under aiohttp's frame writers (relay/pump.py): what a turn of the loop writes leaves together, and
+"""The corks under aiohttp's frame writers (relay/pump.py, shared/cork.py): what a turn of the loop writes leaves together, and
 nothing is reordered, held back for long or lost on close. Real sockets on loopback."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import asyncio
 import socket
 from typing import Any
 
-from appserver.relay.pump import CorkedTransport, TurnCork
+from appserver.relay.pump import CorkedTransport
+from shared.cork import TurnCork
 
 
 class Sends:
@@ -85,4 +86,32 @@ async def test_a_cork_flushes_before_it_closes() -> None:
         cork.write(b"b")
         cork.close()
         assert await received(peer, 2) == b"ab", kind
+        peer.close()
+
+
+async def test_with_whole_turns_the_first_write_of_a_turn_waits_for_its_end_too() -> None:
+    """A window > 1 (SPEC Part 10): the requests (or answers) a turn writes leave in one send, the first included;
+    a large one still is neither held back nor copied, and what was buffered goes before it."""
+    transport, peer = await pair()
+    sends = Sends(transport)
+    cork = TurnCork(transport)
+    cork.whole_turns = True
+    big = b"z" * TurnCork.LARGE
+    try:
+        cork.write(b"one")
+        cork.write(b"two")
+        assert sends.calls == []
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert sends.calls == [b"onetwo"]
+        cork.write(b"three")
+        cork.write(big)
+        assert sends.calls == [b"onetwo", b"three", big]
+        cork.whole_turns = False  # back to a window of 1: a lone write leaves at once again
+        await asyncio.sleep(0)
+        cork.write(b"four")
+        assert sends.calls[-1] == b"four"
+        assert await received(peer, 15 + len(big)) == b"onetwothree" + big + b"four"
+    finally:
+        transport.close()
         peer.close()

@@ -1,4 +1,5 @@
-"""shared/jsontext.py: JSON read fast, to exactly the values (and the errors) of Python's standard library."""
+"""JSON read with msgspec (shared/jsonrpc.py's json_loads, shared/ably.py's JSON frames): exactly the values, and
+the errors, of Python's standard library."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import jsontext
-from shared.jsonrpc import JSON
+from shared import ably
+from shared.jsonrpc import JSON, json_loads
 
 
 def strict(text: str | bytes) -> Any:
     def refuse(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
+        raise ValueError(f"{name} is not JSON")
 
     return json.loads(text, parse_constant=refuse)
 
@@ -44,7 +45,7 @@ def same(a: Any, b: Any) -> bool:
     ("[-1e400]", [-math.inf]),
 ])  # fmt: skip
 def test_what_the_fast_parser_refuses_reads_as_before(text: str | bytes, expected: Any) -> None:
-    assert same(jsontext.loads(text), expected)
+    assert same(json_loads(text), expected)
 
 
 @pytest.mark.parametrize("text", [
@@ -52,35 +53,49 @@ def test_what_the_fast_parser_refuses_reads_as_before(text: str | bytes, expecte
     '{"a": 1, "a": 2}', "1e2", "-0", "-0.0", "2.5e-324", "1e-400", "0.1", '"\\u0000"', ' {"x": [true, false, null]} ',
 ])  # fmt: skip
 def test_values_and_types_are_the_standard_librarys(text: str) -> None:
-    assert same(jsontext.loads(text), strict(text))
-    assert same(jsontext.loads(text.encode()), strict(text))
+    assert same(json_loads(text), strict(text))
+    assert same(json_loads(text.encode()), strict(text))
 
 
 @pytest.mark.parametrize("text", ["NaN", "[Infinity]", '{"id": -Infinity}', "01", "1.", "+1", "[1,]", "[1 2]", "nulL",
                                   '"a\x01b"', '"\t"', "[]x", "\ufeff{}", "", "{"])  # fmt: skip
 def test_not_json_fails_with_the_standard_librarys_message(text: str) -> None:
     with pytest.raises(ValueError) as ours:
-        jsontext.loads(text)
+        json_loads(text)
     with pytest.raises(ValueError) as theirs:
         strict(text)
     assert str(ours.value) == str(theirs.value)
 
 
 def test_nan_names_the_constant() -> None:
-    with pytest.raises(ValueError, match="NaN is not valid JSON"):
-        jsontext.loads('{"timestamp": NaN}')
-    with pytest.raises(ValueError, match="NaN is not valid JSON"):
+    with pytest.raises(ValueError, match="NaN is not JSON"):
+        json_loads('{"timestamp": NaN}')
+    with pytest.raises(ValueError, match="NaN is not JSON"):
         JSON.loads('{"jsonrpc": "2.0", "id": NaN}')
+
+
+@pytest.mark.parametrize("text", [r'{"action": 15, "channel": "\ud800"}', '{"action": 15, "id": 123456789012345678901234567890}',
+                                  '{"action": 15, "timestamp": 1e400}', '{"action": 0, "a": 1, "a": 2}'])  # fmt: skip
+def test_an_ably_json_frame_reads_as_the_standard_library_reads_it(text: str) -> None:
+    assert same(ably.decode(text, ably.Format.JSON), strict(text))
+    assert same(ably.decode(text.encode(), ably.Format.JSON), strict(text))
+
+
+@pytest.mark.parametrize("text, reason", [('{"timestamp": NaN}', "NaN is not valid JSON"),
+                                          ('{"action": 1,}', "Illegal trailing comma")])
+def test_an_ably_json_frame_that_is_not_json_says_why_as_before(text: str, reason: str) -> None:
+    with pytest.raises(ably.DecodeError, match=reason):
+        ably.decode(text, ably.Format.JSON)
 
 
 def test_absurd_nesting_is_a_recursion_error() -> None:
     with pytest.raises(RecursionError):
-        jsontext.loads("[" * 100_000 + "]" * 100_000)
+        json_loads("[" * 100_000 + "]" * 100_000)
 
 
 def test_invalid_utf8_is_a_unicode_error() -> None:
     with pytest.raises(UnicodeDecodeError):
-        jsontext.loads(b'"\xff"')
+        json_loads(b'"\xff"')
 
 
 json_values = st.recursive(
@@ -99,7 +114,7 @@ def test_any_document_reads_as_the_standard_library_reads_it(value: Any, ascii_o
         expected = strict(data)
     except ValueError as exc:
         with pytest.raises(ValueError) as ours:
-            jsontext.loads(data)
+            json_loads(data)
         assert str(ours.value) == str(exc)
         return
-    assert same(jsontext.loads(data), expected)
+    assert same(json_loads(data), expected)
