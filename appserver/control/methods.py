@@ -62,7 +62,7 @@ def make_methods(registry: Registry, launcher_of: Callable[[], Launcher | None])
         was_active = registry.suite.active is session
         registry.suite.claim(session)
         registry.suite.decoded = decoded
-        registry.suite.window = window
+        registry.suite.set_window(window)
         if launcher is not None and spec is not None:
             try:
                 await launcher.ensure(spec.mode, spec.pid)

@@ -140,7 +140,7 @@ async def begin_session(registry: Registry, listeners: Listeners, control: Contr
         raise SessionConflict(f"session {session_id} ended while it opened (its control connection closed)")
     scope.suite.claim(control)
     scope.suite.decoded = parsed["decoded"]  # the decoded message in the dialogue (SPEC Part 9)
-    scope.suite.window = parsed["window"]  # how many messages may be with the suite at once (SPEC Part 10)
+    scope.suite.set_window(parsed["window"])  # how many messages may be with the suite at once (SPEC Part 10)
     registry.sessions[session_id] = session
     log.info("session %s opened (%s mode%s) for control connection %d", session_id, session.mode,
              _where(session), control.id)  # fmt: skip
@@ -180,7 +180,7 @@ def make_session_methods(registry: Registry, listeners: Callable[[], Listeners],
         registry.session_of[control] = session
         session.scope.suite.hand_over(control)
         session.scope.suite.decoded = decoded
-        session.scope.suite.window = window
+        session.scope.suite.set_window(window)
         log.info("control connection %d attached to session %s", control.id, session_id)
         return session.result()
 
@@ -195,7 +195,7 @@ def detach(registry: Registry, session: Session) -> None:
         registry.session_of.pop(attached, None)
         session.scope.suite.hand_over(session.control)
         session.scope.suite.decoded = False
-        session.scope.suite.window = 1
+        session.scope.suite.set_window(1)
         log.info("control connection %d detached from session %s", attached.id, session.id)
 
 

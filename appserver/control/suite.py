@@ -46,29 +46,24 @@ class ActiveSuite:
         self.active: ControlSocket | None = None
         #: startInterception {"decoded": true}: transforms and ruleMatched carry the decoded message.
         self.decoded = False
-        self._window = 1
+        #: startInterception/openSession {"window": N}: N transformInterceptedMessage per connection and direction
+        #: may be with the suite at once (SPEC Part 10). Set with set_window (read for every frame: an attribute).
+        self.window = 1
         #: Called when a suite becomes the active one, and when the active suite goes away (its rules go with it).
         self.on_claim: list[Callable[[], None]] = []
         self.on_release: list[Callable[[], None]] = []
         #: Called whenever there comes to be, or no longer is, a suite that answers (its chains' refresh).
         self.on_engaged: list[Callable[[], None]] = []
 
-    @property
-    def window(self) -> int:
-        """startInterception/openSession {"window": N}: N transformInterceptedMessage per connection and direction
-        may be with the suite at once (SPEC Part 10)."""
-        return self._window
-
-    @window.setter
-    def window(self, value: int) -> None:
-        self._window = value
+    def set_window(self, value: int) -> None:
+        self.window = value
         self._cork_turns(self.active)
 
     def _cork_turns(self, session: ControlSocket | None) -> None:
         """With a window the requests a turn writes to the suite leave together, the first one too (shared/cork.py);
         without, a lone request leaves at once. Only the active suite's connection writes them."""
         if session is not None and session.cork is not None:
-            session.cork.whole_turns = session is self.active and self._window > 1
+            session.cork.whole_turns = session is self.active and self.window > 1
 
     @property
     def engaged(self) -> bool:

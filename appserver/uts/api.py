@@ -51,6 +51,7 @@ class Holder:
 
     answers = False
     encoding = JSON
+    cork = None  # it writes nothing
 
     def __init__(self, number: int) -> None:
         self.id = -number  # never a control connection's number
