@@ -14,8 +14,13 @@ written. :class:`TurnCork` sits under aiohttp's frame writer (:func:`cork_writer
 * with ``whole_turns`` (a window of more than one message, SPEC Part 10: many
   requests and answers are written in one turn) the first waits for the
   turn's end too, so that all of them leave in one ``send()``;
-* a write of 16 KiB or more is neither held back nor copied: what is buffered
-  goes first, then it; a close or an abort writes what is buffered first.
+* a write of at most 14 bytes is held to the turn's end even when it is the
+  first: that is a WebSocket frame's bare header, which aiohttp writes apart
+  from a payload over 16 KiB; sent alone, it would wake the other end for a
+  header, and the payload would follow in a second round of wake-ups;
+* a write of 16 KiB or more is neither held back nor copied: it leaves at
+  once, with what is buffered before it in the same system call (writelines);
+  a close or an abort writes what is buffered first.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class TurnCork:
     """A transport whose small writes within one turn of the loop leave together (see the module)."""
 
     LARGE = 16 * 1024
+    #: A frame's header at most (2 bytes, 8 of length, 4 of mask): held for the payload that follows it.
+    HEADER = 14
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -44,14 +51,18 @@ class TurnCork:
         if not self._in_turn:
             self._in_turn = True
             self._loop.call_soon(self._turn_ended)
-            if not self.whole_turns:
+            if not self.whole_turns and len(data) > self.HEADER:
                 if not self._transport.is_closing():
                     self._transport.write(data)
                 return
         if len(data) >= self.LARGE:
-            self.flush()
+            buffered, self._buffer = self._buffer, []
             if not self._transport.is_closing():
-                self._transport.write(data)
+                if buffered:
+                    buffered.append(data)
+                    self._transport.writelines(buffered)
+                else:
+                    self._transport.write(data)
         else:
             self._buffer.append(data)
 

@@ -18,11 +18,18 @@ class Sends:
         self.calls: list[bytes] = []
         self._transport = transport
         self._write = transport.write
+        self._writelines = transport.writelines
         transport.write = self._record  # type: ignore[method-assign]
+        transport.writelines = self._record_lines  # type: ignore[method-assign]
 
     def _record(self, data: Any) -> None:
         self.calls.append(bytes(data))
         self._write(data)
+
+    def _record_lines(self, pieces: Any) -> None:
+        pieces = list(pieces)
+        self.calls.append(b"".join(pieces))  # one system call (writev)
+        self._writelines(pieces)
 
 
 async def pair() -> tuple[asyncio.Transport, socket.socket]:
@@ -45,18 +52,19 @@ async def test_the_control_cork_sends_a_lone_write_at_once_and_what_follows_in_i
     transport, peer = await pair()
     sends = Sends(transport)
     cork = TurnCork(transport)
+    first, then = b"a first message, alone", b"and the next one of its turn"
     try:
-        cork.write(b"first")
-        assert sends.calls == [b"first"]  # not delayed: a lone request leaves as it is written
-        cork.write(b"second")
+        cork.write(first)
+        assert sends.calls == [first]  # not delayed: a lone request leaves as it is written
+        cork.write(then)
         cork.write(b"third")
-        assert sends.calls == [b"first"]  # the rest of the turn waits for the turn's end
+        assert sends.calls == [first]  # the rest of the turn waits for the turn's end
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        assert sends.calls == [b"first", b"secondthird"]
-        cork.write(b"next turn")
-        assert sends.calls[-1] == b"next turn"
-        assert await received(peer, 25) == b"firstsecondthirdnext turn"
+        assert sends.calls == [first, then + b"third"]
+        cork.write(b"the next turn's first")
+        assert sends.calls[-1] == b"the next turn's first"
+        assert await received(peer, 76) == first + then + b"third" + b"the next turn's first"
     finally:
         transport.close()
         peer.close()
@@ -67,12 +75,13 @@ async def test_the_control_cork_neither_holds_back_nor_copies_a_large_write_and_
     sends = Sends(transport)
     cork = TurnCork(transport)
     big = b"y" * (TurnCork.LARGE + 1)
+    head = b"the turn's first write"
     try:
-        cork.write(b"head")
+        cork.write(head)
         cork.write(b"small")
         cork.write(big)
-        assert sends.calls == [b"head", b"small", big]  # what was buffered first, then the large write at once
-        assert await received(peer, 9 + len(big)) == b"headsmall" + big
+        assert sends.calls == [head, b"small" + big]  # what was buffered goes with the large write, at once
+        assert await received(peer, len(head) + 5 + len(big)) == head + b"small" + big
     finally:
         transport.close()
         peer.close()
@@ -106,12 +115,37 @@ async def test_with_whole_turns_the_first_write_of_a_turn_waits_for_its_end_too(
         assert sends.calls == [b"onetwo"]
         cork.write(b"three")
         cork.write(big)
-        assert sends.calls == [b"onetwo", b"three", big]
+        assert sends.calls == [b"onetwo", b"three" + big]
         cork.whole_turns = False  # back to a window of 1: a lone write leaves at once again
         await asyncio.sleep(0)
-        cork.write(b"four")
-        assert sends.calls[-1] == b"four"
-        assert await received(peer, 15 + len(big)) == b"onetwothree" + big + b"four"
+        cork.write(b"four, and longer")
+        assert sends.calls[-1] == b"four, and longer"
+        assert await received(peer, 27 + len(big)) == b"onetwothree" + big + b"four, and longer"
+    finally:
+        transport.close()
+        peer.close()
+
+
+async def test_a_large_frames_header_waits_for_its_payload_and_leaves_with_it() -> None:
+    """aiohttp writes a frame over 16 KiB as its header, then its payload: the header, though the turn's first
+    write, is not sent alone (the other end would wake for ten bytes); it leaves with the payload, in one writev."""
+    transport, peer = await pair()
+    sends = Sends(transport)
+    cork = TurnCork(transport)
+    header, payload = b"\x82\x7f" + (65536).to_bytes(8), b"p" * 65536
+    try:
+        cork.write(header)
+        assert sends.calls == []
+        cork.write(payload)
+        assert sends.calls == [header + payload]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        cork.write(b"\x88\x02\x03\xe8")  # a close frame's four bytes: held to its turn's end, not lost
+        assert sends.calls == [header + payload]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert sends.calls[-1] == b"\x88\x02\x03\xe8"
+        assert await received(peer, 10 + 65536 + 4) == header + payload + b"\x88\x02\x03\xe8"
     finally:
         transport.close()
         peer.close()
