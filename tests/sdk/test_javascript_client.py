@@ -75,6 +75,16 @@ async def test_with_session_for_node_test(direct: AppServer, fake: FakeAbly) -> 
     assert "# pass 3" in out and "# fail 0" in out, out
 
 
+async def test_with_a_window_the_javascript_client_answers_what_came_together_in_one_write(
+    direct: AppServer, fake: FakeAbly
+) -> None:
+    """tests/js/client/cork.test.mjs: eight requests that came in one read are answered in one write with a window
+    of 8, and in eight (each at once) with window 1; the socket's writes counted in Node."""
+    code, out = await run("node", "--test", "client/cork.test.mjs", cwd=JS, env=mocha_env(direct, fake))
+    assert code == 0, out
+    assert "# pass 2" in out and "# fail 0" in out, out
+
+
 async def test_the_declarations_pass_tsc_strict_for_a_users_test_file() -> None:
     code, out = await run(str(JS / "node_modules" / ".bin" / "tsc"), "-p", "client/tsconfig.json", cwd=JS, env={})
     assert code == 0, out

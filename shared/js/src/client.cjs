@@ -55,6 +55,9 @@ class Emitter {
   }
 }
 
+/** The methods whose `window` (SPEC Part 10) decides whether a turn's writes are held together (Suite._write). */
+const WINDOWED_METHODS = new Set(["startInterception", "openSession", "attachSession"]);
+
 function controlUrl(url) {
   const fromEnv = typeof process !== "undefined" ? process.env?.INTERCEPTION_CONTROL_URL : undefined;
   return url ?? fromEnv ?? DEFAULT_URL;
@@ -179,6 +182,8 @@ class Suite extends Emitter {
     this._matchCounts = new Map(); // ruleId → ruleMatched received
     this._matchWaiters = new Set();
     this.closed = false;
+    this._wholeTurns = false; // a window > 1: a turn's writes leave together (_write)
+    this._corked = false;
     this.sessionID = undefined;
     this.proxyPort = undefined;
     this.mitmproxyPort = undefined;
@@ -196,7 +201,23 @@ class Suite extends Emitter {
 
   _send(payload) {
     if (this.closed) throw new InterceptionError("the control connection is closed", -32000);
-    this._ws.send(this._encode(payload));
+    this._write(this._encode(payload));
+  }
+
+  /** One envelope out. With a window (> 1), what one turn of the event loop writes leaves in one system call:
+   * the answers to every request one read brought, not a send() each (where the socket is the `ws` package's,
+   * in Node; a browser's WebSocket writes as it does). */
+  _write(data) {
+    const socket = this._wholeTurns ? this._ws._socket : undefined;
+    if (socket && !this._corked && typeof socket.cork === "function") {
+      this._corked = true;
+      socket.cork();
+      setImmediate(() => {
+        this._corked = false;
+        socket.uncork();
+      });
+    }
+    this._ws.send(data);
   }
 
   _encode(payload) {
@@ -211,7 +232,12 @@ class Suite extends Emitter {
         this._pending.delete(id);
         reject(new InterceptionError(`${method}: no answer from the proxy within ${timeoutMs} ms`, -32000));
       }, timeoutMs);
-      this._pending.set(id, { resolve, reject, timer, method });
+      const resolved = (result) => {
+        if (WINDOWED_METHODS.has(method)) this._wholeTurns = (params?.window ?? 1) > 1;
+        else if (method === "closeSession") this._wholeTurns = false;
+        resolve(result);
+      };
+      this._pending.set(id, { resolve: resolved, reject, timer, method });
       try {
         this._send({ jsonrpc: "2.0", id, method, params });
       } catch (err) {
@@ -249,7 +275,7 @@ class Suite extends Emitter {
   }
 
   _reply(id, result) {
-    if (!this.closed) this._ws.send(this._encode({ jsonrpc: "2.0", id, result }));
+    if (!this.closed) this._write(this._encode({ jsonrpc: "2.0", id, result }));
   }
 
   async _request(msg) {
