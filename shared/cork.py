@@ -14,13 +14,16 @@ written. :class:`TurnCork` sits under aiohttp's frame writer (:func:`cork_writer
 * with ``whole_turns`` (a window of more than one message, SPEC Part 10: many
   requests and answers are written in one turn) the first waits for the
   turn's end too, so that all of them leave in one ``send()``;
-* a write of at most 14 bytes is held to the turn's end even when it is the
-  first: that is a WebSocket frame's bare header, which aiohttp writes apart
-  from a payload over 16 KiB; sent alone, it would wake the other end for a
-  header, and the payload would follow in a second round of wake-ups;
-* a write of 16 KiB or more is neither held back nor copied: it leaves at
-  once, with what is buffered before it in the same system call (writelines);
-  a close or an abort writes what is buffered first.
+* a frame's bare header announcing a large payload is held even when it is the
+  turn's first write: aiohttp writes a frame over 16 KiB as its header, then its
+  payload; sent alone, the header would wake the other end for ten bytes, and
+  the payload follow in a second round of wake-ups;
+* a write of 16 KiB or more, and a close frame, are never held back: each
+  leaves at once, with what is buffered before it in the same system call
+  (writelines), the large one not copied. aiohttp closes the socket itself,
+  not through this cork, right after a close frame it writes on a protocol
+  error: a close frame held for the turn's end would be lost. A close or an
+  abort through the cork writes what is buffered first.
 """
 
 from __future__ import annotations
@@ -28,13 +31,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+_CLOSE = 0x8  # a close frame's opcode
+
 
 class TurnCork:
     """A transport whose small writes within one turn of the loop leave together (see the module)."""
 
     LARGE = 16 * 1024
-    #: A frame's header at most (2 bytes, 8 of length, 4 of mask): held for the payload that follows it.
-    HEADER = 14
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
@@ -48,14 +51,7 @@ class TurnCork:
         self.get_write_buffer_size = transport.get_write_buffer_size
 
     def write(self, data: bytes) -> None:
-        if not self._in_turn:
-            self._in_turn = True
-            self._loop.call_soon(self._turn_ended)
-            if not self.whole_turns and len(data) > self.HEADER:
-                if not self._transport.is_closing():
-                    self._transport.write(data)
-                return
-        if len(data) >= self.LARGE:
+        if len(data) >= self.LARGE or (data and data[0] & 0x0F == _CLOSE):  # now, after what is buffered
             buffered, self._buffer = self._buffer, []
             if not self._transport.is_closing():
                 if buffered:
@@ -63,8 +59,15 @@ class TurnCork:
                     self._transport.writelines(buffered)
                 else:
                     self._transport.write(data)
-        else:
-            self._buffer.append(data)
+            return
+        if not self._in_turn:
+            self._in_turn = True
+            self._loop.call_soon(self._turn_ended)
+            if not self.whole_turns and not _large_frames_header(data):
+                if not self._transport.is_closing():
+                    self._transport.write(data)
+                return
+        self._buffer.append(data)
 
     def _turn_ended(self) -> None:
         self._in_turn = False
@@ -88,6 +91,13 @@ class TurnCork:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _large_frames_header(data: bytes) -> bool:
+    """Whether ``data`` is exactly an unmasked frame header with a 16- or 64-bit payload length (the payload
+    follows it in the next write)."""
+    n = len(data)
+    return (n == 4 and data[1] & 0x7F == 126) or (n == 10 and data[1] & 0x7F == 127)
 
 
 def cork_writer(ws: Any, transport: asyncio.Transport | None = None) -> TurnCork:

@@ -140,12 +140,27 @@ async def test_a_large_frames_header_waits_for_its_payload_and_leaves_with_it() 
         assert sends.calls == [header + payload]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        cork.write(b"\x88\x02\x03\xe8")  # a close frame's four bytes: held to its turn's end, not lost
-        assert sends.calls == [header + payload]
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert sends.calls[-1] == b"\x88\x02\x03\xe8"
-        assert await received(peer, 10 + 65536 + 4) == header + payload + b"\x88\x02\x03\xe8"
+        cork.write(b"\x82\x02ok")  # a small frame's four bytes, as the turn's first write: at once
+        assert sends.calls == [header + payload, b"\x82\x02ok"]
+        assert await received(peer, 10 + 65536 + 4) == header + payload + b"\x82\x02ok"
     finally:
         transport.close()
+        peer.close()
+
+
+async def test_a_close_frame_leaves_at_once_even_in_whole_turns_and_before_the_socket_closes() -> None:
+    """aiohttp closes the socket itself (not through the cork) right after the close frame it writes on a
+    protocol error (1009, a frame over the size limit): held for the turn's end, the frame would be lost. It
+    leaves at once, with what was buffered before it."""
+    for whole_turns in (False, True):
+        transport, peer = await pair()
+        sends = Sends(transport)
+        cork = TurnCork(transport)
+        cork.whole_turns = whole_turns
+        close = b"\x88\x02\x03\xf1"  # 1009, no reason
+        cork.write(b"\x81\x05hello")
+        cork.write(close)
+        transport.close()  # as aiohttp does, in the same turn
+        assert b"".join(sends.calls) == b"\x81\x05hello" + close, whole_turns
+        assert await received(peer, 11) == b"\x81\x05hello" + close, whole_turns
         peer.close()
